@@ -1,0 +1,29 @@
+# ODIN for MMDetection3D — developer entry points. Everything runs inside ./.venv, which
+# tools/setup_env.sh creates (or reuses from the cache outside the checkout).
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test lint ops clean help
+
+help:
+	@echo "make install  set up .venv (cached mmcv wheel + venv outside the checkout), build our ops"
+	@echo "make test     install, ruff check, and the CPU test suite"
+	@echo "make lint     ruff check"
+	@echo "make ops      (re)build the compiled ODIN ops"
+
+install:
+	bash tools/setup_env.sh
+
+lint: install
+	$(PY) -m ruff check .
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+ops: install
+	$(PY) tools/build_ops.py --force
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
+	find projects -name '*.so' -delete

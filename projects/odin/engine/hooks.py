@@ -1,0 +1,70 @@
+"""Training hooks added by ODIN."""
+import random
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+from mmdet3d.registry import HOOKS
+from mmengine.hooks import Hook
+
+DATA_BATCH = Optional[Any]
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Save the random-number-generator states in checkpoints and restore them on resume.
+
+    mmengine's ``resume=True`` restores weights, optimizer, schedulers, the iteration counter and
+    the seed, and replays the sampler so the same data comes next, but it does not restore the
+    state of the global generators (python ``random``, numpy, torch CPU and CUDA). ODIN draws from
+    them in the model (decoder key subsampling, loss/matcher point subsets, camera drop, dropout),
+    so a resumed run would diverge from an uninterrupted one. This hook stores the states in
+    ``checkpoint['rng_state']`` and puts them back right before the first iteration after resuming,
+    i.e. after mmengine has replayed the data loader.
+
+    Data-pipeline randomness lives in the loader workers, which mmengine seeds deterministically
+    from the seed, rank and worker id, so with ``num_workers > 0`` a resumed run is identical to an
+    uninterrupted one. With ``num_workers=0`` the transforms of the first resumed batch run before
+    the states are restored and draw different random numbers.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self) -> None:
+        self._pending: Dict[str, Any] | None = None
+
+    @staticmethod
+    def get_state() -> Dict[str, Any]:
+        """Return the states of python ``random``, numpy, torch CPU and (if present) CUDA."""
+        state = {
+            'python': random.getstate(),
+            'numpy': np.random.get_state(),
+            'torch': torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state['cuda'] = torch.cuda.get_rng_state_all()
+        return state
+
+    @staticmethod
+    def set_state(state: Dict[str, Any]) -> None:
+        """Restore states produced by :meth:`get_state`."""
+        random.setstate(state['python'])
+        np.random.set_state(state['numpy'])
+        torch.set_rng_state(state['torch'])
+        if 'cuda' in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state['cuda'])
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Store the current generator states in the checkpoint."""
+        checkpoint['rng_state'] = self.get_state()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Remember the saved states; they are applied before the next training iteration."""
+        self._pending = checkpoint.get('rng_state')
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch: DATA_BATCH = None) -> None:
+        """Apply the states loaded by a resume (not by ``load_from``: iteration 0), once."""
+        if self._pending is not None:
+            if runner.iter > 0:
+                self.set_state(self._pending)
+            self._pending = None
