@@ -14,4 +14,5 @@ if importlib.util.find_spec('mmdet3d') is not None:
     from .utils.checkpoint import register_trusted_local_loader
 
     register_trusted_local_loader()
+    from .datasets import *  # noqa: F401,F403,E402
     from .engine import *  # noqa: F401,F403,E402
