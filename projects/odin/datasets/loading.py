@@ -97,8 +97,9 @@ class LoadODINFrames(BaseTransform):
         depth_scale (float, optional): Divisor from stored values to metres; defaults to the
             info's ``depth_scale`` or 1000.
         ignore_depth_max (float, optional): Depth beyond this (m) is set to 0 (AI2THOR: 15).
-        with_label_maps (bool): Also load per-frame ``instance_map`` / ``semantic_map`` PNGs.
-            Defaults to False.
+        with_label_maps (bool): Also load per-frame ``instance_map`` (uint16 PNG, instance id
+            + 1, 0 = none -> ``inst_maps`` with -1 = none) and ``semantic_map`` (raw class id,
+            0 = unannotated) PNGs (AI2THOR). Defaults to False.
     """
 
     def __init__(self,
@@ -161,7 +162,9 @@ class LoadODINFrames(BaseTransform):
                     if m is None or m.shape[:2] != dep.shape:
                         raise ValueError(f'{fr[key]}: missing, unreadable or not '
                                          f'{dep.shape[1]}x{dep.shape[0]}')
-                    store.append(m.astype(np.int64))
+                    m = m.astype(np.int64)
+                    # instance PNGs store id + 1 (0 = no instance)
+                    store.append(m - 1 if key == 'instance_map' else m)
         results.update(out)
         if self.with_label_maps:
             results['inst_maps'], results['sem_maps'] = inst_maps, sem_maps
