@@ -233,3 +233,27 @@ def test_scannet200_labels_and_known_bad_scene(synthetic_raw, tmp_path):
     with pytest.raises(FileNotFoundError, match='labels.combined.tsv'):
         os.remove(raw / 'scannetv2-labels.combined.tsv')
         convert_scannet(str(raw), str(tmp_path / 'o3'), dataset='scannet200', progress=False)
+
+
+def test_command_lines(tmp_path):
+    """The two CLIs, as a user runs them (generator -> converter -> resumed re-run)."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root)
+    raw, out = tmp_path / 'raw', tmp_path / 'out'
+    r = subprocess.run([sys.executable, 'tools/dataset_converters/make_synthetic_world.py',
+                        '--out-dir', str(raw), '--num-scenes', '2', '--num-frames', '3',
+                        '--seed', '1'], cwd=root, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)['splits'] == {'train': ['scene0000_00'], 'val': ['scene0001_00']}
+    cmd = [sys.executable, 'tools/create_data.py', 'scannet', '--root-path', str(raw),
+           '--out-dir', str(out), '--frame-skip', '1', '--workers', '2', '--extra-tag',
+           'synthetic', '--no-progress']
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'converted 2, resumed 0, skipped 0' in r.stdout
+    assert (out / 'synthetic_infos_train.pkl').is_file()
+    assert (out / 'synthetic_infos_val.pkl').is_file()
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    assert 'converted 0, resumed 2, skipped 0' in r.stdout

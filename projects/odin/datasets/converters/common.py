@@ -293,13 +293,13 @@ def write_infos(name: str, out_dir: Path, scenes: Sequence[str], results: List[d
         skipped={r['scene']: r['reason'] for r in results if r['status'] in ('skipped', 'error')},
         dropped_frames={r['scene']: r['dropped'] for r in results
                         if any((r.get('dropped') or {}).values())},
-        dropped_frames_total=dict(dropped_total),
+        dropped_frames_total={k: v for k, v in dropped_total.items() if v},
     )
     atomic_write_text(out_dir / f'{prefix}_summary.json', json.dumps(summary, indent=1))
     logger.info(
         '%s: %d converted, %d resumed, %d skipped; dropped frames: %s; infos: %s', name,
         len(summary['converted']), len(summary['resumed']), len(summary['skipped']),
-        dict(dropped_total) or 'none', info_files or 'none')
+        summary['dropped_frames_total'] or 'none', info_files or 'none')
     for scene, reason in summary['skipped'].items():
         logger.warning('%s: skipped %s: %s', name, scene, reason)
     return summary
