@@ -257,3 +257,18 @@ def test_command_lines(tmp_path):
     assert (out / 'synthetic_infos_val.pkl').is_file()
     r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     assert 'converted 0, resumed 2, skipped 0' in r.stdout
+
+
+def test_unannotated_test_scene(synthetic_raw, tmp_path):
+    raw = _copy_world(synthetic_raw[0], tmp_path)
+    src = raw / 'scans' / 'scene0001_00'
+    (raw / 'scans_test').mkdir()
+    dst = raw / 'scans_test' / 'scene0001_00'
+    os.rename(src, dst)
+    for name in ('scene0001_00.aggregation.json', 'scene0001_00_vh_clean_2.labels.ply'):
+        os.remove(dst / name)
+    s = convert_scannet(str(raw), str(tmp_path / 'out'), frame_skip=4, progress=False)
+    assert s['info_files']['test'] == 'scannet_infos_test.pkl'
+    info = _load(tmp_path / 'out', 'test')['data_list'][0]
+    assert info['sample_idx'] == 'scene0001_00' and 'pts_semantic_mask_path' not in info
+    assert 'super_pts_path' in info and len(info['images']) >= 2

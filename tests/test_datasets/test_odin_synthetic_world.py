@@ -148,3 +148,13 @@ def test_presets_and_errors():
         WorldConfig.from_preset('huge')
     with pytest.raises(ValueError, match='num_scenes'):
         generate_world('/nonexistent', num_scenes=0)
+
+
+def test_prepare_synthetic_dataset_is_resumable(tmp_path):
+    from projects.odin.datasets.synthetic_world import prepare_synthetic_dataset
+    res = prepare_synthetic_dataset(tmp_path, num_scenes=2, seed=2, num_frames=3)
+    assert res['ann_files'] == {'train': 'synthetic_infos_train.pkl',
+                                'val': 'synthetic_infos_val.pkl'}
+    assert res['summary']['converted'] == ['scene0000_00', 'scene0001_00']
+    again = prepare_synthetic_dataset(tmp_path, num_scenes=2, seed=2, num_frames=3)
+    assert again['summary']['resumed'] == ['scene0000_00', 'scene0001_00']

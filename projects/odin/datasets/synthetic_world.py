@@ -867,5 +867,45 @@ def scene_world_points(scene: Scene) -> np.ndarray:
 
 __all__ = [
     'SYNTHETIC_CLASSES', 'PRESETS', 'WorldConfig', 'Box', 'Scene', 'build_scene', 'render',
-    'raycast', 'pixel_rays', 'look_pose', 'write_scene', 'generate_world', 'albedo', 'shade'
+    'raycast', 'pixel_rays', 'look_pose', 'write_scene', 'generate_world', 'albedo', 'shade',
+    'prepare_synthetic_dataset'
 ]
+
+
+def prepare_synthetic_dataset(root: Union[str, Path],
+                              num_scenes: int = 2,
+                              seed: int = 0,
+                              preset: str = 'tiny',
+                              inpaint: bool = False,
+                              workers: int = 1,
+                              progress: bool = False,
+                              **overrides) -> dict:
+    """Generate a synthetic world and convert it (for ``configs/_base_/datasets/synthetic_mv.py``).
+
+    Writes the raw ScanNet layout to ``ROOT/raw`` (only if ``ROOT/raw/synthetic_world.json`` is
+    absent) and the converted data to ``ROOT/data`` (resumable), with info files
+    ``synthetic_infos_{train,val}.pkl``. Used by the demo and the learning test.
+
+    Args:
+        root (str | Path): Working folder.
+        num_scenes (int): Rooms. Defaults to 2.
+        seed (int): World seed. Defaults to 0.
+        preset (str): Generator preset. Defaults to 'tiny'.
+        inpaint (bool): Also write inpainted depth. Defaults to False.
+        workers (int): Converter processes. Defaults to 1.
+        progress (bool): Show the converter's progress bar. Defaults to False.
+        **overrides: ``WorldConfig`` overrides.
+
+    Returns:
+        dict: ``data_root`` (str), ``ann_files`` (split -> file name), ``raw_root``, ``summary``.
+    """
+    from .converters.scannet import convert_scannet
+    root = Path(root)
+    raw = root / 'raw'
+    if not (raw / 'synthetic_world.json').is_file():
+        generate_world(raw, num_scenes=num_scenes, seed=seed, preset=preset, **overrides)
+    data = root / 'data'
+    summary = convert_scannet(str(raw), str(data), frame_skip=1, inpaint=inpaint,
+                              workers=workers, prefix='synthetic', progress=progress)
+    return dict(data_root=str(data), raw_root=str(raw), ann_files=summary['info_files'],
+                summary=summary)
