@@ -213,3 +213,25 @@ def test_through_mmengine_evaluator_with_det3d_data_samples(samples):
     res = evaluator.evaluate(len(data_samples))
     _, direct = run_metric(samples, dataset='scannet')
     assert res == direct
+
+
+def test_scene_names_for_export():
+    name = ODINSegMetric._scene_name
+    assert name(dict(scene_id='scene0011_00', sample_idx=4), 0) == 'scene0011_00'
+    assert name(dict(sample_idx='scene0011_00'), 0) == 'scene0011_00'
+    assert name(dict(sample_idx=3, lidar_path='data/points/scene0707_00.bin'), 0) == 'scene0707_00'
+    assert name(dict(sample_idx=3), 0) == 'scene_000003'
+
+
+def test_semantic_protocol_odin_uses_instance_points_only():
+    sem = np.array([0] * 100 + [1] * 100 + [2] * 100)
+    inst = np.array([0] * 100 + [1] * 100 + [-1] * 100)  # class-2 points belong to no instance
+    pred = np.array([0] * 100 + [1] * 50 + [2] * 50 + [0] * 100)
+    s = dict(scene_id='s', eval_ann_info=dict(pts_semantic_mask=sem, pts_instance_mask=inst),
+             pred_pts_seg=dict(pts_semantic_mask=pred))
+    _, official = run_metric([s], dataset='scannet', tasks=('semantic', ))
+    _, odin = run_metric([s], dataset='scannet', tasks=('semantic', ), semantic_protocol='odin')
+    # official: cabinet 100/200, bed 50/100, chair 0/150 (predicted class 2 on bed: FP of chair)
+    assert official['mIoU'] == pytest.approx((0.5 + 0.5 + 0) / 3)
+    # ODIN: class-2 points ignored; chair is predicted but absent from GT -> left out of the mean
+    assert odin['mIoU'] == pytest.approx((1.0 + 0.5) / 2)

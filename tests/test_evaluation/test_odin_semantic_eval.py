@@ -34,6 +34,10 @@ def test_classes_without_gt():
     assert sem['classes']['c']['iou'] == 0.0
     assert np.isnan(sem['classes']['d']['iou'])
     assert sem['miou'] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    # ODIN's evaluator averages over classes present in the GT only
+    odin = semantic_metrics(confusion_from_sparse([scene_confusion(gt, pred, 4)], 4), 'abcd',
+                            mean_over_classes_with_gt=True)
+    assert odin['miou'] == pytest.approx((1 / 2 + 1) / 2)
 
 
 def test_accumulates_over_scenes_and_checks_lengths():

@@ -48,13 +48,18 @@ def confusion_from_sparse(parts: Sequence[Tuple[np.ndarray, np.ndarray]],
     return conf.reshape(num_classes, num_classes + 1)
 
 
-def semantic_metrics(confusion: np.ndarray, class_names: Sequence[str]) -> Dict[str, object]:
+def semantic_metrics(confusion: np.ndarray,
+                     class_names: Sequence[str],
+                     mean_over_classes_with_gt: bool = False) -> Dict[str, object]:
     """IoU / accuracy from a (C, C + 1) or (C, C) confusion matrix (rows = GT).
 
     Args:
         confusion (np.ndarray): Counts; an optional last column holds predictions outside the
             evaluated classes.
         class_names (Sequence[str]): (C,) names.
+        mean_over_classes_with_gt (bool): Average mIoU / mAcc over classes that occur in the GT
+            only (ODIN's evaluator); by default a class that is predicted but absent from the GT
+            counts with IoU 0 (benchmark / mmdet3d ``seg_eval``). Defaults to False.
 
     Returns:
         dict: ``miou``, ``macc``, ``allacc`` (fractions) and ``classes`` (name -> ``iou``, ``acc``).
@@ -68,6 +73,8 @@ def semantic_metrics(confusion: np.ndarray, class_names: Sequence[str]) -> Dict[
         warnings.simplefilter('ignore', category=RuntimeWarning)
         iou = tp / (gt_count + pred_count - tp)
         acc = tp / gt_count
+        if mean_over_classes_with_gt:
+            iou = np.where(gt_count > 0, iou, np.nan)
         out = dict(miou=float(np.nanmean(iou)), macc=float(np.nanmean(acc)),
                    allacc=float(tp.sum() / gt_count.sum()) if gt_count.sum() > 0 else float('nan'))
     out['classes'] = {

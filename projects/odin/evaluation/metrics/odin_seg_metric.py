@@ -75,6 +75,10 @@ class ODINSegMetric(BaseMetric):
             ``<prefix>/semantic/<scene>.txt`` (label ids per point). Defaults to None.
         format_only (bool): Only write the submission files (test split without GT); returns an
             empty dict. Defaults to False.
+        semantic_protocol (str): ``'scannet'``: per-point GT labels, mIoU over all classes that
+            occur in GT or predictions (``evaluate_semantic_label.py``); ``'odin'``: GT labels
+            only on points of annotated instances and mIoU over classes present in the GT (ODIN's
+            ``scannet_3d_eval_semantic.py``). Defaults to ``'scannet'``.
         classwise (bool): Also return per-class AP / AP50 / AP25 / IoU keys. Defaults to False.
         collect_device (str): ``'cpu'`` or ``'gpu'``. Defaults to ``'cpu'``.
         prefix (str, optional): Metric-name prefix. Defaults to None.
@@ -89,6 +93,7 @@ class ODINSegMetric(BaseMetric):
                  min_region_size: int = MIN_REGION_SIZE,
                  submission_prefix: Optional[str] = None,
                  format_only: bool = False,
+                 semantic_protocol: str = 'scannet',
                  classwise: bool = False,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
@@ -107,6 +112,10 @@ class ODINSegMetric(BaseMetric):
         self.min_region_size = int(min_region_size)
         self.submission_prefix = submission_prefix
         self.format_only = format_only
+        if semantic_protocol not in ('scannet', 'odin'):
+            raise ValueError(f"semantic_protocol must be 'scannet' or 'odin', got "
+                             f'{semantic_protocol!r}')
+        self.semantic_protocol = semantic_protocol
         self.classwise = classwise
         self._info: Optional[dict] = None
 
@@ -175,12 +184,17 @@ class ODINSegMetric(BaseMetric):
     # ------------------------------------------------------------------ per sample
     @staticmethod
     def _scene_name(sample: dict, fallback: int) -> str:
-        for key in ('scene_id', 'sample_idx', 'scene_name'):
+        """Benchmark scene name: ``scene_id``, else a string ``sample_idx``, else the point file."""
+        for key in ('scene_id', 'sample_idx'):
             val = sample.get(key)
-            if val is not None:
-                if isinstance(val, (int, np.integer)):
-                    return f'scene_{int(val):06d}'
-                return osp.splitext(osp.basename(str(val)))[0]
+            if isinstance(val, str) and val:
+                return osp.splitext(osp.basename(val))[0]
+        lidar = sample.get('lidar_path') or (sample.get('lidar_points') or {}).get('lidar_path')
+        if isinstance(lidar, str) and lidar:
+            return osp.splitext(osp.basename(lidar))[0]
+        val = sample.get('sample_idx')
+        if isinstance(val, (int, np.integer)):
+            return f'scene_{int(val):06d}'
         return f'scene_{fallback:06d}'
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
@@ -241,6 +255,11 @@ class ODINSegMetric(BaseMetric):
                                    'mIoU')
                 if gt_sem is None:
                     raise KeyError(f'{scene}: eval_ann_info lacks pts_semantic_mask')
+                if self.semantic_protocol == 'odin':
+                    if gt_inst is None or gt_inst.shape != gt_sem.shape:
+                        raise ValueError(f'{scene}: semantic_protocol="odin" needs a '
+                                         'pts_instance_mask of the same length as the semantic GT')
+                    gt_sem = np.where(gt_inst.reshape(gt_sem.shape) >= 0, gt_sem, -1)
                 result['semantic'] = scene_confusion(gt_sem, sem_pred, info['num_classes'], scene)
             self.results.append(result)
 
@@ -306,7 +325,8 @@ class ODINSegMetric(BaseMetric):
             conf = confusion_from_sparse([r['semantic'] for r in results], info['num_classes'])
             perm = info['semantic_perm']
             conf = np.concatenate([conf[perm][:, perm], conf[perm][:, -1:]], axis=1)
-            sem = semantic_metrics(conf, info['semantic_classes'])
+            sem = semantic_metrics(conf, info['semantic_classes'],
+                                   mean_over_classes_with_gt=self.semantic_protocol == 'odin')
             out.update(mIoU=sem['miou'], mAcc=sem['macc'], allAcc=sem['allacc'])
             print_log('\n' + format_semantic_table(sem), logger)
             if self.classwise:
