@@ -168,6 +168,8 @@ def test_invalid_labels_are_skipped_and_bad_shapes_raise():
         match_scene(gt, np.zeros((1, 999), bool), [3], [0.5], VALID, scene_name='scene_x')
     with pytest.raises(ValueError, match='2 masks but 1 labels'):
         match_scene(gt, np.zeros((2, 1000), bool), [3], [0.5, 0.4], VALID)
+    with pytest.raises(ValueError, match='scores must be finite'):
+        match_scene(gt, np.zeros((1, 1000), bool), [3], [float('nan')], VALID)
 
 
 def test_subsets_are_nanmeans_over_their_classes():

@@ -235,3 +235,14 @@ def test_semantic_protocol_odin_uses_instance_points_only():
     assert official['mIoU'] == pytest.approx((0.5 + 0.5 + 0) / 3)
     # ODIN: class-2 points ignored; chair is predicted but absent from GT -> left out of the mean
     assert odin['mIoU'] == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_class_set_resolution_guards():
+    from projects.odin.class_names import SCANNET_ODIN_CLASS_NAMES
+
+    m = ODINSegMetric()
+    m.dataset_meta = dict(classes=SCANNET_ODIN_CLASS_NAMES)  # ODIN's spellings -> ScanNet record
+    assert m.class_info['class_ids'] == SCANNET_CLASS_IDS
+    m.dataset_meta = dict(classes=SCANNET_CLASSES, seg_valid_class_ids=sorted(SCANNET_CLASS_IDS))
+    with pytest.raises(ValueError, match='disagrees with the class set'):
+        _ = m.class_info

@@ -89,6 +89,9 @@ def match_scene(gt_ids: np.ndarray,
     if pred_label_ids.size != num_pred or pred_scores.size != num_pred:
         raise ValueError(f'{scene_name}: {num_pred} masks but {pred_label_ids.size} labels and '
                          f'{pred_scores.size} scores')
+    if not np.isfinite(pred_scores).all():
+        raise ValueError(f'{scene_name}: prediction scores must be finite, got '
+                         f'{pred_scores[~np.isfinite(pred_scores)][:3].tolist()}')
     valid_class_ids = np.asarray(valid_class_ids, dtype=np.int64)
     cls_index = {int(c): i for i, c in enumerate(valid_class_ids)}
     num_cls = len(valid_class_ids)

@@ -1,5 +1,6 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """ScanNet-protocol instance AP and semantic mIoU for ODIN's overlapping (K, N) mask predictions."""
+import copy
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
@@ -121,6 +122,16 @@ class ODINSegMetric(BaseMetric):
 
     # ------------------------------------------------------------------ class set
     @property
+    def dataset_meta(self) -> Optional[dict]:
+        """Meta info of the dataset (setting it re-resolves the class set)."""
+        return self._dataset_meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, dataset_meta: dict) -> None:
+        self._dataset_meta = copy.deepcopy(dataset_meta)
+        self._info = None
+
+    @property
     def class_info(self) -> dict:
         """The class record in use (resolved lazily, once ``dataset_meta`` is known)."""
         if self._info is None:
@@ -143,7 +154,7 @@ class ODINSegMetric(BaseMetric):
             info = None
             from projects.odin.class_names import DATASET_CLASS_INFO
             for name, rec in DATASET_CLASS_INFO.items():
-                if tuple(rec['classes']) == classes:
+                if classes in (tuple(rec['classes']), tuple(rec.get('alt_classes', ()))):
                     info = get_class_info(name)
                     break
             if info is None:
@@ -160,6 +171,13 @@ class ODINSegMetric(BaseMetric):
                             semantic_class_ids=class_ids, semantic_classes=classes,
                             id_multiplier=int(meta.get('id_multiplier', 1000)),
                             known_label_ids=(0, ) + class_ids, subsets={})
+        meta_ids = meta.get('seg_valid_class_ids')
+        if meta_ids is not None and tuple(int(i) for i in meta_ids) != tuple(info['class_ids']):
+            raise ValueError(
+                'dataset_meta["seg_valid_class_ids"] (label id of each training class) '
+                f'{tuple(meta_ids)[:6]}... disagrees with the class set in use '
+                f'{tuple(info["class_ids"])[:6]}...; predictions would be scored against the wrong '
+                'labels')
         if self._instance_class_ids is not None:
             id2name = dict(zip(info['class_ids'], info['classes']))
             bad = [i for i in self._instance_class_ids if i not in id2name]
