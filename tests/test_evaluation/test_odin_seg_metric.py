@@ -246,3 +246,9 @@ def test_class_set_resolution_guards():
     m.dataset_meta = dict(classes=SCANNET_CLASSES, seg_valid_class_ids=sorted(SCANNET_CLASS_IDS))
     with pytest.raises(ValueError, match='disagrees with the class set'):
         _ = m.class_info
+
+
+def test_class_set_from_metainfo_dataset_key():
+    m = ODINSegMetric()
+    m.dataset_meta = dict(classes=SCANNET200_CLASSES, dataset='scannet200')
+    assert set(m.class_info['subsets']) == {'head', 'common', 'tail'}

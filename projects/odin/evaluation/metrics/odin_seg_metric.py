@@ -9,7 +9,7 @@ from mmdet3d.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger, print_log
 
-from projects.odin.class_names import get_class_info
+from projects.odin.class_names import DATASET_CLASS_INFO, get_class_info
 
 from ..functional.instance_eval import (
     MIN_REGION_SIZE,
@@ -62,9 +62,10 @@ class ODINSegMetric(BaseMetric):
 
     Class sets: ``dataset`` names a record of :mod:`projects.odin.class_names` (``'scannet'``,
     ``'scannet200'``, ``'s3dis'``, ``'matterport3d'``, ``'ai2thor'``). Without it the dataset's
-    ``dataset_meta`` is used: ``classes`` (training order) with ``seg_valid_class_ids`` (label id
-    per class; default 1..C) and optionally ``instance_class_ids``; if ``classes`` equals a known
-    record's class list that record (e.g. its head / common / tail subsets) is used.
+    ``dataset_meta`` is used: its ``dataset`` key if it names a record, else a record whose class
+    list equals ``classes``, else ``classes`` (training order) with ``seg_valid_class_ids`` (label
+    id per class; default 1..C) and optionally ``instance_class_ids``. A ``seg_valid_class_ids``
+    in ``dataset_meta`` that disagrees with the record raises an error.
 
     Args:
         dataset (str, optional): Class-set record name. Defaults to None.
@@ -140,19 +141,22 @@ class ODINSegMetric(BaseMetric):
 
     def _resolve_class_info(self) -> dict:
         meta = self.dataset_meta or {}
-        if self.dataset is not None:
-            info = get_class_info(self.dataset)
+        dataset = self.dataset
+        if dataset is None and isinstance(meta.get('dataset'), str):
+            if meta['dataset'].lower() in DATASET_CLASS_INFO:
+                dataset = meta['dataset']
+        if dataset is not None:
+            info = get_class_info(dataset)
             meta_classes = meta.get('classes')
             if meta_classes is not None and len(meta_classes) != info['num_classes']:
                 raise ValueError(
-                    f'ODINSegMetric(dataset={self.dataset!r}) expects {info["num_classes"]} '
+                    f'ODINSegMetric(dataset={dataset!r}) expects {info["num_classes"]} '
                     f'classes but dataset_meta["classes"] has {len(meta_classes)}')
         else:
             if not meta.get('classes'):
                 raise ValueError('ODINSegMetric needs `dataset=` or a dataset_meta with "classes"')
             classes = tuple(meta['classes'])
             info = None
-            from projects.odin.class_names import DATASET_CLASS_INFO
             for name, rec in DATASET_CLASS_INFO.items():
                 if classes in (tuple(rec['classes']), tuple(rec.get('alt_classes', ()))):
                     info = get_class_info(name)
