@@ -252,3 +252,31 @@ def test_class_set_from_metainfo_dataset_key():
     m = ODINSegMetric()
     m.dataset_meta = dict(classes=SCANNET200_CLASSES, dataset='scannet200')
     assert set(m.class_info['subsets']) == {'head', 'common', 'tail'}
+
+
+def test_float_masks_are_rejected(samples):
+    s = dict(samples[0])
+    s['pred_pts_seg'] = dict(s['pred_pts_seg'])
+    s['pred_pts_seg']['pts_instance_mask'] = s['pred_pts_seg']['pts_instance_mask'].float()
+    with pytest.raises(TypeError, match='scene0000_00: .*binary'):
+        run_metric([s], dataset='scannet')
+
+
+def test_submission_prefix_from_test_py_cfg_options(tmp_path):
+    """`tools/test.py CFG CKPT --cfg-options test_evaluator.submission_prefix=DIR` reaches us."""
+    from mmdet3d.registry import METRICS
+
+    path = Path(__file__).resolve().parents[2] / 'tools' / 'test.py'
+    spec = importlib.util.spec_from_file_location('odin_test_py', path)
+    test_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_py)
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text("test_evaluator = dict(type='ODINSegMetric', dataset='scannet')\n")
+    args = test_py.parse_args([
+        str(cfg_file), 'ckpt.pth', '--work-dir', str(tmp_path), '--cfg-options',
+        f'test_evaluator.submission_prefix={tmp_path / "sub"}'
+    ])
+    cfg = test_py.build_config(args)
+    metric = METRICS.build(cfg.test_evaluator)
+    assert isinstance(metric, ODINSegMetric)
+    assert metric.submission_prefix == str(tmp_path / 'sub')

@@ -242,6 +242,9 @@ class ODINSegMetric(BaseMetric):
                 if inst_masks.ndim != 2:
                     raise ValueError(f'{scene}: pred_pts_seg.pts_instance_mask must be (K, N) '
                                      f'masks, got shape {inst_masks.shape}')
+                if inst_masks.dtype.kind == 'f':
+                    raise TypeError(f'{scene}: pred_pts_seg.pts_instance_mask must be binary '
+                                    f'(bool) masks, got {inst_masks.dtype}; threshold the logits')
                 if inst_scores is None:
                     raise KeyError(f'{scene}: pred_pts_seg has instance masks but no '
                                    'instance_scores')
