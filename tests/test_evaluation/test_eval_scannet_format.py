@@ -126,3 +126,48 @@ def test_prediction_without_gt_and_bad_gt_file(cli, tmp_path, capsys):
     (tmp_path / 'gt' / 'scene0000_00.txt').write_text('1\n2.5\n')
     err = error_of(cli, args + ['--dataset', 'scannet'], capsys)
     assert 'gt/scene0000_00.txt' in err and 'one integer per line' in err
+
+
+def test_cli_equals_mmdet3d_port_of_the_official_script(cli, tmp_path, monkeypatch):
+    """Random ScanNet200 folders: CLI numbers == the official algorithm (mmdet3d's port)."""
+    from mmdet3d.evaluation.functional.scannet_utils import evaluate_semantic_instance as official
+
+    from projects.odin.class_names import SCANNET200_INSTANCE_CLASS_IDS as ids
+
+    monkeypatch.setattr(np, 'in1d', np.isin, raising=False)  # the port predates numpy 2.4
+    rng = np.random.default_rng(7)
+    gt_dir, pred_dir = tmp_path / 'gt', tmp_path / 'pred'
+    (pred_dir / 'pred_mask').mkdir(parents=True)
+    gt_dir.mkdir()
+    used = list(rng.choice(ids, 6, replace=False)) + [1, 3]  # + wall, floor (not evaluated)
+    preds, gts = [], []
+    for s in range(3):
+        n = 3000
+        gt = np.zeros(n, np.int64)
+        seg = rng.integers(0, 12, n)
+        labels = rng.choice(used, 12)
+        for g in range(12):
+            gt[seg == g] = labels[g] * 1000 + g + 1 if rng.random() < 0.9 else 0
+        write_ids(str(gt_dir / f'scene{s:04d}_00.txt'), gt)
+        lines, info = [], {}
+        for k in range(15):
+            g = int(rng.integers(0, 12))
+            m = (seg == g) ^ (rng.random(n) < rng.uniform(0, 0.1))
+            lab = int(labels[g] if rng.random() < 0.7 else rng.choice(used))
+            conf = float(np.round(rng.random(), 2))
+            name = f'pred_mask/scene{s:04d}_00_{k}.txt'
+            write_ids(str(pred_dir / name), m)
+            lines.append(f'{name} {lab} {conf}\n')
+            info[name] = dict(mask=m.astype(np.int64), label_id=lab, conf=conf)
+        (pred_dir / f'scene{s:04d}_00.txt').write_text(''.join(lines))
+        preds.append(info)
+        gts.append(gt)
+    res = cli(['--gt-dir', str(gt_dir), '--pred-dir', str(pred_dir), '--dataset', 'scannet200'])
+    names = tuple(SCANNET200_INSTANCE_CLASSES)
+    ref = official.scannet_eval(preds, gts, None, ids, names, dict(zip(ids, names)))
+    assert res['AP'] == ref['all_ap'] and res['AP50'] == ref['all_ap_50%']
+    assert res['AP25'] == ref['all_ap_25%'] and res['AP50'] > 0
+    for name in names:
+        got = [res['per_class'][name][k] for k in ('AP', 'AP50', 'AP25')]
+        exp = [ref['classes'][name][k] for k in ('ap', 'ap50%', 'ap25%')]
+        np.testing.assert_array_equal(np.array(got, dtype=float), np.array(exp, dtype=float))
