@@ -329,6 +329,9 @@ class ODINSegMetric(BaseMetric):
         if self.format_only:
             logger.info(f'submission files written to {self.submission_prefix}')
             return {}
+        if not results:
+            logger.warning('ODINSegMetric: no scene was processed; no metrics')
+            return {}
         info = self.class_info
         out: Dict[str, float] = {}
         if 'instance' in self.tasks:
