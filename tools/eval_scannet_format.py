@@ -57,7 +57,6 @@ def to_json_dict(avg: dict, class_info: dict) -> dict:
     for sname in class_info.get('subsets') or {}:
         out[sname] = dict(AP=_frac(avg[f'{sname}_ap']), AP50=_frac(avg[f'{sname}_ap_50%']),
                           AP25=_frac(avg[f'{sname}_ap_25%']))
-    out['num_scenes'] = avg['num_scenes']
     return out
 
 

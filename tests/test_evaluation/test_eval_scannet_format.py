@@ -47,7 +47,7 @@ def test_json_schema_scannet(cli, tmp_path):
     out = tmp_path / 'r.json'
     cli(args + ['--dataset', 'scannet', '--json', str(out)])
     res = json.loads(out.read_text())
-    assert set(res) == {'AP', 'AP50', 'AP25', 'per_class', 'num_scenes'}
+    assert set(res) == {'AP', 'AP50', 'AP25', 'per_class'}
     assert list(res['per_class']) == list(SCANNET_INSTANCE_CLASSES)
     assert res['per_class']['cabinet'] == {'AP': 1.0, 'AP50': 1.0, 'AP25': 1.0}
     assert res['per_class']['chair'] == {'AP': 0.0, 'AP50': 0.0, 'AP25': 0.0}  # wall pred skipped
@@ -64,6 +64,7 @@ def test_json_schema_scannet200_subsets(cli, tmp_path):
     out = tmp_path / 'r.json'
     cli(args + ['--dataset', 'scannet200', '--json', str(out)])
     res = json.loads(out.read_text())
+    assert set(res) == {'AP', 'AP50', 'AP25', 'per_class', 'head', 'common', 'tail'}
     assert len(res['per_class']) == 198 == len(SCANNET200_INSTANCE_CLASSES)
     assert 'wall' not in res['per_class'] and 'floor' not in res['per_class']
     assert res['head'] == {'AP': 1.0, 'AP50': 1.0, 'AP25': 1.0}
