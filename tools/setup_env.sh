@@ -63,10 +63,38 @@ else
 fi
 
 ln -sfn "$VENV" "$ROOT/.venv"
-# Make `import projects.odin` work from anywhere (the repo root goes on sys.path, like an editable
-# install; `projects` stays a namespace package as in mmdet3d).
+# Make `import projects.odin` work from anywhere in a checkout, like an editable install (`projects`
+# stays a namespace package as in mmdet3d). The venv is shared by every checkout with the same
+# requirements, so the path hook puts the checkout that contains the working directory on sys.path
+# and falls back to the checkout that ran this script last.
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-printf '%s\n' "$ROOT" > "$SITE/odin_mmdet3d.pth"
+cat > "$SITE/_odin_mmdet3d_path.py" <<PYEOF
+"""Put the ODIN checkout on sys.path (written by tools/setup_env.sh)."""
+import os
+import sys
+
+FALLBACK = $(printf '%q' "$ROOT" | sed "s/.*/'&'/")
+
+
+def _find_root(start):
+    path = os.path.abspath(start)
+    while True:
+        if os.path.isfile(os.path.join(path, 'projects', 'odin', '__init__.py')):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+try:
+    _root = _find_root(os.getcwd()) or FALLBACK
+except OSError:  # the working directory was removed
+    _root = FALLBACK
+if _root not in sys.path:
+    sys.path.append(_root)
+PYEOF
+echo "import _odin_mmdet3d_path" > "$SITE/odin_mmdet3d.pth"
 
 # Our compiled ops (C++ CPU kernels, + CUDA when FORCE_CUDA=1 or torch sees a GPU).
 if [ -f tools/build_ops.py ]; then
