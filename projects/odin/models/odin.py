@@ -9,10 +9,12 @@ from mmdet3d.structures import PointData
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from projects.odin.layers.geometry import idw_interpolate, voxelize
-from projects.odin.ops import knn, scatter_mean, scatter_min
+from projects.odin.layers.geometry import voxelize
+from projects.odin.ops import scatter_mean, scatter_min
 
 from .multiview import MultiViewGeometry, build_multiview_geometry, compute_multiscale_xyz
+from .neighbors import idw as idw_interpolate
+from .neighbors import knn
 from .pixel_decoder import GhostPoints
 from .postprocess import instance_inference, semantic_inference
 
