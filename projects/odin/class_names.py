@@ -250,10 +250,11 @@ SCANNET_ID_MULTIPLIER = 1000
 
 
 def _record(classes, class_ids, instance_ids, semantic_ids, multiplier, known=None,
-            subsets=None) -> dict:
+            subsets=None, alt_classes=None) -> dict:
     id2name = dict(zip(class_ids, classes))
     return dict(
         classes=tuple(classes),
+        alt_classes=tuple(alt_classes or ()),
         class_ids=tuple(class_ids),
         num_classes=len(classes),
         instance_class_ids=tuple(instance_ids),
@@ -266,14 +267,15 @@ def _record(classes, class_ids, instance_ids, semantic_ids, multiplier, known=No
     )
 
 
-#: ``DATASET_CLASS_INFO[name]`` = dict(classes, class_ids, num_classes, instance_class_ids,
-#: instance_classes, semantic_class_ids, semantic_classes, id_multiplier, known_label_ids,
-#: subsets). ``classes`` / ``class_ids`` are in training order; ``instance_*`` and ``semantic_*``
+#: ``DATASET_CLASS_INFO[name]`` = dict(classes, alt_classes, class_ids, num_classes,
+#: instance_class_ids, instance_classes, semantic_class_ids, semantic_classes, id_multiplier,
+#: known_label_ids, subsets). ``classes`` / ``class_ids`` are in training order (``alt_classes``:
+#: other spellings of the same list, e.g. ODIN's ScanNet names); ``instance_*`` and ``semantic_*``
 #: in benchmark (reporting) order; ``subsets`` maps a subset name to class names.
 DATASET_CLASS_INFO: Dict[str, dict] = {
     'scannet': _record(SCANNET_CLASSES, SCANNET_CLASS_IDS, SCANNET_INSTANCE_CLASS_IDS,
                        SCANNET_SEMANTIC_CLASS_IDS, SCANNET_ID_MULTIPLIER,
-                       known=SCANNET_KNOWN_LABEL_IDS),
+                       known=SCANNET_KNOWN_LABEL_IDS, alt_classes=SCANNET_ODIN_CLASS_NAMES),
     'scannet200': _record(
         SCANNET200_CLASSES, SCANNET200_CLASS_IDS, SCANNET200_INSTANCE_CLASS_IDS,
         SCANNET200_SEMANTIC_CLASS_IDS, SCANNET_ID_MULTIPLIER, known=SCANNET200_KNOWN_LABEL_IDS,

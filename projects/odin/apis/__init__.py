@@ -1,0 +1,13 @@
+from .export import (
+                     instance_palette,
+                     masks_to_instance_ids,
+                     overlay_instances,
+                     write_instance_ply,
+                     write_instances_json,
+)
+from .rgbd_folder import RGBDFolderError, RGBDSequence, detect_layout, load_rgbd_folder
+
+__all__ = [
+    'RGBDFolderError', 'RGBDSequence', 'detect_layout', 'load_rgbd_folder', 'instance_palette',
+    'masks_to_instance_ids', 'overlay_instances', 'write_instance_ply', 'write_instances_json'
+]
