@@ -272,3 +272,17 @@ def test_unannotated_test_scene(synthetic_raw, tmp_path):
     info = _load(tmp_path / 'out', 'test')['data_list'][0]
     assert info['sample_idx'] == 'scene0001_00' and 'pts_semantic_mask_path' not in info
     assert 'super_pts_path' in info and len(info['images']) >= 2
+
+
+def test_converted_scene_folder_reads_in_the_demo_loader(converted):
+    """A converted scene folder is a ScanNet-layout recording for the demo (projects.odin.apis)."""
+    apis = pytest.importorskip('projects.odin.apis')
+    out, _ = converted
+    info = _load(out, 'train')['data_list'][0]
+    seq = apis.load_rgbd_folder(str(out / 'frames' / info['sample_idx']))
+    assert seq.layout == 'scannet' and seq.depth_scale == 1000.0
+    assert list(seq.frame_ids) == sorted(info['images'])
+    for i, fid in enumerate(seq.frame_ids):
+        fr = info['images'][fid]
+        np.testing.assert_allclose(seq.poses[i], fr['cam2global'], atol=1e-6)
+        np.testing.assert_allclose(seq.intrinsics[i], fr['cam2img'], atol=1e-6)
