@@ -106,6 +106,12 @@ def test_rerun_resumes_and_frame_skip(synthetic_raw, tmp_path, caplog):
     assert (out / 'points' / 'scene0000_00.bin').stat().st_mtime_ns == pts_mtime
     assert 'already converted' in caplog.text
     assert _load(out, 'train')['data_list'][0]['images'].keys() == info['images'].keys()
+    # a partial run (--scenes) keeps the other converted scenes in the info files
+    s_part = convert_scannet(str(raw), str(out), frame_skip=3, progress=False,
+                             scenes=['scene0001_00'], overwrite=True)
+    assert s_part['converted'] == ['scene0001_00']
+    assert [i['sample_idx'] for i in _load(out, 'train')['data_list']] == ['scene0000_00']
+    assert [i['sample_idx'] for i in _load(out, 'val')['data_list']] == ['scene0001_00']
     # other options: converted again
     s3 = convert_scannet(str(raw), str(out), frame_skip=2, progress=False)
     assert s3['converted'] == list(SCENES)
