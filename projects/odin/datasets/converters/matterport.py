@@ -15,9 +15,10 @@ Input (the v1 release, unzipped; ``RAW/v1/scans`` or ``RAW/scans``)::
 Every frame belongs to the region of its panorama; one scene = one region ``<house>_region<r>``.
 Poses are converted to OpenCV camera axes (``pose @ diag(1, -1, -1, 1)``) and ``cy`` to the
 top-left image origin (``H - 1 - cy``) so that the standard unprojection applies; frames are
-resized to ``image_size`` (default 512x640, the official size) with intrinsics scaled. Depth is stored in millimetres (value / 4). Classes: exact name lookup of the
-``semseg.json`` label in :data:`projects.odin.class_names.MATTERPORT3D_CLASSES` (raw id = index + 1;
-unknown names -> 0, ignored), instances = segGroups, superpoints = ``vsegs`` segments.
+resized to ``image_size`` (default 512x640, the official size) with intrinsics scaled. Depth is
+stored in millimetres (value / 4). Classes: exact name lookup of the ``semseg.json`` label in
+:data:`projects.odin.class_names.MATTERPORT3D_CLASSES` (raw id = index + 1; unknown names -> 0,
+ignored), instances = segGroups, superpoints = ``vsegs`` segments.
 Splits: ``scenes_<split>.txt`` (house ids, the official lists) or ``matterport3d_<split>.txt``
 (region scene ids) in ``--split-dir`` or the root; otherwise every region goes to 'all'.
 """
