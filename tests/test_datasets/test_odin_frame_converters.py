@@ -153,7 +153,7 @@ def _write_matterport(root, scene, house='17DRP5sb8fy', bad=False):
     k = _k(hw2)
     k[1, 2] = 30.0  # an off-centre principal point (the flip below must be exercised)
     k_file = k.copy()
-    k_file[1, 2] = hw2[0] - 1 - k[1, 2]  # rows counted from the bottom-left origin
+    k_file[1, 2] = hw2[0] - k[1, 2]  # rows counted from the bottom-left origin (official fix)
     lines = ['dataset matterport', f'n_images {len(scene.poses)}',
              'depth_directory undistorted_depth_images',
              'color_directory undistorted_color_images',
@@ -199,9 +199,10 @@ def test_matterport(scene, tmp_path):
     info = infos['17DRP5sb8fy_region0']
     assert sorted(info['images']) == ['pano00_i1_0', 'pano00_i1_2']
     fr = info['images']['pano00_i1_0']
-    # cy flipped to the top-left origin, then resized from 96x128 to 48x64 (pixel-centre rule)
-    k_expect = _k(HW)
-    k_expect[1, 2] = (30.0 + 0.5) * 0.5 - 0.5
+    # cy flipped to the top-left origin, then K scaled by the resize factor (96x128 -> 48x64)
+    k_expect = _k((HW[0] * 2, HW[1] * 2))
+    k_expect[1, 2] = 30.0
+    k_expect[:2, :3] *= 0.5
     np.testing.assert_allclose(fr['cam2img'], k_expect, atol=1e-4)
     np.testing.assert_allclose(fr['cam2global'], scene.poses[0], atol=1e-5)
     assert (fr['height'], fr['width']) == HW

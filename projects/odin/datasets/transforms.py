@@ -2,10 +2,12 @@
 
 Geometry conventions: intrinsics are (4, 4) with K in the top-left 3x3 for integer pixel indices
 (pixel ``(u, v)`` = column, row; unprojection ``X = (u - cx) z / fx``); poses are camera-to-world
-(4, 4). Resizing scales K with the pixel-centre rule ``fx' = fx * s``,
-``cx' = (cx + 0.5) * s - 0.5`` and samples depth / label maps with pixel-centre nearest
-neighbour, so that unprojected depth stays on the scene surface; cropping subtracts the crop
-offset from ``cx, cy``.
+(4, 4). Resizing follows the official ODIN pipeline exactly: K is scaled by the resize factor
+(``fx' = fx * s``, ``cx' = cx * s``, as ODIN's ``get_scannet_intrinsic``) and depth / label maps
+are resized with ``torch.nn.functional.interpolate(mode='nearest')``'s rule (output pixel ``i``
+takes input pixel ``floor(i * in / out)``, detectron2's resize of float maps). The two go together:
+an output pixel unprojects exactly like the input pixel it was sampled from, so unprojected depth
+stays on the scene surface. Cropping subtracts the crop offset from ``cx, cy``.
 """
 from __future__ import annotations
 
@@ -22,22 +24,23 @@ VIEW_KEYS = ('img', 'depths', 'cam2img', 'cam2global', 'img_path', 'depth_path',
 
 
 def nearest_resize(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
-    """Pixel-centre nearest-neighbour resize of an (H, W[, C]) array to ``hw``."""
+    """Nearest-neighbour resize of an (H, W[, C]) array to ``hw`` (``F.interpolate`` rule).
+
+    Output pixel ``(i, j)`` takes input pixel ``(floor(i * H / h), floor(j * W / w))``, which is
+    what the official pipeline does to depth maps; it pairs with :func:`scale_intrinsics`.
+    """
     h0, w0 = arr.shape[:2]
     h, w = hw
-    ys = np.minimum(((np.arange(h) + 0.5) * (h0 / h)).astype(np.int64), h0 - 1)
-    xs = np.minimum(((np.arange(w) + 0.5) * (w0 / w)).astype(np.int64), w0 - 1)
+    ys = np.minimum(np.floor(np.arange(h) * (h0 / h)).astype(np.int64), h0 - 1)
+    xs = np.minimum(np.floor(np.arange(w) * (w0 / w)).astype(np.int64), w0 - 1)
     return arr[ys[:, None], xs[None, :]]
 
 
 def scale_intrinsics(k: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Intrinsics after resizing the image by (sx, sy) (pixel-centre rule)."""
+    """Intrinsics after resizing the image by (sx, sy): rows scaled as in the official code."""
     k = np.array(k, dtype=np.float32, copy=True)
-    k[0, 0] *= sx
-    k[1, 1] *= sy
-    k[0, 1] *= sx
-    k[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
-    k[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
+    k[0, :3] *= sx
+    k[1, :3] *= sy
     return k
 
 

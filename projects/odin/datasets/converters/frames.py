@@ -74,10 +74,10 @@ def check_frame(color: np.ndarray, depth_mm: np.ndarray, pose: np.ndarray, color
 
 def resize_frame(color: np.ndarray, depth_mm: np.ndarray, k: np.ndarray,
                  size: Optional[Tuple[int, int]], label_maps: Tuple[np.ndarray, ...] = ()):
-    """Resize colour (area), depth and label maps (pixel-centre nearest) to ``size`` = (H, W).
+    """Resize colour (area), depth and label maps (nearest) to ``size`` = (H, W).
 
     Returns:
-        tuple: colour, depth, intrinsics (4, 4) scaled with the pixel-centre rule, label maps.
+        tuple: colour, depth, intrinsics (4, 4) scaled by the resize factor, label maps.
     """
     if size is None or tuple(size) == depth_mm.shape:
         return color, depth_mm, k, label_maps

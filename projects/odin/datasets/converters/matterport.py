@@ -14,11 +14,12 @@ Input (the v1 release, unzipped; ``RAW/v1/scans`` or ``RAW/scans``)::
 
 Every frame belongs to the region of its panorama; one scene = one region ``<house>_region<r>``.
 Poses are converted to OpenCV camera axes (``pose @ diag(1, -1, -1, 1)``) and ``cy`` to the
-top-left image origin (``H - 1 - cy``) so that the standard unprojection applies; frames are
-resized to ``image_size`` (default 512x640, the official size) with intrinsics scaled. Depth is
-stored in millimetres (value / 4). Classes: exact name lookup of the ``semseg.json`` label in
-:data:`projects.odin.class_names.MATTERPORT3D_CLASSES` (raw id = index + 1; unknown names -> 0,
-ignored), instances = segGroups, superpoints = ``vsegs`` segments.
+top-left image origin (``H - cy``, as the official ODIN export) so that the standard
+unprojection applies; frames are resized to ``image_size`` (default 512x640, the official size)
+with intrinsics scaled. Depth is stored in millimetres (value / 4). Classes: exact name lookup
+of the ``semseg.json`` label in :data:`projects.odin.class_names.MATTERPORT3D_CLASSES` (raw id =
+index + 1; unknown names -> 0, ignored), instances = segGroups, superpoints = ``vsegs``
+segments.
 Splits: ``scenes_<split>.txt`` (house ids, the official lists) or ``matterport3d_<split>.txt``
 (region scene ids) in ``--split-dir`` or the root; otherwise every region goes to 'all'.
 """
@@ -138,9 +139,9 @@ def process_region(job: SceneJob, stage: Path) -> SceneResult:
             record_drop(exc, dropped, notes)
             continue
         # the .conf intrinsics count rows from the bottom-left image origin; rows are stored
-        # top-down, so in OpenCV pixel coordinates cy becomes H - 1 - cy
+        # top-down, so cy becomes H - cy (the official ODIN export's fix, `512 - cy`)
         k = np.array(fr['k'], np.float64)
-        k[1, 2] = depth_mm.shape[0] - 1 - k[1, 2]
+        k[1, 2] = depth_mm.shape[0] - k[1, 2]
         color, depth_mm, k, _ = resize_frame(color, depth_mm, k, p['image_size'])
         fid = Path(fr['color']).stem
         images[fid] = write_frame(stage, scene, fid, color, depth_mm, pose, k)
