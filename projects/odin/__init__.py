@@ -15,4 +15,5 @@ if importlib.util.find_spec('mmdet3d') is not None:
 
     register_trusted_local_loader()
     from .engine import *  # noqa: F401,F403,E402
+    from .evaluation import *  # noqa: F401,F403,E402
     from .models import *  # noqa: F401,F403,E402

@@ -1,0 +1,3 @@
+from .odin_seg_metric import ODINSegMetric
+
+__all__ = ['ODINSegMetric']
