@@ -1,0 +1,188 @@
+"""Run ODIN on a posed RGB-D recording (sensor-point mode), as the demo does."""
+import logging
+import os.path as osp
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from .rgbd_folder import RGBDSequence
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedRecording:
+    """A recording turned into one ODIN sample.
+
+    Attributes:
+        inputs: ``img`` (V,3,H,W) uint8, ``depths`` (V,H,W) float32 metres, ``poses`` (V,4,4)
+            camera-to-world, ``intrinsics`` (V,4,4), ``points`` (N,6) xyz + rgb/255 of the fused
+            cloud (see DATA_CONTRACT in docs/model.md).
+        metainfo: data-sample metainfo (``scene_id``, ``img_path``, ``num_views``...).
+        images: (V,H,W,3) uint8 resized RGB frames (for overlays).
+        pixel_to_point: (V,H,W) int64 index of each pixel's fused point, -1 for invalid depth.
+    """
+
+    inputs: dict
+    metainfo: dict
+    images: np.ndarray
+    pixel_to_point: np.ndarray
+
+
+def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.ndarray) -> np.ndarray:
+    """Unproject a depth map to world coordinates (integer pixel indices, as ODIN).
+
+    Args:
+        depth: (H, W) metres.
+        intrinsics: (4, 4) or (3, 3) camera matrix.
+        cam2world: (4, 4) pose.
+
+    Returns:
+        (H, W, 3) float64 world coordinates.
+    """
+    h, w = depth.shape
+    ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
+                         indexing='ij')
+    fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
+    cam = np.stack([(xs - cx) * depth / fx, (ys - cy) * depth / fy, depth, np.ones_like(depth)],
+                   -1)
+    world = cam.reshape(-1, 4) @ cam2world.T
+    return (world[:, :3] / world[:, 3:]).reshape(h, w, 3)
+
+
+def prepare_recording(seq: RGBDSequence,
+                      image_size: Optional[Tuple[int, int]] = (240, 320),
+                      point_voxel_size: float = 0.02,
+                      max_depth: Optional[float] = None,
+                      progress: bool = False) -> PreparedRecording:
+    """Load, resize and fuse the frames of a recording into one ODIN sample.
+
+    Every frame is resized to ``image_size`` (colour bilinear, depth nearest, intrinsics scaled),
+    its valid depth is unprojected, and the fused cloud is voxelised at ``point_voxel_size``
+    (first point of each voxel kept): these are the points ODIN labels.
+
+    Args:
+        seq: a validated recording (:func:`load_rgbd_folder`).
+        image_size: (H, W) of the model input, or None to keep the depth resolution.
+        point_voxel_size: voxel size of the output cloud in metres. Defaults to 0.02.
+        max_depth: depth beyond this (metres) is treated as invalid. Defaults to None.
+        progress: show a progress bar while reading frames. Defaults to False.
+
+    Returns:
+        The prepared sample.
+    """
+    frames = range(len(seq))
+    if progress:
+        from tqdm import tqdm
+        frames = tqdm(frames, desc='reading frames', unit='frame')
+    imgs, depths, intrs, xyz_all, rgb_all, owner = [], [], [], [], [], []
+    for i in frames:
+        rgb, depth = seq.load_frame(i)
+        intr = seq.intrinsics[i].copy()
+        if image_size is not None and depth.shape != tuple(image_size):
+            h0, w0 = depth.shape
+            h, w = image_size
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+            depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+            intr[0, :3] *= w / w0
+            intr[1, :3] *= h / h0
+        if max_depth is not None:
+            depth = np.where(depth > max_depth, 0, depth)
+        xyz = unproject_frame(depth, intr, seq.poses[i])
+        valid = depth > 0
+        xyz_all.append(xyz[valid])
+        rgb_all.append(rgb[valid])
+        owner.append(np.flatnonzero(valid.ravel()) + i * depth.size)
+        imgs.append(rgb)
+        depths.append(depth)
+        intrs.append(intr)
+    xyz = np.concatenate(xyz_all)
+    colors = np.concatenate(rgb_all)
+    keys = np.floor(xyz / point_voxel_size).astype(np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    pixel_to_point = np.full(len(imgs) * imgs[0].shape[0] * imgs[0].shape[1], -1, np.int64)
+    pixel_to_point[np.concatenate(owner)] = inverse.ravel()
+    points = np.concatenate([xyz[first], colors[first] / 255.0], 1).astype(np.float32)
+    images = np.stack(imgs)
+    inputs = dict(
+        img=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        depths=torch.from_numpy(np.stack(depths).astype(np.float32)),
+        poses=torch.from_numpy(seq.poses.astype(np.float32)),
+        intrinsics=torch.from_numpy(np.stack(intrs).astype(np.float32)),
+        points=torch.from_numpy(points))
+    h, w = images.shape[1:3]
+    metainfo = dict(
+        scene_id=osp.basename(osp.normpath(seq.folder)), sample_idx=0, num_views=len(imgs),
+        img_path=list(seq.color_paths), depth_path=list(seq.depth_paths), img_shape=(h, w),
+        ori_shape=(h, w), pad_shape=(h, w), cam2img=[k for k in np.stack(intrs)],
+        cam2global=[p for p in seq.poses], axis_align_matrix=np.eye(4),
+        box_type_3d='depth')
+    return PreparedRecording(inputs=inputs, metainfo=metainfo, images=images,
+                             pixel_to_point=pixel_to_point.reshape(len(imgs), h, w))
+
+
+def init_odin_model(config: str, checkpoint: Optional[str] = None, device: str = 'cpu',
+                    cfg_options: Optional[dict] = None) -> nn.Module:
+    """Build an ODIN model from a config and load a checkpoint (mmdet3d's ``init_model``).
+
+    Args:
+        config: config file path.
+        checkpoint: checkpoint path (our format). Defaults to None (random weights).
+        device: torch device. Defaults to ``'cpu'``.
+        cfg_options: config overrides. Defaults to None.
+
+    Returns:
+        The model in eval mode.
+    """
+    from mmdet3d.apis import init_model
+    if checkpoint is not None and not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
+    return init_model(config, checkpoint, device=device, cfg_options=cfg_options)
+
+
+@torch.no_grad()
+def inference_recording(model: nn.Module, prepared: PreparedRecording):
+    """Run the model on a prepared recording.
+
+    Args:
+        model: an ODIN detector in eval mode.
+        prepared: output of :func:`prepare_recording`.
+
+    Returns:
+        The ``Det3DDataSample`` with ``pred_pts_seg`` (``pts_instance_mask`` (K, N) bool,
+        ``instance_labels`` (K,), ``instance_scores`` (K,), ``pts_semantic_mask`` (N,)) on
+        ``prepared.inputs['points']``.
+    """
+    from mmdet3d.structures import Det3DDataSample
+    sample = Det3DDataSample(metainfo=prepared.metainfo)
+    return model.test_step(dict(inputs=[prepared.inputs], data_samples=[sample]))[0]
+
+
+def select_instances(pred, score_thr: float = 0.3,
+                     min_points: int = 50) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep confident predictions for display (ODIN itself does no thresholding).
+
+    Args:
+        pred: ``pred_pts_seg`` of :func:`inference_recording`.
+        score_thr: minimum score. Defaults to 0.3.
+        min_points: minimum mask size. Defaults to 50.
+
+    Returns:
+        tuple: masks (K', N) bool, labels (K',), scores (K',) as numpy arrays.
+    """
+    masks = _np(pred.pts_instance_mask).astype(bool)
+    labels, scores = _np(pred.instance_labels), _np(pred.instance_scores)
+    keep = (scores >= score_thr) & (masks.sum(1) >= min_points)
+    return masks[keep], labels[keep], scores[keep]
+
+
+def _np(x: Union[torch.Tensor, np.ndarray, Sequence]) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+__all__: List[str] = ['PreparedRecording', 'prepare_recording', 'init_odin_model',
+                      'inference_recording', 'select_instances', 'unproject_frame']
