@@ -144,3 +144,30 @@ def test_mixed_batch_is_rejected():
                  data_samples=d3['data_samples'] + d2['data_samples'])
     with pytest.raises(ValueError, match='all-3D'):
         model.data_preprocessor(mixed, False)
+
+
+def test_2d_batch_from_mmdet_pack_det_inputs():
+    """COCO-style samples packed by mmdet's PackDetInputs (inputs = plain image tensors)."""
+    import numpy as np
+    from mmdet.datasets.transforms import PackDetInputs
+    from mmdet.structures.mask import BitmapMasks
+    model = _build()
+    model.train()
+    pack = PackDetInputs()
+    rng = np.random.RandomState(0)
+    batch = dict(inputs=[], data_samples=[])
+    for _ in range(2):
+        masks = np.zeros((2, 48, 64), dtype=np.uint8)
+        masks[0, 5:20, 5:30] = 1
+        masks[1, 25:40, 30:60] = 1
+        packed = pack(dict(img=rng.randint(0, 255, (48, 64, 3)).astype(np.uint8),
+                           img_shape=(48, 64), ori_shape=(48, 64), scale_factor=(1.0, 1.0),
+                           gt_bboxes=np.array([[5, 5, 30, 20], [30, 25, 60, 40]], np.float32),
+                           gt_bboxes_labels=np.array([0, 3]), gt_masks=BitmapMasks(masks, 48, 64),
+                           gt_ignore_flags=np.array([False, False])))
+        batch['inputs'].append(packed['inputs'])
+        batch['data_samples'].append(packed['data_samples'])
+    d = model.data_preprocessor(batch, True)
+    assert d['inputs']['imgs'].shape == (2, 3, 64, 64)  # padded to a multiple of 32
+    losses = model(**d, mode='loss')
+    assert torch.isfinite(sum(v for k, v in losses.items() if 'loss' in k))
