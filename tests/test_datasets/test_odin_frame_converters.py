@@ -151,10 +151,13 @@ def _write_matterport(root, scene, house='17DRP5sb8fy', bad=False):
         (hd / sub).mkdir(parents=True, exist_ok=True)
     hw2 = (HW[0] * 2, HW[1] * 2)
     k = _k(hw2)
+    k[1, 2] = 30.0  # an off-centre principal point (the flip below must be exercised)
+    k_file = k.copy()
+    k_file[1, 2] = hw2[0] - 1 - k[1, 2]  # rows counted from the bottom-left origin
     lines = ['dataset matterport', f'n_images {len(scene.poses)}',
              'depth_directory undistorted_depth_images',
              'color_directory undistorted_color_images',
-             'intrinsics_matrix ' + ' '.join(str(x) for x in k[:3, :3].reshape(-1))]
+             'intrinsics_matrix ' + ' '.join(str(x) for x in k_file[:3, :3].reshape(-1))]
     house_lines = ['ASCII 1.1']
     for i, (pose, out) in enumerate(_frames(scene, hw2, k)):
         pano = f'pano{i % 2:02d}'
@@ -166,7 +169,8 @@ def _write_matterport(root, scene, house='17DRP5sb8fy', bad=False):
         cv2.imwrite(str(hd / 'undistorted_depth_images' / dname), dep)
         gl = pose @ np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes
         lines.append(f'scan {dname} {cname} ' + ' '.join(repr(float(x)) for x in gl.reshape(-1)))
-    house_lines += ['P pano00 0 0 0 1 1 1 0 0 0 0 0', 'P pano01 1 3 0 1 1 1 0 0 0 0 0']
+    house_lines += ['P pano00 0 0 0 1 1 1 0 0 0 0 0', 'P pano01 1 3 0 1 1 1 0 0 0 0 0',
+                    'P 0 0 3 door 0 0 0 1 1 1 0 0 0 0']  # a portal line
     (hd / 'undistorted_camera_parameters' / f'{house}.conf').write_text('\n'.join(lines) + '\n')
     (hd / 'house_segmentations' / f'{house}.house').write_text('\n'.join(house_lines) + '\n')
     rd = hd / 'region_segmentations'
@@ -195,8 +199,10 @@ def test_matterport(scene, tmp_path):
     info = infos['17DRP5sb8fy_region0']
     assert sorted(info['images']) == ['pano00_i1_0', 'pano00_i1_2']
     fr = info['images']['pano00_i1_0']
-    # resized from 96x128 to 48x64 with the pixel-centre rule
-    np.testing.assert_allclose(fr['cam2img'], _k(HW), atol=1e-4)
+    # cy flipped to the top-left origin, then resized from 96x128 to 48x64 (pixel-centre rule)
+    k_expect = _k(HW)
+    k_expect[1, 2] = (30.0 + 0.5) * 0.5 - 0.5
+    np.testing.assert_allclose(fr['cam2img'], k_expect, atol=1e-4)
     np.testing.assert_allclose(fr['cam2global'], scene.poses[0], atol=1e-5)
     assert (fr['height'], fr['width']) == HW
     sem = np.fromfile(out / info['pts_semantic_mask_path'], np.int64)

@@ -106,6 +106,12 @@ def test_rerun_resumes_and_frame_skip(synthetic_raw, tmp_path, caplog):
     assert (out / 'points' / 'scene0000_00.bin').stat().st_mtime_ns == pts_mtime
     assert 'already converted' in caplog.text
     assert _load(out, 'train')['data_list'][0]['images'].keys() == info['images'].keys()
+    # a partial run (--scenes) keeps the other converted scenes in the info files
+    s_part = convert_scannet(str(raw), str(out), frame_skip=3, progress=False,
+                             scenes=['scene0001_00'], overwrite=True)
+    assert s_part['converted'] == ['scene0001_00']
+    assert [i['sample_idx'] for i in _load(out, 'train')['data_list']] == ['scene0000_00']
+    assert [i['sample_idx'] for i in _load(out, 'val')['data_list']] == ['scene0001_00']
     # other options: converted again
     s3 = convert_scannet(str(raw), str(out), frame_skip=2, progress=False)
     assert s3['converted'] == list(SCENES)
@@ -235,28 +241,36 @@ def test_scannet200_labels_and_known_bad_scene(synthetic_raw, tmp_path):
         convert_scannet(str(raw), str(tmp_path / 'o3'), dataset='scannet200', progress=False)
 
 
-def test_command_lines(tmp_path):
-    """The two CLIs, as a user runs them (generator -> converter -> resumed re-run)."""
+def _tool(root, rel):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(rel.replace('/', '_')[:-3],
+                                                  os.path.join(root, rel))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_command_lines(tmp_path, capsys):
+    """The two CLIs, as a user runs them (generator -> create_data -> resumed re-run); one real
+    subprocess, the rest in-process (importing the package costs seconds per process)."""
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, PYTHONPATH=root)
     raw, out = tmp_path / 'raw', tmp_path / 'out'
-    r = subprocess.run([sys.executable, 'tools/dataset_converters/make_synthetic_world.py',
-                        '--out-dir', str(raw), '--num-scenes', '2', '--num-frames', '3',
-                        '--seed', '1'], cwd=root, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)['splits'] == {'train': ['scene0000_00'], 'val': ['scene0001_00']}
-    cmd = [sys.executable, 'tools/create_data.py', 'scannet', '--root-path', str(raw),
-           '--out-dir', str(out), '--frame-skip', '1', '--workers', '2', '--extra-tag',
-           'synthetic', '--no-progress']
-    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    _tool(root, 'tools/dataset_converters/make_synthetic_world.py').main(
+        ['--out-dir', str(raw), '--num-scenes', '2', '--num-frames', '3', '--seed', '1'])
+    printed = capsys.readouterr().out
+    assert json.loads(printed)['splits'] == {'train': ['scene0000_00'], 'val': ['scene0001_00']}
+    args = ['scannet', '--root-path', str(raw), '--out-dir', str(out), '--frame-skip', '1',
+            '--workers', '2', '--extra-tag', 'synthetic', '--no-progress']
+    r = subprocess.run([sys.executable, 'tools/create_data.py'] + args, cwd=root,
+                       env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert 'converted 2, resumed 0, skipped 0' in r.stdout
     assert (out / 'synthetic_infos_train.pkl').is_file()
     assert (out / 'synthetic_infos_val.pkl').is_file()
-    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-    assert 'converted 0, resumed 2, skipped 0' in r.stdout
+    assert _tool(root, 'tools/create_data.py').main(args) == 0
+    assert 'converted 0, resumed 2, skipped 0' in capsys.readouterr().out
 
 
 def test_unannotated_test_scene(synthetic_raw, tmp_path):

@@ -6,17 +6,19 @@ Input (the v1 release, unzipped; ``RAW/v1/scans`` or ``RAW/scans``)::
     scans/<house>/undistorted_depth_images/<pano>_d<c>_<y>.png      (uint16, 0.25 mm units)
     scans/<house>/undistorted_camera_parameters/<house>.conf
         ``intrinsics_matrix fx 0 cx 0 fy cy 0 0 1`` then ``scan <depth> <color> <16 floats>``
-        (camera-to-world, OpenGL camera axes: x right, y up, z backwards)
+        (camera-to-world of a canonical camera looking along -z with +y up, i.e. OpenGL axes;
+        image origin at the bottom-left, per the dataset's data_organization.md)
     scans/<house>/house_segmentations/<house>.house   (``P <pano> <pano_index> <region> ...``)
     scans/<house>/region_segmentations/region<r>.ply, region<r>.vsegs.json,
         region<r>.semseg.json
 
 Every frame belongs to the region of its panorama; one scene = one region ``<house>_region<r>``.
-Poses are converted to OpenCV camera axes (``pose @ diag(1, -1, -1, 1)``) so that the standard
-unprojection applies; frames are resized to ``image_size`` (default 512x640, the official size) with
-intrinsics scaled. Depth is stored in millimetres (value / 4). Classes: exact name lookup of the
-``semseg.json`` label in :data:`projects.odin.class_names.MATTERPORT3D_CLASSES` (raw id = index + 1;
-unknown names -> 0, ignored), instances = segGroups, superpoints = ``vsegs`` segments.
+Poses are converted to OpenCV camera axes (``pose @ diag(1, -1, -1, 1)``) and ``cy`` to the
+top-left image origin (``H - 1 - cy``) so that the standard unprojection applies; frames are
+resized to ``image_size`` (default 512x640, the official size) with intrinsics scaled. Depth is
+stored in millimetres (value / 4). Classes: exact name lookup of the ``semseg.json`` label in
+:data:`projects.odin.class_names.MATTERPORT3D_CLASSES` (raw id = index + 1; unknown names -> 0,
+ignored), instances = segGroups, superpoints = ``vsegs`` segments.
 Splits: ``scenes_<split>.txt`` (house ids, the official lists) or ``matterport3d_<split>.txt``
 (region scene ids) in ``--split-dir`` or the root; otherwise every region goes to 'all'.
 """
@@ -88,8 +90,13 @@ def parse_house_regions(path: Path) -> Dict[str, int]:
     with open(path, encoding='utf-8') as fh:
         for line in fh:
             parts = line.split()
-            if len(parts) >= 4 and parts[0] == 'P':
-                regions[parts[1]] = int(parts[3])
+            # panorama lines: P <name> <panorama_index> <region_index> 0 px py pz ...
+            # (portal lines share the letter but start with an integer index)
+            if len(parts) >= 4 and parts[0] == 'P' and not parts[1].isdigit():
+                try:
+                    regions[parts[1]] = int(parts[3])
+                except ValueError:
+                    continue
     return regions
 
 
@@ -130,7 +137,10 @@ def process_region(job: SceneJob, stage: Path) -> SceneResult:
         except FrameDrop as exc:
             record_drop(exc, dropped, notes)
             continue
-        k = np.asarray(fr['k'], np.float64)
+        # the .conf intrinsics count rows from the bottom-left image origin; rows are stored
+        # top-down, so in OpenCV pixel coordinates cy becomes H - 1 - cy
+        k = np.array(fr['k'], np.float64)
+        k[1, 2] = depth_mm.shape[0] - 1 - k[1, 2]
         color, depth_mm, k, _ = resize_frame(color, depth_mm, k, p['image_size'])
         fid = Path(fr['color']).stem
         images[fid] = write_frame(stage, scene, fid, color, depth_mm, pose, k)
