@@ -22,6 +22,8 @@ namespace odin {
 namespace {
 
 constexpr double kPadDist2 = 1e10;  // official pointops2 padding value
+// below this many inner-loop iterations a parallel region costs more than it saves
+constexpr int64_t kParallelWork = 1 << 16;
 
 template <typename T>
 inline T sq_dist(const T* a, const T* b) {
@@ -267,7 +269,7 @@ struct SceneGrid {
 template <typename T>
 void knn_scene_brute(const T* q, int64_t nq, const T* s, int64_t ns, int64_t first_row, int64_t k,
                      int64_t* out_idx, T* out_d2) {
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) if (nq * ns > kParallelWork)
   for (int64_t i = 0; i < nq; ++i) {
     TopK<T> top(k, out_d2 + i * k, out_idx + i * k);
     for (int64_t j = 0; j < ns; ++j) top.push(sq_dist(q + 3 * i, s + 3 * j), first_row + j);
@@ -283,7 +285,7 @@ void knn_scene_grid(const T* q, int64_t nq, const T* s, int64_t ns, int64_t firs
                     int64_t* out_idx, T* out_d2) {
   SceneGrid<T> grid;
   grid.build(s, ns, first_row, std::max(2.0, 0.5 * static_cast<double>(k)));
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) if (nq > 256)
   for (int64_t i = 0; i < nq; ++i) {
     TopK<T> top(k, out_d2 + i * k, out_idx + i * k);
     grid.query(q + 3 * i, top);
@@ -379,7 +381,7 @@ template <typename T>
 void gather_dot_fwd_impl(const T* qp, const T* kp, const int64_t* ip, T* op, int64_t n, int64_t c,
                          int64_t h, int64_t k) {
   const int64_t d = c / h;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * k * c > kParallelWork)
   for (int64_t i = 0; i < n; ++i) {
     const T* qi = qp + i * c;
     for (int64_t j = 0; j < k; ++j) {
@@ -399,7 +401,7 @@ template <typename T>
 void gather_wsum_impl(const T* wp, const T* tp, const int64_t* ip, T* op, int64_t n, int64_t c,
                       int64_t h, int64_t k) {
   const int64_t d = c / h;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * k * c > kParallelWork)
   for (int64_t i = 0; i < n; ++i) {
     T* oi = op + i * c;
     for (int64_t j = 0; j < k; ++j) {
@@ -418,7 +420,7 @@ template <typename T>
 void scatter_rows_impl(const T* wp, const T* rp, const int64_t* ip, T* gp, int64_t n, int64_t c,
                        int64_t h, int64_t k) {
   const int64_t d = c / h;
-#pragma omp parallel
+#pragma omp parallel if (n * k * c > kParallelWork)
   {
     int64_t c0, c1;
     channel_slice(c, &c0, &c1);
@@ -544,7 +546,7 @@ template <typename T>
 void pe_score_fwd_impl(const T* r, const T* rel, const T* w1t, const T* b1, const T* lnw,
                        const T* lnb, double eps, T* out, int64_t n, int64_t h, int64_t k,
                        int64_t c) {
-#pragma omp parallel
+#pragma omp parallel if (n * k * c > kParallelWork)
   {
     std::vector<T> buf(3 * c);
     T *xhat = buf.data(), *y = xhat + c, *p = y + c;
@@ -575,7 +577,7 @@ void pe_score_bwd_impl(const T* grad, const T* r, const T* rel, const T* w1t, co
 #endif
   // per-thread parameter-gradient accumulators [w1t (3c) | b1 | lnw | lnb], reduced at the end
   std::vector<T> acc(static_cast<size_t>(nt) * 6 * c, T(0));
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (n * k * c > kParallelWork)
   {
 #ifdef _OPENMP
     const int t = omp_get_thread_num();
