@@ -1,0 +1,27 @@
+"""ODIN 3D ops: kNN, segment reductions and kNN-attention primitives.
+
+Imports with torch alone (no mmcv/mmdet/mmdet3d). Each op dispatches to the compiled extension
+``projects.odin.ops._ext`` (C++/OpenMP on CPU, CUDA when compiled with it; built by
+``tools/build_ops.py``) and falls back to its pure-PyTorch twin when the extension is missing.
+``set_backend('pytorch')``, ``use_backend('pytorch')`` or ``ODIN_OPS_BACKEND=pytorch`` force the
+twins.
+"""
+from .backend import (
+                      ext_available,
+                      ext_has_cuda,
+                      ext_load_error,
+                      get_backend,
+                      set_backend,
+                      use_backend,
+)
+from .knn import PAD_DIST2, knn, knn_pytorch
+from .knn_attention import knn_gather_dot, knn_gather_wsum
+from .scatter import scatter_max, scatter_mean, scatter_min, scatter_sum
+from .utils import batch_ids_from_offsets, offsets_from_batch_ids
+
+__all__ = [
+    'knn', 'knn_pytorch', 'PAD_DIST2', 'knn_gather_dot', 'knn_gather_wsum', 'scatter_sum',
+    'scatter_mean', 'scatter_max', 'scatter_min', 'set_backend', 'get_backend', 'use_backend',
+    'ext_available', 'ext_has_cuda', 'ext_load_error', 'offsets_from_batch_ids',
+    'batch_ids_from_offsets'
+]

@@ -1,0 +1,53 @@
+// Declarations of the ODIN op kernels (CPU always, CUDA when compiled with WITH_CUDA).
+#pragma once
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace odin {
+
+// kNN within scenes. query (M,3), support (N,3), offsets int64 (B) cumulative ends.
+// Returns idx (M,k) int64 global support rows sorted by (dist2, idx), dist2 (M,k); scenes with
+// n < k support points are padded with (first row of the scene, 1e10).
+std::tuple<at::Tensor, at::Tensor> knn_forward_cpu(const at::Tensor& query,
+                                                    const at::Tensor& support,
+                                                    const at::Tensor& query_offsets,
+                                                    const at::Tensor& support_offsets, int64_t k);
+
+// scores (N,H,k): out[n,h,j] = <q[n, head h], key[idx[n,j], head h]>
+at::Tensor knn_gather_dot_forward_cpu(const at::Tensor& q, const at::Tensor& key,
+                                      const at::Tensor& idx, int64_t num_heads);
+std::tuple<at::Tensor, at::Tensor> knn_gather_dot_backward_cpu(const at::Tensor& grad,
+                                                               const at::Tensor& q,
+                                                               const at::Tensor& key,
+                                                               const at::Tensor& idx,
+                                                               int64_t num_heads);
+// out (N,C): out[n, head h] = sum_j attn[n,h,j] * value[idx[n,j], head h]
+at::Tensor knn_gather_wsum_forward_cpu(const at::Tensor& attn, const at::Tensor& value,
+                                       const at::Tensor& idx);
+std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward_cpu(const at::Tensor& grad,
+                                                                const at::Tensor& attn,
+                                                                const at::Tensor& value,
+                                                                const at::Tensor& idx);
+
+#ifdef WITH_CUDA
+std::tuple<at::Tensor, at::Tensor> knn_forward_cuda(const at::Tensor& query,
+                                                     const at::Tensor& support,
+                                                     const at::Tensor& query_offsets,
+                                                     const at::Tensor& support_offsets, int64_t k);
+at::Tensor knn_gather_dot_forward_cuda(const at::Tensor& q, const at::Tensor& key,
+                                       const at::Tensor& idx, int64_t num_heads);
+std::tuple<at::Tensor, at::Tensor> knn_gather_dot_backward_cuda(const at::Tensor& grad,
+                                                                const at::Tensor& q,
+                                                                const at::Tensor& key,
+                                                                const at::Tensor& idx,
+                                                                int64_t num_heads);
+at::Tensor knn_gather_wsum_forward_cuda(const at::Tensor& attn, const at::Tensor& value,
+                                        const at::Tensor& idx);
+std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward_cuda(const at::Tensor& grad,
+                                                                 const at::Tensor& attn,
+                                                                 const at::Tensor& value,
+                                                                 const at::Tensor& idx);
+#endif
+
+}  // namespace odin

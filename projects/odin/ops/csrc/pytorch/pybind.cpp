@@ -1,0 +1,75 @@
+// Python bindings of the ODIN ops, dispatching by device (mmcv-style pybind.cpp).
+#include <torch/extension.h>
+
+#include "../common/odin_ops.h"
+
+namespace odin {
+namespace {
+
+#ifdef WITH_CUDA
+#define ODIN_CUDA_CALL(name, ...) return name##_cuda(__VA_ARGS__)
+#else
+#define ODIN_CUDA_CALL(name, ...) TORCH_CHECK(false, #name ": the ODIN ops were built without CUDA")
+#endif
+#define ODIN_DISPATCH(name, first, ...)   \
+  if ((first).is_cuda()) {                \
+    ODIN_CUDA_CALL(name, __VA_ARGS__);    \
+  }                                       \
+  return name##_cpu(__VA_ARGS__)
+
+std::tuple<at::Tensor, at::Tensor> knn_forward(const at::Tensor& query, const at::Tensor& support,
+                                               const at::Tensor& query_offsets,
+                                               const at::Tensor& support_offsets, int64_t k) {
+  ODIN_DISPATCH(knn_forward, query, query, support, query_offsets, support_offsets, k);
+}
+
+at::Tensor knn_gather_dot_forward(const at::Tensor& q, const at::Tensor& key,
+                                  const at::Tensor& idx, int64_t num_heads) {
+  ODIN_DISPATCH(knn_gather_dot_forward, q, q, key, idx, num_heads);
+}
+
+std::tuple<at::Tensor, at::Tensor> knn_gather_dot_backward(const at::Tensor& grad,
+                                                           const at::Tensor& q,
+                                                           const at::Tensor& key,
+                                                           const at::Tensor& idx,
+                                                           int64_t num_heads) {
+  ODIN_DISPATCH(knn_gather_dot_backward, q, grad, q, key, idx, num_heads);
+}
+
+at::Tensor knn_gather_wsum_forward(const at::Tensor& attn, const at::Tensor& value,
+                                   const at::Tensor& idx) {
+  ODIN_DISPATCH(knn_gather_wsum_forward, attn, attn, value, idx);
+}
+
+std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward(const at::Tensor& grad,
+                                                            const at::Tensor& attn,
+                                                            const at::Tensor& value,
+                                                            const at::Tensor& idx) {
+  ODIN_DISPATCH(knn_gather_wsum_backward, attn, grad, attn, value, idx);
+}
+
+bool with_cuda() {
+#ifdef WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+}  // namespace odin
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("knn_forward", &odin::knn_forward, "exact kNN within scenes -> (idx, dist2)",
+        py::arg("query"), py::arg("support"), py::arg("query_offsets"),
+        py::arg("support_offsets"), py::arg("k"));
+  m.def("knn_gather_dot_forward", &odin::knn_gather_dot_forward, "per-head q . key[idx]",
+        py::arg("q"), py::arg("key"), py::arg("idx"), py::arg("num_heads"));
+  m.def("knn_gather_dot_backward", &odin::knn_gather_dot_backward, "backward of gather_dot",
+        py::arg("grad"), py::arg("q"), py::arg("key"), py::arg("idx"), py::arg("num_heads"));
+  m.def("knn_gather_wsum_forward", &odin::knn_gather_wsum_forward, "sum_j attn * value[idx]",
+        py::arg("attn"), py::arg("value"), py::arg("idx"));
+  m.def("knn_gather_wsum_backward", &odin::knn_gather_wsum_backward, "backward of gather_wsum",
+        py::arg("grad"), py::arg("attn"), py::arg("value"), py::arg("idx"));
+  m.def("with_cuda", &odin::with_cuda, "whether the CUDA kernels were compiled");
+}

@@ -1,0 +1,203 @@
+"""Neighbourhood attention primitives for the kNN cross-view attention.
+
+For ``N`` query voxels with ``k`` neighbour indices each (``idx``, global rows of a per-voxel
+table) and ``H`` heads splitting ``C`` channels into ``H`` groups of ``C/H``:
+
+* :func:`knn_gather_dot` ``(q (N,C), key (M,C), idx (N,k)) -> (N,H,k)``:
+  ``out[n,h,j] = <q[n, head h], key[idx[n,j], head h]>`` - attention scores against keys that were
+  projected ONCE per voxel (the official layer projects every gathered neighbour again per query).
+* :func:`knn_gather_wsum` ``(attn (N,H,k), value (M,C), idx (N,k)) -> (N,C)``:
+  ``out[n, head h] = sum_j attn[n,h,j] * value[idx[n,j], head h]``.
+
+Both are ``torch.autograd.Function`` s that never materialise the ``(N, k, C)`` gathered tensor
+(the compiled kernels loop over the neighbours; the twin gathers chunk by chunk) and save only
+their inputs for backward, which is what keeps the block's memory low.
+"""
+from typing import Tuple
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+from .backend import get_ext
+
+_TWIN_CHUNK = 4096  # query rows per chunk in the PyTorch twins (bounds the gathered temporaries)
+
+
+def _check(name_a: str, a: Tensor, table: Tensor, idx: Tensor, num_heads: int) -> None:
+    if table.dim() != 2:
+        raise ValueError(f'the per-voxel table must be (M, C), got {tuple(table.shape)}')
+    if idx.dim() != 2 or idx.shape[0] != a.shape[0]:
+        raise ValueError(f'idx must be (N, k) with N = {a.shape[0]} rows of {name_a}, '
+                         f'got {tuple(idx.shape)}')
+    if idx.dtype != torch.int64:
+        raise ValueError(f'idx must be int64, got {idx.dtype}')
+    if table.shape[1] % num_heads:
+        raise ValueError(f'channels {table.shape[1]} not divisible by num_heads {num_heads}')
+    if a.dtype != table.dtype or a.device != table.device or idx.device != a.device:
+        raise ValueError('inputs must share dtype and device')
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= table.shape[0]):
+        raise ValueError(f'idx values must lie in [0, {table.shape[0]}), got '
+                         f'[{int(idx.min())}, {int(idx.max())}]')
+
+
+# ----------------------------------------------------------------------------- PyTorch twins
+def gather_dot_forward_pytorch(q: Tensor, key: Tensor, idx: Tensor, num_heads: int) -> Tensor:
+    """Twin of the compiled ``knn_gather_dot_forward``: ``(N, H, k)`` scores."""
+    n, k = idx.shape
+    c = q.shape[1]
+    out = q.new_empty((n, num_heads, k))
+    for s in range(0, n, _TWIN_CHUNK):
+        e = min(n, s + _TWIN_CHUNK)
+        qh = q[s:e].view(e - s, num_heads, 1, c // num_heads)
+        kh = key[idx[s:e]].view(e - s, k, num_heads, c // num_heads).transpose(1, 2)
+        out[s:e] = torch.matmul(qh, kh.transpose(-1, -2)).squeeze(2)
+    return out
+
+
+def gather_dot_backward_pytorch(grad: Tensor, q: Tensor, key: Tensor, idx: Tensor,
+                                num_heads: int) -> Tuple[Tensor, Tensor]:
+    """Twin of ``knn_gather_dot_backward``: ``(grad_q (N,C), grad_key (M,C))``."""
+    n, k = idx.shape
+    c = q.shape[1]
+    d = c // num_heads
+    grad_q = torch.empty_like(q)
+    grad_key = torch.zeros_like(key)
+    for s in range(0, n, _TWIN_CHUNK):
+        e = min(n, s + _TWIN_CHUNK)
+        g = grad[s:e].unsqueeze(2)                                      # (n, H, 1, k)
+        kh = key[idx[s:e]].view(e - s, k, num_heads, d).transpose(1, 2)  # (n, H, k, d)
+        grad_q[s:e] = torch.matmul(g, kh).reshape(e - s, c)
+        qh = q[s:e].view(e - s, num_heads, 1, d)
+        contrib = torch.matmul(g.transpose(-1, -2), qh)                 # (n, H, k, d)
+        grad_key.index_add_(0, idx[s:e].reshape(-1),
+                            contrib.transpose(1, 2).reshape(-1, c))
+    return grad_q, grad_key
+
+
+def gather_wsum_forward_pytorch(attn: Tensor, value: Tensor, idx: Tensor) -> Tensor:
+    """Twin of ``knn_gather_wsum_forward``: ``(N, C)``."""
+    n, num_heads, k = attn.shape
+    c = value.shape[1]
+    out = value.new_empty((n, c))
+    for s in range(0, n, _TWIN_CHUNK):
+        e = min(n, s + _TWIN_CHUNK)
+        vh = value[idx[s:e]].view(e - s, k, num_heads, c // num_heads).transpose(1, 2)
+        out[s:e] = torch.matmul(attn[s:e].unsqueeze(2), vh).reshape(e - s, c)
+    return out
+
+
+def gather_wsum_backward_pytorch(grad: Tensor, attn: Tensor, value: Tensor,
+                                 idx: Tensor) -> Tuple[Tensor, Tensor]:
+    """Twin of ``knn_gather_wsum_backward``: ``(grad_attn (N,H,k), grad_value (M,C))``."""
+    n, num_heads, k = attn.shape
+    c = value.shape[1]
+    d = c // num_heads
+    grad_attn = torch.empty_like(attn)
+    grad_value = torch.zeros_like(value)
+    for s in range(0, n, _TWIN_CHUNK):
+        e = min(n, s + _TWIN_CHUNK)
+        g = grad[s:e].view(e - s, num_heads, 1, d)
+        vh = value[idx[s:e]].view(e - s, k, num_heads, d).transpose(1, 2)  # (n, H, k, d)
+        grad_attn[s:e] = torch.matmul(g, vh.transpose(-1, -2)).squeeze(2)
+        contrib = torch.matmul(attn[s:e].unsqueeze(3), g)                 # (n, H, k, d)
+        grad_value.index_add_(0, idx[s:e].reshape(-1),
+                              contrib.transpose(1, 2).reshape(-1, c))
+    return grad_attn, grad_value
+
+
+# ----------------------------------------------------------------------------- autograd
+class KNNGatherDot(Function):
+    """Autograd function behind :func:`knn_gather_dot`."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, key: Tensor, idx: Tensor, num_heads: int) -> Tensor:
+        """``(N, C), (M, C), (N, k) -> (N, H, k)``."""
+        ext = get_ext(q, key)
+        q, key, idx = q.contiguous(), key.contiguous(), idx.contiguous()
+        if ext is not None:
+            out = ext.knn_gather_dot_forward(q, key, idx, num_heads)
+        else:
+            out = gather_dot_forward_pytorch(q, key, idx, num_heads)
+        ctx.save_for_backward(q, key, idx)
+        ctx.num_heads = num_heads
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        """Gradients w.r.t. ``q`` and ``key``."""
+        q, key, idx = ctx.saved_tensors
+        grad = grad.contiguous()
+        ext = get_ext(q, key)
+        if ext is not None:
+            grad_q, grad_key = ext.knn_gather_dot_backward(grad, q, key, idx, ctx.num_heads)
+        else:
+            grad_q, grad_key = gather_dot_backward_pytorch(grad, q, key, idx, ctx.num_heads)
+        return grad_q, grad_key, None, None
+
+
+class KNNGatherWeightedSum(Function):
+    """Autograd function behind :func:`knn_gather_wsum`."""
+
+    @staticmethod
+    def forward(ctx, attn: Tensor, value: Tensor, idx: Tensor) -> Tensor:
+        """``(N, H, k), (M, C), (N, k) -> (N, C)``."""
+        ext = get_ext(attn, value)
+        attn, value, idx = attn.contiguous(), value.contiguous(), idx.contiguous()
+        if ext is not None:
+            out = ext.knn_gather_wsum_forward(attn, value, idx)
+        else:
+            out = gather_wsum_forward_pytorch(attn, value, idx)
+        ctx.save_for_backward(attn, value, idx)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        """Gradients w.r.t. ``attn`` and ``value``."""
+        attn, value, idx = ctx.saved_tensors
+        grad = grad.contiguous()
+        ext = get_ext(attn, value)
+        if ext is not None:
+            grad_attn, grad_value = ext.knn_gather_wsum_backward(grad, attn, value, idx)
+        else:
+            grad_attn, grad_value = gather_wsum_backward_pytorch(grad, attn, value, idx)
+        return grad_attn, grad_value, None
+
+
+def knn_gather_dot(q: Tensor, key: Tensor, idx: Tensor, num_heads: int) -> Tensor:
+    """Per-head dot products of each query with the keys of its neighbours.
+
+    Args:
+        q: ``(N, C)`` queries (already scaled if desired).
+        key: ``(M, C)`` per-voxel keys.
+        idx: ``(N, k)`` int64 rows of ``key``.
+        num_heads: ``H``; ``C`` must be divisible by it.
+
+    Returns:
+        ``(N, H, k)`` scores; differentiable w.r.t. ``q`` and ``key``.
+    """
+    _check('q', q, key, idx, num_heads)
+    if q.shape[1] != key.shape[1]:
+        raise ValueError(f'q has {q.shape[1]} channels but key has {key.shape[1]}')
+    return KNNGatherDot.apply(q, key, idx, num_heads)
+
+
+def knn_gather_wsum(attn: Tensor, value: Tensor, idx: Tensor) -> Tensor:
+    """Per-head attention-weighted sum of neighbour values.
+
+    Args:
+        attn: ``(N, H, k)`` weights.
+        value: ``(M, C)`` per-voxel values; ``C`` divisible by ``H``.
+        idx: ``(N, k)`` int64 rows of ``value``.
+
+    Returns:
+        ``(N, C)``; differentiable w.r.t. ``attn`` and ``value``.
+    """
+    if attn.dim() != 3 or attn.shape[2] != idx.shape[-1]:
+        raise ValueError(f'attn must be (N, H, k) with k = {idx.shape[-1]}, got '
+                         f'{tuple(attn.shape)}')
+    _check('attn', attn, value, idx, attn.shape[1])
+    return KNNGatherWeightedSum.apply(attn, value, idx)

@@ -1,0 +1,142 @@
+import math
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from projects.odin.layers import (
+    CrossViewAttention,
+    NaiveCrossViewAttention,
+    convert_official_cross_view_state_dict,
+    voxelize,
+)
+from projects.odin.ops import ext_available, knn, scatter_mean, use_backend
+
+REF = Path(os.environ.get('ODIN_REFERENCE_DIR', '/work/shared/reference'))
+GOLDEN_BLOCK = REF / 'golden_crossview_block.pt'
+
+
+def fill_value(key, shape):
+    """Deterministic weight rule of the reference README, section 3."""
+    g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+    if len(shape) == 1 and key.endswith('weight'):
+        return 1 + 0.1 * torch.randn(shape, generator=g)
+    if len(shape) <= 1:
+        return 0.02 * torch.randn(shape, generator=g)
+    return torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+
+
+def random_pair(c=32, layers=2, heads=4, ffn=48, k=5, seed=0, dtype=torch.float64):
+    """An official-formulation block with random weights and our block loaded from it."""
+    torch.manual_seed(seed)
+    naive = NaiveCrossViewAttention(c, layers, heads, ffn).to(dtype)
+    with torch.no_grad():
+        for p in naive.parameters():   # non-trivial LayerNorm/bias values too
+            p.add_(0.1 * torch.randn_like(p))
+    ours = CrossViewAttention(c, layers, heads, ffn, num_neighbors=k).to(dtype)
+    ours.load_state_dict(convert_official_cross_view_state_dict(naive.state_dict()))
+    return naive, ours
+
+
+def random_voxels(n_per_scene, c, k, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    xyz = torch.rand(sum(n_per_scene), 3, generator=g, dtype=dtype)
+    feats = torch.randn(sum(n_per_scene), c, generator=g, dtype=dtype)
+    off = torch.tensor(n_per_scene).cumsum(0)
+    idx, _ = knn(xyz, xyz, k, off, off)
+    return feats, xyz, idx
+
+
+@pytest.mark.skipif(not GOLDEN_BLOCK.exists(), reason=f'{GOLDEN_BLOCK} not present')
+@pytest.mark.parametrize('backend', ['pytorch', pytest.param('auto', marks=pytest.mark.skipif(
+    not ext_available(), reason='compiled extension not built'))])
+def test_golden_official_block(backend):
+    g = torch.load(GOLDEN_BLOCK, weights_only=True)
+    inter = g['intermediates']
+    sd = {key: fill_value(key, shape) for key, shape, _ in g['meta']['state_dict_keys']}
+    block = CrossViewAttention(256, num_layers=2, num_heads=8, ffn_dims=1024, num_neighbors=8)
+    block.load_state_dict(convert_official_cross_view_state_dict(sd))
+    block.eval()
+    # the full path the model takes: voxelise pixels, pool, kNN, fuse, broadcast back
+    b, v, h, w = 2, 2, 25, 30
+    feats = g['inputs']['features'].view(b, v, 256, h, w).permute(0, 1, 3, 4, 2).reshape(-1, 256)
+    p2v, voff, vxyz = voxelize(g['inputs']['xyz'].reshape(-1, 3), torch.tensor([1500, 3000]), 0.04)
+    with use_backend(backend), torch.no_grad():
+        vfeats = scatter_mean(feats, p2v, int(voff[-1]))
+        idx, _ = knn(vxyz, vxyz, 8, voff, voff)
+        out = block(vfeats, vxyz, idx)
+        query_pe = block.pos_enc(torch.zeros(1, 3))[0]
+    torch.testing.assert_close(vfeats, inter['voxel_feats_in'])
+    assert torch.equal(idx, inter['knn_idx'].long())
+    torch.testing.assert_close(query_pe, inter['query_pe_row'], rtol=1e-5, atol=1e-6)
+    ref = inter['layer1_out_voxel'][:, 0]
+    assert ((out - ref).norm() / ref.norm()).item() <= 1e-5
+    pixels = out[p2v].view(b, v, h, w, 256).permute(0, 1, 4, 2, 3).reshape(b * v, 256, h, w)
+    assert ((pixels - g['output']).norm() / g['output'].norm()).item() <= 1e-5
+
+
+@pytest.mark.parametrize('backend', ['pytorch', pytest.param('auto', marks=pytest.mark.skipif(
+    not ext_available(), reason='compiled extension not built'))])
+def test_equals_official_formulation_float64(backend):
+    naive, ours = random_pair(c=32, layers=2, heads=4, ffn=48, k=6, seed=1)
+    feats, xyz, idx = random_voxels([40, 3, 57], 32, 6, seed=2)  # scene of 3 -> padded neighbours
+    f1 = feats.clone().requires_grad_(True)
+    f2 = feats.clone().requires_grad_(True)
+    out_ref = naive(f1, xyz, idx)
+    with use_backend(backend):
+        out = ours(f2, xyz, idx)
+    assert (out - out_ref).abs().max().item() <= 1e-10
+    grad = torch.randn_like(out)
+    (out_ref * grad).sum().backward()
+    with use_backend(backend):
+        (out * grad).sum().backward()
+    assert (f1.grad - f2.grad).abs().max().item() <= 1e-10
+    ref_grads = convert_official_cross_view_state_dict(
+        {k: p.grad for k, p in naive.named_parameters()})
+    for name, p in ours.named_parameters():
+        assert (p.grad - ref_grads[name]).abs().max().item() <= 1e-10, name
+
+
+def test_gradcheck_fast_block():
+    _, ours = random_pair(c=8, layers=2, heads=2, ffn=12, k=4, seed=3)
+    feats, xyz, idx = random_voxels([6, 5], 8, 4, seed=4)
+    feats.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda f: ours(f, xyz, idx), (feats,))
+    # parameters too (through a functional call)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in ours.named_parameters()}
+    names = ['pos_enc.fc1.weight', 'pos_enc.norm.weight', 'pos_enc.fc2.weight',
+             'layers.1.in_proj_weight']
+
+    def fn(*tensors):
+        p = dict(params, **dict(zip(names, tensors)))
+        return torch.func.functional_call(ours, p, (feats.detach(), xyz, idx))
+
+    assert torch.autograd.gradcheck(fn, tuple(params[n] for n in names), fast_mode=True)
+
+
+def test_dropout_and_train_mode_run():
+    block = CrossViewAttention(16, num_layers=1, num_heads=2, ffn_dims=32, num_neighbors=3,
+                               dropout=0.5)
+    feats, xyz, idx = random_voxels([20], 16, 3, seed=5, dtype=torch.float32)
+    block.train()
+    out = block(feats, xyz, idx)
+    out.sum().backward()
+    assert out.shape == (20, 16) and torch.isfinite(out).all()
+    assert all(p.grad is not None for p in block.parameters())
+
+
+def test_converter_and_input_errors():
+    naive, ours = random_pair(c=8, layers=1, heads=2, ffn=8, k=2)
+    sd = naive.state_dict()
+    assert set(convert_official_cross_view_state_dict(sd)) == set(ours.state_dict())
+    with pytest.raises(KeyError, match='unmapped.*pe_layer.extra'):
+        convert_official_cross_view_state_dict(dict(sd, **{'pe_layer.extra': torch.zeros(1)}))
+    feats, xyz, idx = random_voxels([5], 8, 2, seed=0)
+    with pytest.raises(ValueError, match='neighbor_idx values'):
+        ours(feats, xyz, idx + 4)
+    with pytest.raises(ValueError, match=r'neighbor_idx must be \(5, 2\)'):
+        ours(feats, xyz, idx[:, :1])
+    with pytest.raises(ValueError, match='voxel_feats'):
+        ours(feats[:, :4], xyz, idx)
