@@ -14,5 +14,6 @@ if importlib.util.find_spec('mmdet3d') is not None:
     from .utils.checkpoint import register_trusted_local_loader
 
     register_trusted_local_loader()
+    from .datasets import *  # noqa: F401,F403,E402
     from .engine import *  # noqa: F401,F403,E402
     from .evaluation import *  # noqa: F401,F403,E402

@@ -1,0 +1,551 @@
+"""Multi-view RGB-D transforms of ODIN (per-frame 2D augmentation, scene-level 3D augmentation).
+
+Geometry conventions: intrinsics are (4, 4) with K in the top-left 3x3 for integer pixel indices
+(pixel ``(u, v)`` = column, row; unprojection ``X = (u - cx) z / fx``); poses are camera-to-world
+(4, 4). Resizing scales K with the pixel-centre rule ``fx' = fx * s``,
+``cx' = (cx + 0.5) * s - 0.5`` and samples depth / label maps with pixel-centre nearest
+neighbour, so that unprojected depth stays on the scene surface; cropping subtracts the crop
+offset from ``cx, cy``.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmdet3d.registry import TRANSFORMS
+from mmdet3d.structures.points import BasePoints, DepthPoints
+
+VIEW_KEYS = ('img', 'depths', 'cam2img', 'cam2global', 'img_path', 'depth_path', 'frame_ids',
+             'inst_maps', 'sem_maps', 'scale_factor', 'crop_offset')
+
+
+def nearest_resize(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    """Pixel-centre nearest-neighbour resize of an (H, W[, C]) array to ``hw``."""
+    h0, w0 = arr.shape[:2]
+    h, w = hw
+    ys = np.minimum(((np.arange(h) + 0.5) * (h0 / h)).astype(np.int64), h0 - 1)
+    xs = np.minimum(((np.arange(w) + 0.5) * (w0 / w)).astype(np.int64), w0 - 1)
+    return arr[ys[:, None], xs[None, :]]
+
+
+def scale_intrinsics(k: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Intrinsics after resizing the image by (sx, sy) (pixel-centre rule)."""
+    k = np.array(k, dtype=np.float32, copy=True)
+    k[0, 0] *= sx
+    k[1, 1] *= sy
+    k[0, 1] *= sx
+    k[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
+    k[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
+    return k
+
+
+def _resize_view(results: dict, i: int, hw: Tuple[int, int]) -> None:
+    import cv2
+    img = results['img'][i]
+    h0, w0 = img.shape[:2]
+    h, w = hw
+    if (h, w) == (h0, w0):
+        return
+    interp = cv2.INTER_AREA if h < h0 and w < w0 else cv2.INTER_LINEAR
+    results['img'][i] = cv2.resize(img, (w, h), interpolation=interp)
+    results['depths'][i] = nearest_resize(results['depths'][i], hw)
+    for key in ('inst_maps', 'sem_maps'):
+        if key in results:
+            results[key][i] = nearest_resize(results[key][i], hw)
+    results['cam2img'][i] = scale_intrinsics(results['cam2img'][i], w / w0, h / h0)
+
+
+def _crop_pad_view(results: dict, i: int, off: Tuple[int, int], size: Tuple[int, int],
+                   img_pad: float, depth_pad: float) -> None:
+    oy, ox = off
+    ch, cw = size
+
+    def cut(a: np.ndarray, pad) -> np.ndarray:
+        a = a[oy:oy + ch, ox:ox + cw]
+        if a.shape[:2] == (ch, cw):
+            return np.ascontiguousarray(a)
+        out = np.full((ch, cw) + a.shape[2:], pad, dtype=a.dtype)
+        out[:a.shape[0], :a.shape[1]] = a
+        return out
+
+    results['img'][i] = cut(results['img'][i], img_pad)
+    results['depths'][i] = cut(results['depths'][i], depth_pad)
+    if 'inst_maps' in results:
+        results['inst_maps'][i] = cut(results['inst_maps'][i], -1)
+    if 'sem_maps' in results:
+        results['sem_maps'][i] = cut(results['sem_maps'][i], 0)
+    k = np.array(results['cam2img'][i], dtype=np.float32, copy=True)
+    k[0, 2] -= ox
+    k[1, 2] -= oy
+    results['cam2img'][i] = k
+
+
+@TRANSFORMS.register_module()
+class ODINRandomResizeCrop(BaseTransform):
+    """Per-frame random rescale (probability ``prob``) then a random fixed-size crop with padding.
+
+    Every view draws its own scale and crop (detectron2 ``ResizeScale`` + ``FixedSizeCrop`` as
+    in the official pipeline): the output scale is ``min(crop_h * s / H, crop_w * s / W)`` with
+    ``s ~ U(scale_range)``; images are padded with ``img_pad_value``, depth with 0 (invalid).
+
+    Required keys: ``img``, ``depths``, ``cam2img`` (lists of V), optional ``inst_maps``,
+    ``sem_maps``. Modified keys: the same (intrinsics updated). Added keys: ``img_shape``,
+    ``pad_shape``, ``scale_factor`` (list of V (sx, sy)), ``crop_offset`` (list of V (oy, ox)).
+
+    Args:
+        crop_size (tuple[int, int]): Output (H, W). Defaults to (256, 256).
+        scale_range (tuple[float, float]): Range of ``s``. Defaults to (0.1, 2.0).
+        prob (float): Probability of rescaling a view. Defaults to 0.5.
+        img_pad_value (int): Image padding value. Defaults to 128.
+    """
+
+    def __init__(self,
+                 crop_size: Sequence[int] = (256, 256),
+                 scale_range: Sequence[float] = (0.1, 2.0),
+                 prob: float = 0.5,
+                 img_pad_value: int = 128) -> None:
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.scale_range = tuple(scale_range)
+        self.prob = prob
+        self.img_pad_value = img_pad_value
+
+    def transform(self, results: dict) -> dict:
+        """Resize/crop every view independently."""
+        ch, cw = self.crop_size
+        results['scale_factor'], results['crop_offset'] = [], []
+        for i in range(len(results['img'])):
+            h0, w0 = results['img'][i].shape[:2]
+            if np.random.rand() < self.prob:
+                s = np.random.uniform(*self.scale_range)
+                scale = min(ch * s / h0, cw * s / w0)
+                h, w = max(1, int(round(h0 * scale))), max(1, int(round(w0 * scale)))
+                _resize_view(results, i, (h, w))
+            else:
+                h, w = h0, w0
+            oy = np.random.randint(0, h - ch + 1) if h > ch else 0
+            ox = np.random.randint(0, w - cw + 1) if w > cw else 0
+            _crop_pad_view(results, i, (oy, ox), (ch, cw), self.img_pad_value, 0.0)
+            results['scale_factor'].append((w / w0, h / h0))
+            results['crop_offset'].append((oy, ox))
+        results['img_shape'] = (ch, cw)
+        results['pad_shape'] = (ch, cw)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(crop_size={self.crop_size}, '
+                f'scale_range={self.scale_range}, prob={self.prob})')
+
+
+@TRANSFORMS.register_module()
+class ODINResize(BaseTransform):
+    """Deterministic resize of every view (test time), ``ResizeShortestEdge`` semantics.
+
+    The shorter side becomes ``short_edge`` unless the longer side would exceed ``max_size``
+    (ScanNet test 320/320 -> 240x320 from 480x640).
+
+    Required/modified keys: ``img``, ``depths``, ``cam2img``, optional label maps.
+    Added keys: ``img_shape``, ``pad_shape``, ``scale_factor``.
+
+    Args:
+        short_edge (int): Target of the shorter side. Defaults to 320.
+        max_size (int): Cap on the longer side. Defaults to 320.
+    """
+
+    def __init__(self, short_edge: int = 320, max_size: int = 320) -> None:
+        self.short_edge = short_edge
+        self.max_size = max_size
+
+    def transform(self, results: dict) -> dict:
+        """Resize all views."""
+        results['scale_factor'] = []
+        for i in range(len(results['img'])):
+            h0, w0 = results['img'][i].shape[:2]
+            scale = self.short_edge / min(h0, w0)
+            if max(h0, w0) * scale > self.max_size:
+                scale = self.max_size / max(h0, w0)
+            h, w = int(round(h0 * scale)), int(round(w0 * scale))
+            _resize_view(results, i, (h, w))
+            results['scale_factor'].append((w / w0, h / h0))
+        results['img_shape'] = results['img'][0].shape[:2]
+        results['pad_shape'] = results['img_shape']
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(short_edge={self.short_edge}, max_size={self.max_size})'
+
+
+@TRANSFORMS.register_module()
+class ODINColorJitter(BaseTransform):
+    """Per-frame colour jitter (brightness, contrast, saturation, hue in random order).
+
+    Same parameters as torchvision's ``ColorJitter``, applied to each view independently with
+    probability ``prob`` (official: 0.4/0.4/0.4/0.1, p = 0.8). Geometry is untouched.
+
+    Required/modified keys: ``img`` (list of (H, W, 3) uint8 RGB).
+    """
+
+    def __init__(self,
+                 brightness: float = 0.4,
+                 contrast: float = 0.4,
+                 saturation: float = 0.4,
+                 hue: float = 0.1,
+                 prob: float = 0.8) -> None:
+        self.brightness, self.contrast = brightness, contrast
+        self.saturation, self.hue, self.prob = saturation, hue, prob
+
+    @staticmethod
+    def _gray(img: np.ndarray) -> np.ndarray:
+        return img @ np.array([0.299, 0.587, 0.114], np.float32)
+
+    def jitter(self, img: np.ndarray) -> np.ndarray:
+        """Jitter one (H, W, 3) uint8 RGB image."""
+        import cv2
+        x = img.astype(np.float32)
+        for op in np.random.permutation(4):
+            if op == 0 and self.brightness > 0:
+                f = np.random.uniform(max(0.0, 1 - self.brightness), 1 + self.brightness)
+                x = x * f
+            elif op == 1 and self.contrast > 0:
+                f = np.random.uniform(max(0.0, 1 - self.contrast), 1 + self.contrast)
+                x = x * f + self._gray(x).mean() * (1 - f)
+            elif op == 2 and self.saturation > 0:
+                f = np.random.uniform(max(0.0, 1 - self.saturation), 1 + self.saturation)
+                x = x * f + self._gray(x)[..., None] * (1 - f)
+            elif op == 3 and self.hue > 0:
+                dh = np.random.uniform(-self.hue, self.hue)
+                hsv = cv2.cvtColor(np.clip(x, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV)
+                hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(round(dh * 180))) % 180)
+                x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
+            x = np.clip(x, 0, 255)
+        return x.round().astype(np.uint8)
+
+    def transform(self, results: dict) -> dict:
+        """Jitter each view with probability ``prob``."""
+        results['img'] = [self.jitter(im) if np.random.rand() < self.prob else im
+                          for im in results['img']]
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(brightness={self.brightness}, '
+                f'contrast={self.contrast}, saturation={self.saturation}, hue={self.hue}, '
+                f'prob={self.prob})')
+
+
+def _points_xyz(results: dict) -> Optional[np.ndarray]:
+    pts = results.get('points')
+    if pts is None:
+        return None
+    if isinstance(pts, BasePoints):
+        return pts.tensor[:, :3].numpy().astype(np.float64)
+    return np.asarray(pts)[:, :3].astype(np.float64)
+
+
+def unproject(depth: np.ndarray, k: np.ndarray, pose: np.ndarray,
+              mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Unproject depth pixels to world xyz (integer pixel indices, no +0.5).
+
+    Args:
+        depth (np.ndarray): (H, W) metres.
+        k (np.ndarray): (4, 4) intrinsics.
+        pose (np.ndarray): (4, 4) camera-to-world.
+        mask (np.ndarray, optional): (H, W) bool; default ``depth > 0``.
+
+    Returns:
+        np.ndarray: (M, 3) float64 world points of the masked pixels (row-major order).
+    """
+    mask = depth > 0 if mask is None else mask
+    v, u = np.nonzero(mask)
+    z = depth[v, u].astype(np.float64)
+    cam = np.stack([(u - k[0, 2]) * z / k[0, 0], (v - k[1, 2]) * z / k[1, 1], z,
+                    np.ones_like(z)], 1)
+    world = cam @ np.asarray(pose, np.float64).T
+    return world[:, :3] / world[:, 3:4]
+
+
+@TRANSFORMS.register_module()
+class ODINGlobalAug3D(BaseTransform):
+    """Scene-level 3D augmentation applied identically to the points and to every pose.
+
+    As the official ``augment_depth_numpy``: centre the scene on the mean of the points, add a
+    translation drawn uniformly between the centred min and max per axis divided by 2, rotate
+    about the new mean (z ~ U(rot_range), x and y ~ U(+-tilt), R = Rz Ry Rx), then scale each
+    axis by U(scale_range). The resulting 4x4 affine ``T`` maps old world coordinates to new
+    ones: points ``p' = T p`` and poses ``cam2global' = T @ cam2global``, so unprojecting any
+    depth pixel with the new pose gives ``T`` applied to its old world point.
+
+    The scene statistics come from ``points`` (mesh vertices) or, without points, from the
+    unprojected valid depth of all views.
+
+    Required keys: ``cam2global`` (list of V), ``points`` (optional), ``depths``, ``cam2img``.
+    Modified keys: ``points`` xyz, ``cam2global``. Added keys: ``global_aug_matrix`` (4, 4),
+    ``pcd_rotation`` (3, 3), ``pcd_scale_factor`` (3,), ``transformation_3d_flow`` (+ 'T').
+
+    Args:
+        rot_range (tuple[float, float]): z rotation range (rad). Defaults to (-pi, pi).
+        tilt (float): Max x/y rotation (rad). Defaults to pi / 24 (7.5 deg).
+        scale_range (tuple[float, float]): Per-axis scale range. Defaults to (0.9, 1.1).
+        translate (bool): Apply the random translation. Defaults to True.
+    """
+
+    def __init__(self,
+                 rot_range: Sequence[float] = (-math.pi, math.pi),
+                 tilt: float = math.pi / 24,
+                 scale_range: Sequence[float] = (0.9, 1.1),
+                 translate: bool = True) -> None:
+        self.rot_range = tuple(rot_range)
+        self.tilt = tilt
+        self.scale_range = tuple(scale_range)
+        self.translate = translate
+
+    @staticmethod
+    def rotation(ax: float, ay: float, az: float) -> np.ndarray:
+        """R = Rz(az) @ Ry(ay) @ Rx(ax)."""
+        cx, sx, cy, sy, cz, sz = (math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay),
+                                  math.cos(az), math.sin(az))
+        rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+        ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+        rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+        return rz @ ry @ rx
+
+    def sample_matrix(self, xyz: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw the augmentation for a scene with points ``xyz`` (N, 3).
+
+        Returns:
+            tuple: ``T`` (4, 4), ``R`` (3, 3), ``scale`` (3,).
+        """
+        mean = xyz.mean(0)
+        lo, hi = (xyz - mean).min(0), (xyz - mean).max(0)
+        t = np.random.uniform(lo, hi) / 2.0 if self.translate else np.zeros(3)
+        rot = self.rotation(np.random.uniform(-self.tilt, self.tilt),
+                            np.random.uniform(-self.tilt, self.tilt),
+                            np.random.uniform(*self.rot_range))
+        scale = np.random.uniform(self.scale_range[0], self.scale_range[1], 3)
+        # p -> p - mean + t (its mean is t) -> R (p - t) + t -> S p
+        m = np.eye(4)
+        m[:3, 3] = t - mean
+        r4 = np.eye(4)
+        r4[:3, :3] = rot
+        r4[:3, 3] = t - rot @ t
+        s4 = np.diag([*scale, 1.0])
+        return s4 @ r4 @ m, rot, scale
+
+    def transform(self, results: dict) -> dict:
+        """Apply one random affine to points and poses."""
+        xyz = _points_xyz(results)
+        if xyz is None or len(xyz) == 0:
+            xyz = np.concatenate([
+                unproject(d, k, p)
+                for d, k, p in zip(results['depths'], results['cam2img'], results['cam2global'])
+            ])
+            if len(xyz) == 0:
+                raise ValueError(f'scene {results.get("sample_idx")}: no valid depth and no '
+                                 'points; cannot place the 3D augmentation')
+            new_xyz = None
+        else:
+            new_xyz = xyz
+        mat, rot, scale = self.sample_matrix(xyz)
+        if new_xyz is not None:
+            moved = new_xyz @ mat[:3, :3].T + mat[:3, 3]
+            pts = results['points']
+            if isinstance(pts, BasePoints):
+                import torch
+                pts.tensor[:, :3] = torch.as_tensor(moved, dtype=pts.tensor.dtype)
+            else:
+                pts = np.array(pts, copy=True)
+                pts[:, :3] = moved
+                results['points'] = pts
+        results['cam2global'] = [(mat @ np.asarray(p, np.float64)).astype(np.float32)
+                                 for p in results['cam2global']]
+        prev = results.get('global_aug_matrix', np.eye(4))
+        results['global_aug_matrix'] = (mat @ prev).astype(np.float32)
+        results['pcd_rotation'] = rot.astype(np.float32)
+        results['pcd_scale_factor'] = scale.astype(np.float32)
+        results.setdefault('transformation_3d_flow', []).append('T')
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(rot_range={self.rot_range}, tilt={self.tilt}, '
+                f'scale_range={self.scale_range}, translate={self.translate})')
+
+
+def select_views(results: dict, keep: Sequence[int]) -> dict:
+    """Keep only the views ``keep`` (in that order) of every per-view list in ``results``."""
+    keep = list(keep)
+    for key in VIEW_KEYS:
+        if key in results and isinstance(results[key], list):
+            results[key] = [results[key][i] for i in keep]
+    if 'images' in results and 'frame_ids' in results:
+        results['images'] = {k: results['images'][k] for k in results['frame_ids']
+                             if k in results['images']}
+    results['num_views'] = len(keep)
+    return results
+
+
+@TRANSFORMS.register_module()
+class ODINCameraDrop(BaseTransform):
+    """Randomly keep a subset of the views of a sample (per-sample camera drop).
+
+    With probability ``prob`` a number n ~ U{1..V} is drawn and n random views are kept (in
+    random-choice order). The official code draws one n per batch so that scenes stack; use the
+    ``odin_collate`` collate function (``camera_drop_prob``) for that behaviour, or this
+    transform with batch size 1 / a padding preprocessor.
+
+    Modified keys: every per-view list (``img``, ``depths``, ``cam2img``, ``cam2global``, paths,
+    ids, label maps), ``num_views``.
+    """
+
+    def __init__(self, prob: float = 0.5) -> None:
+        self.prob = prob
+
+    def transform(self, results: dict) -> dict:
+        """Drop views."""
+        v = len(results['img'])
+        if v <= 1 or np.random.rand() >= self.prob:
+            return results
+        n = np.random.randint(1, v + 1)
+        return select_views(results, np.random.choice(v, n, replace=False))
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(prob={self.prob})'
+
+
+@TRANSFORMS.register_module()
+class ODINPointSegClassMapping(BaseTransform):
+    """Map raw semantic ids to training classes and drop instances of ignored classes.
+
+    Like mmdet3d's ``PointSegClassMapping`` (uses ``seg_label_mapping`` from the dataset) but
+    tolerant to raw ids beyond the mapping (-> ignore = ``num_classes``), and it also sets the
+    instance id of every point whose class is ignored to -1 (no instance), so instance ground
+    truth only contains evaluated classes. ``eval_ann_info`` receives the mapped copies.
+
+    Required keys: ``pts_semantic_mask`` (N,), ``seg_label_mapping``, optional
+    ``pts_instance_mask`` (N,). Modified keys: the same, ``eval_ann_info``.
+    """
+
+    def transform(self, results: dict) -> dict:
+        """Map the labels."""
+        mapping = np.asarray(results['seg_label_mapping'])
+        ignore = int(mapping.max()) if 'ignore_index' not in results else results['ignore_index']
+        sem = np.asarray(results['pts_semantic_mask']).astype(np.int64)
+        ok = (sem >= 0) & (sem < len(mapping))
+        mapped = np.full(sem.shape, ignore, np.int64)
+        mapped[ok] = mapping[sem[ok]]
+        results['pts_semantic_mask'] = mapped
+        if 'pts_instance_mask' in results:
+            inst = np.asarray(results['pts_instance_mask']).astype(np.int64).copy()
+            inst[mapped == ignore] = -1
+            results['pts_instance_mask'] = inst
+        if 'eval_ann_info' in results and results['eval_ann_info'] is not None:
+            results['eval_ann_info']['pts_semantic_mask'] = mapped.copy()
+            if 'pts_instance_mask' in results:
+                results['eval_ann_info']['pts_instance_mask'] = results[
+                    'pts_instance_mask'].copy()
+        return results
+
+
+@TRANSFORMS.register_module()
+class ODINSensorPoints(BaseTransform):
+    """Build the supervision/evaluation point cloud from the (final) views' valid depth pixels.
+
+    Used for AI2THOR and the demo ("sensor points"): every ``stride``-th pixel with depth > 0
+    of every view is unprojected with the current intrinsics and pose; colour from the image,
+    labels from the per-frame ``inst_maps`` / ``sem_maps`` when loaded (raw ids; map them with
+    ``ODINPointSegClassMapping``). Run it after the 2D transforms and before
+    ``ODINGlobalAug3D`` (which then moves the points with the poses).
+
+    Added keys: ``points`` (``DepthPoints`` x y z r g b, colour 0-255), optional
+    ``pts_semantic_mask``, ``pts_instance_mask``, ``superpoints`` (one per point),
+    ``eval_ann_info`` copies in test mode.
+
+    Args:
+        stride (int): Pixel subsampling (official half resolution: 2). Defaults to 1.
+    """
+
+    def __init__(self, stride: int = 1) -> None:
+        self.stride = stride
+
+    def transform(self, results: dict) -> dict:
+        """Unproject the views."""
+        s = self.stride
+        xyz, rgb, inst, sem = [], [], [], []
+        for i, (d, k, p) in enumerate(zip(results['depths'], results['cam2img'],
+                                          results['cam2global'])):
+            mask = np.zeros(d.shape, bool)
+            mask[::s, ::s] = True
+            mask &= d > 0
+            xyz.append(unproject(d, k, p, mask))
+            rgb.append(results['img'][i][mask].astype(np.float64))
+            if 'inst_maps' in results:
+                inst.append(results['inst_maps'][i][mask])
+                sem.append(results['sem_maps'][i][mask])
+        pts = np.concatenate([np.concatenate(xyz), np.concatenate(rgb)], 1).astype(np.float32)
+        results['points'] = DepthPoints(pts, points_dim=6, attribute_dims=dict(color=[3, 4, 5]))
+        results['superpoints'] = np.arange(len(pts), dtype=np.int64)
+        if inst:
+            results['pts_instance_mask'] = np.concatenate(inst).astype(np.int64)
+            results['pts_semantic_mask'] = np.concatenate(sem).astype(np.int64)
+            if 'eval_ann_info' in results and results['eval_ann_info'] is not None:
+                results['eval_ann_info'].update(
+                    pts_instance_mask=results['pts_instance_mask'].copy(),
+                    pts_semantic_mask=results['pts_semantic_mask'].copy())
+        return results
+
+
+def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> dict:
+    """``pseudo_collate`` with the official per-batch camera drop.
+
+    With probability ``camera_drop_prob`` one n ~ U{1..V_min} is drawn for the whole batch and
+    every sample keeps n random views (inputs ``img``, ``depths``, ``poses``, ``intrinsics`` and
+    the per-view metainfo lists), so the views still stack.
+
+    Args:
+        data_batch (Sequence[dict]): Packed samples (``inputs``, ``data_samples``).
+        camera_drop_prob (float): Probability of dropping views. Defaults to 0.
+
+    Returns:
+        dict: The collated batch (as ``pseudo_collate``).
+    """
+    from mmengine.dataset import pseudo_collate
+    views = [d['inputs']['img'].shape[0] for d in data_batch
+             if 'img' in d['inputs'] and 'depths' in d['inputs']]
+    if views and len(views) == len(data_batch) and min(views) > 1 and \
+            np.random.rand() < camera_drop_prob:
+        n = np.random.randint(1, min(views) + 1)
+        for d in data_batch:
+            keep = np.random.choice(d['inputs']['img'].shape[0], n, replace=False)
+            import torch
+            idx = torch.as_tensor(keep, dtype=torch.long)
+            for key in ('img', 'depths', 'poses', 'intrinsics'):
+                if key in d['inputs']:
+                    d['inputs'][key] = d['inputs'][key][idx]
+            ds = d['data_samples']
+            meta = {}
+            for key, val in ds.metainfo.items():
+                if isinstance(val, (list, tuple)) and key in PER_VIEW_META and len(val) > 0:
+                    meta[key] = [val[i] for i in keep]
+                elif isinstance(val, np.ndarray) and key in PER_VIEW_META and val.ndim >= 1:
+                    meta[key] = val[keep]
+            meta['num_views'] = int(n)
+            ds.set_metainfo(meta)
+    return pseudo_collate(data_batch)
+
+
+PER_VIEW_META = ('img_path', 'depth_path', 'cam2img', 'cam2global', 'frame_ids', 'lidar2img',
+                 'depth2img', 'scale_factor', 'crop_offset')
+
+
+def _register_collate() -> None:
+    from mmengine.registry import FUNCTIONS
+    if 'odin_collate' not in FUNCTIONS.module_dict:
+        FUNCTIONS.register_module(name='odin_collate', module=odin_collate)
+
+
+_register_collate()
+
+__all__: List[str] = [
+    'ODINRandomResizeCrop', 'ODINResize', 'ODINColorJitter', 'ODINGlobalAug3D', 'ODINCameraDrop',
+    'ODINPointSegClassMapping', 'ODINSensorPoints', 'odin_collate', 'unproject',
+    'scale_intrinsics', 'nearest_resize', 'select_views'
+]
