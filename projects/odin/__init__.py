@@ -17,3 +17,4 @@ if importlib.util.find_spec('mmdet3d') is not None:
     from .datasets import *  # noqa: F401,F403,E402
     from .engine import *  # noqa: F401,F403,E402
     from .evaluation import *  # noqa: F401,F403,E402
+    from .models import *  # noqa: F401,F403,E402

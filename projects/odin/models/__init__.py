@@ -1,0 +1,10 @@
+from .backbones import ODINResNet, ODINSwinTransformer, ResidualFusionBlock
+from .data_preprocessor import ODINDataPreprocessor
+from .odin import ODIN
+from .odin_head import ODINHead
+from .pixel_decoder import GhostPoints, ODINPixelDecoder
+
+__all__ = [
+    'ODIN', 'ODINDataPreprocessor', 'ODINResNet', 'ODINSwinTransformer', 'ResidualFusionBlock',
+    'ODINPixelDecoder', 'ODINHead', 'GhostPoints'
+]

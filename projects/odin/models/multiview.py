@@ -1,0 +1,178 @@
+"""Multi-view geometry shared by every 3D layer of ODIN.
+
+One scene chunk has V posed RGB-D views. For every feature level (stride 4, 8, 16, 32) the
+pixels of all views are unprojected to world xyz, pooled into voxels (2/4/8/16 cm) and, for the
+levels that run 3D attention, linked to their k nearest voxels. This is computed once per forward
+and shared by the backbone fusion blocks, the pixel-decoder fusion layers and the decoder memory
+(reference §2.3: voxel pooling before every 3D operation).
+
+Flattening convention: a level's pixel features ``(B*V, C, h, w)`` are flattened to
+``(B*V*h*w, C)`` in (scene, view, row, column) order; scenes are concatenated and delimited by
+cumulative ``offsets`` (mmcv/pointops style, see ``projects.odin.ops``).
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from projects.odin.layers.geometry import multiscale_xyz, unproject_depth, voxelize
+from projects.odin.ops import knn, scatter_mean
+
+
+@dataclass
+class LevelGeometry:
+    """Voxelisation of one feature level of a batch of scene chunks.
+
+    Attributes:
+        shape: ``(B, V, h, w)`` of the level.
+        point_xyz: world xyz of every pixel, shape (B*V*h*w, 3).
+        point_offsets: cumulative pixel count per scene, shape (B,).
+        p2v: global voxel id of every pixel, shape (B*V*h*w,).
+        voxel_xyz: voxel centroids (mean of member pixels), shape (N_vox, 3).
+        voxel_offsets: cumulative voxel count per scene, shape (B,).
+        knn_idx: global ids of the k nearest voxels of the same scene (self included), shape
+            (N_vox, k), or None for levels without 3D attention.
+    """
+
+    shape: tuple
+    point_xyz: Tensor
+    point_offsets: Tensor
+    p2v: Tensor
+    voxel_xyz: Tensor
+    voxel_offsets: Tensor
+    knn_idx: Optional[Tensor] = None
+
+    @property
+    def num_voxels(self) -> int:
+        """Total number of voxels over the batch."""
+        return self.voxel_xyz.shape[0]
+
+    @property
+    def voxel_counts(self) -> List[int]:
+        """Number of voxels of every scene."""
+        ends = self.voxel_offsets.tolist()
+        return [e - s for s, e in zip([0] + ends[:-1], ends)]
+
+    @property
+    def voxel_starts(self) -> List[int]:
+        """First global voxel id of every scene."""
+        return [0] + self.voxel_offsets.tolist()[:-1]
+
+    def pool(self, feats: Tensor) -> Tensor:
+        """Average pixel features into voxels.
+
+        Args:
+            feats: pixel features, shape (B*V, C, h, w).
+
+        Returns:
+            Tensor: voxel features, shape (N_vox, C).
+        """
+        # shape (B*V, C, h, w) -> (B*V*h*w, C)
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+        return scatter_mean(flat, self.p2v, self.num_voxels)
+
+    def broadcast(self, voxel_feats: Tensor) -> Tensor:
+        """Give every pixel the features of its voxel.
+
+        Args:
+            voxel_feats: shape (N_vox, C).
+
+        Returns:
+            Tensor: pixel features, shape (B*V, C, h, w).
+        """
+        b, v, h, w = self.shape
+        # shape (B*V*h*w, C) -> (B*V, C, h, w)
+        return voxel_feats[self.p2v].view(b * v, h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+
+def compute_multiscale_xyz(depths: Tensor,
+                           intrinsics: Tensor,
+                           poses: Tensor,
+                           img_shapes: Sequence[tuple],
+                           strides: Sequence[int] = (32, 16, 8, 4)) -> List[Tensor]:
+    """Unproject padded depth maps and nearest-downsample the xyz maps.
+
+    As the reference (§2.2): unprojection at full resolution of the unpadded image, padding for
+    size divisibility added afterwards with zeros (the world origin), then nearest downsampling
+    (the pixel at ``stride * i``).
+
+    Args:
+        depths: shape (B, V, Hp, Wp), metres, 0 = invalid.
+        intrinsics: shape (B, V, 4, 4).
+        poses: camera-to-world, shape (B, V, 4, 4).
+        img_shapes: unpadded ``(H, W)`` of every sample.
+        strides: output strides, lowest resolution first.
+
+    Returns:
+        list[Tensor]: one ``(B, V, Hp/s, Wp/s, 3)`` xyz map per stride.
+    """
+    b, v, hp, wp = depths.shape
+    full = depths.new_zeros(b, v, hp, wp, 3)
+    for i in range(b):
+        h, w = img_shapes[i]
+        full[i, :, :h, :w] = unproject_depth(depths[i, :, :h, :w], intrinsics[i], poses[i])
+    levels = multiscale_xyz(full.flatten(0, 1), strides=tuple(strides))
+    return [lvl.view(b, v, *lvl.shape[1:]) for lvl in levels]
+
+
+def build_level_geometry(xyz: Tensor, voxel_size: float,
+                         num_neighbors: Optional[int]) -> LevelGeometry:
+    """Voxelise one level and (optionally) find the k nearest voxels.
+
+    Args:
+        xyz: shape (B, V, h, w, 3).
+        voxel_size: edge length in metres.
+        num_neighbors: k of the voxel k-NN graph, or None to skip it.
+
+    Returns:
+        LevelGeometry: the level's voxelisation.
+    """
+    b, v, h, w, _ = xyz.shape
+    point_xyz = xyz.reshape(-1, 3)
+    point_offsets = torch.arange(1, b + 1, device=xyz.device, dtype=torch.long) * (v * h * w)
+    p2v, voxel_offsets, voxel_xyz = voxelize(point_xyz, point_offsets, voxel_size)
+    knn_idx = None
+    if num_neighbors:
+        knn_idx, _ = knn(voxel_xyz, voxel_xyz, num_neighbors, voxel_offsets, voxel_offsets)
+    return LevelGeometry((b, v, h, w), point_xyz, point_offsets, p2v, voxel_xyz,
+                         voxel_offsets.long(), knn_idx)
+
+
+@dataclass
+class MultiViewGeometry:
+    """Geometry of all feature levels, indexed like the backbone outputs (res2..res5)."""
+
+    levels: List[LevelGeometry]
+
+    def __getitem__(self, i: int) -> LevelGeometry:
+        return self.levels[i]
+
+
+def build_multiview_geometry(multi_scale_xyz: Sequence[Tensor],
+                             voxel_sizes: Sequence[float] = (0.02, 0.04, 0.08, 0.16),
+                             num_neighbors: int = 8,
+                             knn_levels: Sequence[int] = (1, 2, 3)) -> MultiViewGeometry:
+    """Build the voxel geometry of every level.
+
+    Args:
+        multi_scale_xyz: xyz maps ordered res2..res5 (stride 4..32), each (B, V, h, w, 3).
+        voxel_sizes: voxel edge per level, res2..res5.
+        num_neighbors: k of the k-NN graph.
+        knn_levels: levels that need the k-NN graph (those with 3D attention).
+
+    Returns:
+        MultiViewGeometry: one LevelGeometry per level.
+    """
+    levels = []
+    for i, (xyz, size) in enumerate(zip(multi_scale_xyz, voxel_sizes)):
+        levels.append(build_level_geometry(xyz, size, num_neighbors if i in knn_levels else None))
+    return MultiViewGeometry(levels)
+
+
+def pad_to(x: Tensor, size: int, dim: int = -1, value: float = 0.0) -> Tensor:
+    """Pad ``x`` along ``dim`` at the end up to ``size``."""
+    dim = dim % x.dim()
+    pad = [0, 0] * (x.dim() - dim - 1) + [0, size - x.shape[dim]]
+    return F.pad(x, pad, value=value)
