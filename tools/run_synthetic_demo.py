@@ -26,6 +26,9 @@ import time
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
+from mmengine.config import DictAction  # noqa: E402
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='outputs/demo', help='output folder')
@@ -39,7 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='depth / converted frame size')
     parser.add_argument('--preset', default='small', help='synthetic world preset')
     parser.add_argument('--seed', type=int, default=0, help='world seed')
-    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: torch\'s; use 1 on a busy machine)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='config overrides, e.g. optim_wrapper.optimizer.lr=1e-3')
     return parser.parse_args(argv)
 
 
@@ -79,7 +85,7 @@ def main(argv=None) -> int:
 
     stage('2/4 training on CPU')
     cfg = load_demo_config(data['converted'], osp.join(work, 'train'), config=config,
-                           max_iters=args.max_iters)
+                           max_iters=args.max_iters, cfg_options=args.cfg_options)
     trained = train(cfg)
     times['train'] = trained['seconds']
     losses = trained['losses']

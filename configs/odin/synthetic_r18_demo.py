@@ -5,7 +5,7 @@
 # CE/BCE/Dice losses, ScanNet-protocol evaluation); only the sizes shrink so that it learns within
 # minutes on two CPU cores: ResNet-18 (no ImageNet weights: nothing is downloaded, so BN is
 # trained and the backbone keeps the full learning rate), 64-d features, 3 decoder layers,
-# 24 queries, 4 views of 64x64 per sample.
+# 48 queries, 4 views of 64x64 per sample.
 #
 # Data (tools/run_synthetic_demo.py does all of this):
 #   python tools/dataset_converters/make_synthetic_world.py --out-dir data/synthetic_raw \
@@ -20,7 +20,7 @@ _base_ = [
 ]
 
 num_classes = 20
-num_queries = 24
+num_queries = 48
 feat = 64
 num_views = 4
 image_size = 64
@@ -95,11 +95,11 @@ train_dataloader = dict(
 val_dataloader = dict(num_workers=0, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-max_iters = 1500
+max_iters = 2000
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=5e-4, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999),
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999),
                    foreach=True),
     clip_grad=dict(max_norm=1.0, norm_type=2),
     paramwise_cfg=dict(
@@ -110,7 +110,7 @@ optim_wrapper = dict(
             'level_embed': dict(decay_mult=0.0),
         }))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, eta_min=1e-5),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters + 1)
