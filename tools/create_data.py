@@ -52,9 +52,10 @@ def main(argv=None):
           f"{len(summary['resumed'])}, skipped {len(skipped)}; infos: {summary['info_files']}")
     for scene, reason in skipped.items():
         print(f'  skipped {scene}: {reason}')
-    if summary['dropped_frames_total']:
-        print(f"  dropped frames: {summary['dropped_frames_total']}")
-    return 0 if not skipped else 0
+    dropped = {k: v for k, v in summary['dropped_frames_total'].items() if v}
+    if dropped:
+        print(f'  dropped frames: {dropped}')
+    return 0
 
 
 if __name__ == '__main__':

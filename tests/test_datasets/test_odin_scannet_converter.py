@@ -106,6 +106,12 @@ def test_rerun_resumes_and_frame_skip(synthetic_raw, tmp_path, caplog):
     assert (out / 'points' / 'scene0000_00.bin').stat().st_mtime_ns == pts_mtime
     assert 'already converted' in caplog.text
     assert _load(out, 'train')['data_list'][0]['images'].keys() == info['images'].keys()
+    # a partial run (--scenes) keeps the other converted scenes in the info files
+    s_part = convert_scannet(str(raw), str(out), frame_skip=3, progress=False,
+                             scenes=['scene0001_00'], overwrite=True)
+    assert s_part['converted'] == ['scene0001_00']
+    assert [i['sample_idx'] for i in _load(out, 'train')['data_list']] == ['scene0000_00']
+    assert [i['sample_idx'] for i in _load(out, 'val')['data_list']] == ['scene0001_00']
     # other options: converted again
     s3 = convert_scannet(str(raw), str(out), frame_skip=2, progress=False)
     assert s3['converted'] == list(SCENES)
@@ -233,3 +239,64 @@ def test_scannet200_labels_and_known_bad_scene(synthetic_raw, tmp_path):
     with pytest.raises(FileNotFoundError, match='labels.combined.tsv'):
         os.remove(raw / 'scannetv2-labels.combined.tsv')
         convert_scannet(str(raw), str(tmp_path / 'o3'), dataset='scannet200', progress=False)
+
+
+def _tool(root, rel):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(rel.replace('/', '_')[:-3],
+                                                  os.path.join(root, rel))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_command_lines(tmp_path, capsys):
+    """The two CLIs, as a user runs them (generator -> create_data -> resumed re-run); one real
+    subprocess, the rest in-process (importing the package costs seconds per process)."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    raw, out = tmp_path / 'raw', tmp_path / 'out'
+    _tool(root, 'tools/dataset_converters/make_synthetic_world.py').main(
+        ['--out-dir', str(raw), '--num-scenes', '2', '--num-frames', '3', '--seed', '1'])
+    printed = capsys.readouterr().out
+    assert json.loads(printed)['splits'] == {'train': ['scene0000_00'], 'val': ['scene0001_00']}
+    args = ['scannet', '--root-path', str(raw), '--out-dir', str(out), '--frame-skip', '1',
+            '--workers', '2', '--extra-tag', 'synthetic', '--no-progress']
+    r = subprocess.run([sys.executable, 'tools/create_data.py'] + args, cwd=root,
+                       env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'converted 2, resumed 0, skipped 0' in r.stdout
+    assert (out / 'synthetic_infos_train.pkl').is_file()
+    assert (out / 'synthetic_infos_val.pkl').is_file()
+    assert _tool(root, 'tools/create_data.py').main(args) == 0
+    assert 'converted 0, resumed 2, skipped 0' in capsys.readouterr().out
+
+
+def test_unannotated_test_scene(synthetic_raw, tmp_path):
+    raw = _copy_world(synthetic_raw[0], tmp_path)
+    src = raw / 'scans' / 'scene0001_00'
+    (raw / 'scans_test').mkdir()
+    dst = raw / 'scans_test' / 'scene0001_00'
+    os.rename(src, dst)
+    for name in ('scene0001_00.aggregation.json', 'scene0001_00_vh_clean_2.labels.ply'):
+        os.remove(dst / name)
+    s = convert_scannet(str(raw), str(tmp_path / 'out'), frame_skip=4, progress=False)
+    assert s['info_files']['test'] == 'scannet_infos_test.pkl'
+    info = _load(tmp_path / 'out', 'test')['data_list'][0]
+    assert info['sample_idx'] == 'scene0001_00' and 'pts_semantic_mask_path' not in info
+    assert 'super_pts_path' in info and len(info['images']) >= 2
+
+
+def test_converted_scene_folder_reads_in_the_demo_loader(converted):
+    """A converted scene folder is a ScanNet-layout recording for the demo (projects.odin.apis)."""
+    apis = pytest.importorskip('projects.odin.apis')
+    out, _ = converted
+    info = _load(out, 'train')['data_list'][0]
+    seq = apis.load_rgbd_folder(str(out / 'frames' / info['sample_idx']))
+    assert seq.layout == 'scannet' and seq.depth_scale == 1000.0
+    assert list(seq.frame_ids) == sorted(info['images'])
+    for i, fid in enumerate(seq.frame_ids):
+        fr = info['images'][fid]
+        np.testing.assert_allclose(seq.poses[i], fr['cam2global'], atol=1e-6)
+        np.testing.assert_allclose(seq.intrinsics[i], fr['cam2img'], atol=1e-6)

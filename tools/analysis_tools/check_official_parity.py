@@ -23,13 +23,16 @@ def main() -> int:
     parser.add_argument('--golden', required=True, help='golden_<name>.pt')
     parser.add_argument('--reference-dir', default=None,
                         help='folder with statedict_<name>.tsv (default: beside the golden)')
+    parser.add_argument('--ops-ties', action='store_true',
+                        help='use the default projects.odin.ops kNN tie order instead of the '
+                        'official CPU harness order (exact distance ties may then differ)')
     args = parser.parse_args()
     import torch
 
     import projects.odin.models  # noqa: F401
     from projects.odin.models.parity import run_parity
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    ok, _ = run_parity(args.golden, args.reference_dir)
+    ok, _ = run_parity(args.golden, args.reference_dir, official_ties=not args.ops_ties)
     return 0 if ok else 1
 
 

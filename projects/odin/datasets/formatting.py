@@ -54,6 +54,7 @@ class PackODINInputs(Pack3DDetInputs):
         if 'superpoints' in results and not isinstance(results['superpoints'], torch.Tensor):
             results['superpoints'] = torch.from_numpy(
                 np.asarray(results['superpoints'], np.int64))
+        results.setdefault('transformation_3d_flow', [])
         # the per-frame info dict would otherwise leak unsampled frames into the metainfo
         results.pop('images', None)
         packed = super().pack_single_results(results)

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from projects.odin.layers.geometry import multiscale_xyz, unproject_depth, voxelize
-from projects.odin.ops import knn, scatter_mean
+from projects.odin.ops import scatter_mean
+
+from .neighbors import knn
 
 
 @dataclass

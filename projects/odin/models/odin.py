@@ -9,10 +9,12 @@ from mmdet3d.structures import PointData
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from projects.odin.layers.geometry import idw_interpolate, voxelize
-from projects.odin.ops import knn, scatter_mean, scatter_min
+from projects.odin.layers.geometry import voxelize
+from projects.odin.ops import scatter_mean, scatter_min
 
 from .multiview import MultiViewGeometry, build_multiview_geometry, compute_multiscale_xyz
+from .neighbors import idw as idw_interpolate
+from .neighbors import knn
 from .pixel_decoder import GhostPoints
 from .postprocess import instance_inference, semantic_inference
 
@@ -257,8 +259,9 @@ class ODIN(Base3DDetector):
                      ghost: Optional[GhostPoints], points: Optional[Tensor]) -> Tensor:
         """Lift one scene's mask logits to its evaluation points.
 
-        Ghost mode: superpoint/voxel logits broadcast to every mesh vertex. Sensor mode: voxel
-        logits broadcast to the stride-4 pixels, then IDW-interpolated (k=8) to ``points``.
+        Ghost mode: superpoint/voxel logits broadcast to every mesh vertex. Sensor mode: the
+        2 cm res2-voxel logits IDW-interpolated (k=8) from the voxel centroids to ``points``
+        (or broadcast to the stride-4 pixels when ``points`` is None).
 
         Args:
             mask_logits: shape (Q, N_pred_b).
@@ -275,15 +278,13 @@ class ODIN(Base3DDetector):
                 mask_logits = mask_logits[:, ghost.segments[b]]
             return mask_logits[:, ghost.p2v[b]]
         res2 = geometry[0]
-        s = res2.voxel_starts[b]
-        ps = ([0] + res2.point_offsets.tolist())[b]
-        pe = res2.point_offsets[b].item()
-        pix_logits = mask_logits[:, res2.p2v[ps:pe] - s]  # (Q, V*h*w)
+        s, n = res2.voxel_starts[b], res2.voxel_counts[b]
         if points is None:
-            return pix_logits
+            ps = ([0] + res2.point_offsets.tolist())[b]
+            return mask_logits[:, res2.p2v[ps:res2.point_offsets[b].item()] - s]
         pts = points[:, :3].float()
-        src = res2.point_xyz[ps:pe]
-        out = idw_interpolate(pix_logits.t(), src, src.new_tensor([len(src)]).long(), pts,
+        src = res2.voxel_xyz[s:s + n]
+        out = idw_interpolate(mask_logits.t(), src, src.new_tensor([n]).long(), pts,
                               pts.new_tensor([len(pts)]).long(), self.num_neighbors)
         return out.t()
 

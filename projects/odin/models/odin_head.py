@@ -26,10 +26,10 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from projects.odin.layers.geometry import idw_interpolate
 from projects.odin.ops import scatter_mean
 
 from .multiview import MultiViewGeometry, pad_to
+from .neighbors import idw as idw_interpolate
 from .pixel_decoder import GhostPoints
 
 

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .neighbors import official_cpu_ties
 from .official_converter import (
     check_state_dict,
     convert_official_state_dict,
@@ -159,13 +160,16 @@ class Recorder:
 
 
 def run_parity(golden_path: str, reference_dir: Optional[str] = None,
-               verbose: bool = True) -> Tuple[bool, List[Tuple[str, str, bool]]]:
+               verbose: bool = True,
+               official_ties: bool = True) -> Tuple[bool, List[Tuple[str, str, bool]]]:
     """Run the parity check of one golden.
 
     Args:
         golden_path: ``golden_<name>.pt``.
         reference_dir: folder with ``statedict_<name>.tsv`` (default: the golden's folder).
         verbose: print the table.
+        official_ties: order exactly tied kNN candidates as the official CPU harness did
+            (:func:`official_cpu_ties`); False uses the default ``projects.odin.ops.knn``.
 
     Returns:
         tuple: overall pass flag and rows ``(stage, value, ok)``.
@@ -192,7 +196,7 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
     rec.hook(pd.output_convs[0], 'pd.output')
     data = golden_data(golden)
     record: Dict[str, object] = {}
-    with torch.no_grad():
+    with torch.no_grad(), official_cpu_ties(official_ties):
         data = model.data_preprocessor(data, False)
         inputs, samples = data['inputs'], data['data_samples']
         (cls_list, mask_list, counts), geometry, ghost, _ = model._forward_3d(
@@ -281,7 +285,7 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
     _compare_outputs(rows, 'outputs', result, golden['outputs']['processed_results'][0])
     pc = golden.get('postproc_check')
     if pc:
-        with torch.no_grad():
+        with torch.no_grad(), official_cpu_ties(official_ties):
             lg = model.point_logits(pc['pred_masks_centred'][0], 0, geometry, ghost, points[0])
             res2 = model.postprocess(pc['pred_logits'][0], lg)
         _compare_outputs(rows, 'postproc_check', res2, pc['processed_results'][0])

@@ -24,9 +24,9 @@ from mmengine.model import ModuleList
 from torch import Tensor
 
 from projects.odin.layers.cross_view_attention import CrossViewAttention
-from projects.odin.layers.geometry import idw_interpolate
 
 from .multiview import MultiViewGeometry
+from .neighbors import idw as idw_interpolate
 
 
 @dataclass

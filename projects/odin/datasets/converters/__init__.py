@@ -18,7 +18,8 @@ def _scannet(args: Namespace, dataset: str) -> dict:
 
 def _s3dis(args: Namespace) -> dict:
     from .s3dis import convert_s3dis
-    return convert_s3dis(args.root_path, args.out_dir, val_area=args.val_area,
+    size = tuple(args.image_size) if args.image_size else None
+    return convert_s3dis(args.root_path, args.out_dir, val_area=args.val_area, image_size=size,
                          workers=args.workers, overwrite=args.overwrite, rooms=args.scenes,
                          prefix=args.extra_tag, progress=not args.no_progress)
 

@@ -265,12 +265,24 @@ def write_infos(name: str, out_dir: Path, scenes: Sequence[str], results: List[d
                 metainfo: dict, prefix: str, options: dict) -> dict:
     """Collect the done markers of ``scenes`` into per-split info pkls and write the summary."""
     by_split: Dict[str, List[dict]] = {}
-    for scene in scenes:
-        # a scene that failed now but was converted before keeps its earlier, intact outputs
+    current = set(scenes)
+    done_dir = out_dir / '.done'
+    known = sorted(current | {p.stem for p in done_dir.glob('*.json')} if done_dir.is_dir()
+                   else current)
+    for scene in known:
+        # a scene that failed now but was converted before keeps its earlier, intact outputs;
+        # scenes converted by an earlier run (e.g. with --scenes) stay listed if their options
+        # match this run's
         marker = _marker_path(out_dir, scene)
         if not marker.exists():
             continue
-        data = json.loads(marker.read_text())
+        try:
+            data = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            logger.warning('%s: ignoring unreadable marker %s', name, marker)
+            continue
+        if scene not in current and data.get('options') != options:
+            continue
         by_split.setdefault(data['split'], []).append(data['info'])
     info_files = {}
     for split, infos in sorted(by_split.items()):
@@ -293,13 +305,13 @@ def write_infos(name: str, out_dir: Path, scenes: Sequence[str], results: List[d
         skipped={r['scene']: r['reason'] for r in results if r['status'] in ('skipped', 'error')},
         dropped_frames={r['scene']: r['dropped'] for r in results
                         if any((r.get('dropped') or {}).values())},
-        dropped_frames_total=dict(dropped_total),
+        dropped_frames_total={k: v for k, v in dropped_total.items() if v},
     )
     atomic_write_text(out_dir / f'{prefix}_summary.json', json.dumps(summary, indent=1))
     logger.info(
         '%s: %d converted, %d resumed, %d skipped; dropped frames: %s; infos: %s', name,
         len(summary['converted']), len(summary['resumed']), len(summary['skipped']),
-        dict(dropped_total) or 'none', info_files or 'none')
+        summary['dropped_frames_total'] or 'none', info_files or 'none')
     for scene, reason in summary['skipped'].items():
         logger.warning('%s: skipped %s: %s', name, scene, reason)
     return summary
