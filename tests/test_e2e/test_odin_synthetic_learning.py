@@ -2,7 +2,7 @@
 
 Synthetic world (ScanNet raw layout) -> ScanNet converter -> ODINScanNetDataset -> training with
 MMEngine's Runner on CPU -> ODINSegMetric on held-out rooms, compared with the same model
-untrained. Runs in the default `make test` (about 3 minutes on 2 cores).
+untrained. Runs in the default `make test` (400 iterations; a few minutes on 2 idle cores).
 """
 import math
 
@@ -40,6 +40,7 @@ def test_small_odin_learns_on_held_out_synthetic_rooms(tmp_path):
 
     for key in ('AP', 'AP50', 'AP25', 'mIoU'):
         assert 0.0 <= after[key] <= 1.0
-    assert after['AP50'] >= untrained['AP50'] + 0.15, (untrained, after)
+    assert after['AP50'] >= untrained['AP50'] + 0.1, (untrained, after)
+    assert after['AP25'] >= untrained['AP25'] + 0.1, (untrained, after)
     assert after['AP25'] >= after['AP50'] >= after['AP']
     assert after['mIoU'] > untrained['mIoU']
