@@ -125,8 +125,12 @@ def main() -> int:
             cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix='.build_', suffix='.so', dir=cache_dir)
             os.close(fd)
-            compile_extension(torch, with_cuda, Path(tmp_name))
-            os.replace(tmp_name, cached)  # atomic publish: a half-written .so is never reused
+            try:
+                compile_extension(torch, with_cuda, Path(tmp_name))
+                os.replace(tmp_name, cached)  # atomic publish: never reuse a half-written .so
+            finally:
+                if os.path.exists(tmp_name):
+                    os.unlink(tmp_name)
             log(f'compiled in {time.time() - t0:.1f} s -> cached at {cached}')
         for stale in OPS_DIR.glob('_ext*.so'):
             if stale.name != name:

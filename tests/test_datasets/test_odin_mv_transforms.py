@@ -295,3 +295,12 @@ def test_sensor_points_follow_the_frames(converted):
         m[::2, ::2] = True
         pts.append(unproject(di, k, p, m & (di > 0)))
     np.testing.assert_allclose(inp['points'][:, :3].numpy(), np.concatenate(pts), atol=1e-3)
+
+
+def test_pack_rejects_views_of_different_sizes():
+    from projects.odin.datasets.formatting import PackODINInputs
+    res = dict(img=[np.zeros((4, 6, 3), np.uint8), np.zeros((5, 6, 3), np.uint8)],
+               depths=[np.zeros((4, 6), np.float32), np.zeros((5, 6), np.float32)],
+               cam2img=[np.eye(4)] * 2, cam2global=[np.eye(4)] * 2, scene_id='s0')
+    with pytest.raises(ValueError, match='scene s0: views of different sizes'):
+        PackODINInputs()(res)

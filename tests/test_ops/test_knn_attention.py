@@ -102,3 +102,61 @@ def test_gather_ops_cuda_match_cpu():
     wsum = knn_gather_wsum(attn.cuda(), table.cuda(), idx.cuda()).cpu()
     torch.testing.assert_close(dot, dot_reference(q, table, idx, 4))
     torch.testing.assert_close(wsum, wsum_reference(attn, table, idx))
+
+
+def pe_inputs(n, k, c, h, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    t = [torch.randn(n, c, generator=g, dtype=dtype), torch.randn(h, c // h, c, generator=g,
+                                                                   dtype=dtype),
+         torch.randn(n, k, 3, generator=g, dtype=dtype) * 0.2,
+         torch.randn(c, 3, generator=g, dtype=dtype), 0.1 * torch.randn(c, generator=g,
+                                                                         dtype=dtype),
+         1 + 0.1 * torch.randn(c, generator=g, dtype=dtype),
+         0.1 * torch.randn(c, generator=g, dtype=dtype)]
+    return t
+
+
+def pe_reference(q, m, rel, w1, b1, lnw, lnb):
+    n, c = q.shape
+    h, d, _ = m.shape
+    r = torch.einsum('nhd,hdc->nhc', q.view(n, h, d), m)
+    hidden = torch.relu(torch.nn.functional.layer_norm(rel @ w1.t() + b1, (c,), lnw, lnb))
+    return torch.einsum('nhc,nkc->nhk', r, hidden)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_pe_score_matches_reference_and_gradcheck(backend):
+    from projects.odin.ops import knn_pe_score
+    inputs = pe_inputs(2100, 3, 8, 2, seed=0)   # > one internal chunk of 2048 voxels
+    leaves = [t.clone().requires_grad_(i != 2) for i, t in enumerate(inputs)]
+    with use_backend(backend):
+        out = knn_pe_score(*leaves)
+        out.tanh().sum().backward()
+    ref_leaves = [t.clone().requires_grad_(i != 2) for i, t in enumerate(inputs)]
+    ref = pe_reference(*ref_leaves)
+    ref.tanh().sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for a, b in zip(leaves, ref_leaves):
+        if b.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9)
+    small = [t[:5].clone() if i in (0, 2) else t.clone()
+             for i, t in enumerate(pe_inputs(5, 3, 4, 2, seed=1))]
+    small = [t.requires_grad_(i != 2) for i, t in enumerate(small)]
+    with use_backend(backend):
+        assert torch.autograd.gradcheck(lambda *a: knn_pe_score(a[0], a[1], small[2], *a[2:]),
+                                        [small[i] for i in (0, 1, 3, 4, 5, 6)])
+
+
+@pytest.mark.skipif(not ext_available(), reason='compiled extension not built')
+def test_pe_score_cpp_equals_twin_float32():
+    from projects.odin.ops import knn_pe_score
+    inputs = pe_inputs(3000, 8, 64, 8, seed=2, dtype=torch.float32)
+    results = []
+    for backend in ('auto', 'pytorch'):
+        leaves = [t.clone().requires_grad_(i != 2) for i, t in enumerate(inputs)]
+        with use_backend(backend):
+            out = knn_pe_score(*leaves)
+            out.square().sum().backward()
+        results.append([out] + [t.grad for i, t in enumerate(leaves) if i != 2])
+    for a, b in zip(*results):   # float32 rounding only: compare norm-wise
+        assert ((a - b).norm() / b.norm()).item() < 1e-5

@@ -42,6 +42,14 @@ class PackODINInputs(Pack3DDetInputs):
 
     def pack_single_results(self, results: dict) -> dict:
         """Convert the per-view lists to tensors, then pack as mmdet3d does."""
+        if isinstance(results.get('img'), list):
+            sizes = {im.shape[:2] for im in results['img']}
+            sizes |= {d.shape[:2] for d in results.get('depths', [])}
+            if len(sizes) > 1:
+                raise ValueError(
+                    f'scene {results.get("scene_id", results.get("sample_idx"))}: views of '
+                    f'different sizes {sorted(sizes)} cannot be stacked; add a resize/crop '
+                    'transform (ODINResize / ODINRandomResizeCrop) before PackODINInputs')
         if 'depths' in results and isinstance(results['depths'], list):
             results['depths'] = torch.from_numpy(
                 np.ascontiguousarray(np.stack(results['depths']), dtype=np.float32))

@@ -13,15 +13,18 @@ This module computes the same numbers with (per layer) five ``N x C x C`` produc
 ``O(N k C)`` work:
 
 * keys and values are projected once per voxel: ``K = W_k f + b_k``, ``V = W_v f + b_v``;
-* with ``P_ij = ReLU(LN(W_1 (x_j - x_i) + b_1))`` (the PE hidden, shared by all layers) and
-  ``PE_ij = W_2 P_ij + b_2``, the score of head ``h`` is
+* with ``P_ij = ReLU(LN(W_1 (x_j - x_i) + b_1))`` (the PE hidden) and ``PE_ij = W_2 P_ij + b_2``,
+  the score of head ``h`` is
   ``q_h . (K_j,h + W_k,h W_2 P_ij + W_k,h b_2) = q_h . K_j,h + r_h . P_ij + q_h . u_h`` where
-  ``r_h = (W_k,h W_2)^T q_h`` is computed once per voxel (the ``C x C`` matrix ``W_k W_2`` is folded
-  once per forward) and ``u = W_k b_2``; the ``N k C``-sized ``PE_ij`` is never formed;
+  ``r_h = (W_k,h W_2)^T q_h`` (the ``C x C`` matrix ``W_k W_2`` is folded once per forward) and
+  ``u = W_k b_2``; the ``N k C``-sized ``PE_ij`` is never formed;
 * the output is ``sum_j a_hj V_j,h`` gathered from the once-projected values.
 
-Scores and weighted sums over neighbours run in :mod:`projects.odin.ops` primitives that do not
-materialise ``(N, k, C)`` gathers. Forward and backward go through autograd.
+The three neighbourhood terms run in :mod:`projects.odin.ops` primitives
+(:func:`~projects.odin.ops.knn_gather_dot`, :func:`~projects.odin.ops.knn_pe_score`,
+:func:`~projects.odin.ops.knn_gather_wsum`) that never materialise ``(N, k, C)`` tensors and save
+only their inputs for backward (``P_ij`` and ``r`` are recomputed), which keeps both time and
+memory low. Forward and backward go through autograd.
 """
 import math
 from typing import Dict
@@ -30,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from projects.odin.ops import knn_gather_dot, knn_gather_wsum
+from projects.odin.ops import knn_gather_dot, knn_gather_wsum, knn_pe_score
 
 __all__ = ['RelativePositionMLP', 'KNNCrossAttentionLayer', 'CrossViewAttention',
            'convert_official_cross_view_state_dict']
@@ -96,15 +99,15 @@ class KNNCrossAttentionLayer(nn.Module):
         nn.init.zeros_(self.in_proj_bias)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, feats: Tensor, neighbor_idx: Tensor, pe_hidden: Tensor, pe_fc2: nn.Linear,
-                query_pe: Tensor) -> Tensor:
+    def forward(self, feats: Tensor, neighbor_idx: Tensor, rel: Tensor,
+                pos_enc: 'RelativePositionMLP', query_pe: Tensor) -> Tensor:
         """Update voxel features.
 
         Args:
             feats: ``(N, C)`` voxel features.
             neighbor_idx: ``(N, k)`` int64 neighbour rows of ``feats``.
-            pe_hidden: ``(N, k, C)`` PE hidden ``ReLU(LN(fc1(x_j - x_i)))``.
-            pe_fc2: the PE's last linear layer (``W_2``, ``b_2``).
+            rel: ``(N, k, 3)`` offsets ``x_j - x_i``.
+            pos_enc: the block's relative-position MLP (shared by all layers).
             query_pe: ``(C,)`` ``PE(0)``.
 
         Returns:
@@ -114,20 +117,21 @@ class KNNCrossAttentionLayer(nn.Module):
         h = self.num_heads
         d = c // h
         drop = self.dropout if self.training else 0.0
+        scale = 1.0 / math.sqrt(d)
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
 
-        q = F.linear(self.attn_norm(feats) + query_pe, w_q, b_q) * (1.0 / math.sqrt(d))
-        kv = F.linear(feats, self.in_proj_weight[c:], self.in_proj_bias[c:])
-        key, value = kv[:, :c].contiguous(), kv[:, c:].contiguous()
-        # fold W_k,h W_2 (per head d x C) and W_k b_2 once per forward
-        m = (w_k @ pe_fc2.weight).view(h, d, c)
-        u = (w_k @ pe_fc2.bias).view(1, h, d)
-        qh = q.view(n, h, d)
-        r = torch.bmm(qh.transpose(0, 1), m).transpose(0, 1)       # (N, H, C)
-        scores = knn_gather_dot(q, key, neighbor_idx, h)            # q . K_j
-        scores = scores + torch.bmm(r, pe_hidden.transpose(1, 2))   # + r . P_ij
-        scores = scores + (qh * u).sum(-1, keepdim=True)            # + q . W_k b_2 (constant in j)
+        q = F.linear(self.attn_norm(feats) + query_pe, w_q * scale, b_q * scale)
+        key = F.linear(feats, w_k, b_k)           # projected once per voxel
+        value = F.linear(feats, w_v, b_v)
+        fc2 = pos_enc.fc2
+        # q_h . W_k,h (W_2 P_ij + b_2) = (W_k,h W_2)^T q_h . P_ij + q_h . (W_k,h b_2)
+        m = (w_k @ fc2.weight).view(h, d, c)
+        u = (w_k @ fc2.bias).view(1, h, d)
+        scores = knn_gather_dot(q, key, neighbor_idx, h)
+        scores = scores + knn_pe_score(q, m, rel, pos_enc.fc1.weight, pos_enc.fc1.bias,
+                                       pos_enc.norm.weight, pos_enc.norm.bias, pos_enc.norm.eps)
+        scores = scores + (q.view(n, h, d) * u).sum(-1, keepdim=True)  # constant in j
         attn = torch.softmax(scores, dim=-1)
         if drop > 0:
             attn = F.dropout(attn, drop, True)
@@ -190,12 +194,11 @@ class CrossViewAttention(nn.Module):
         if n and (int(neighbor_idx.min()) < 0 or int(neighbor_idx.max()) >= n):
             raise ValueError(f'neighbor_idx values must lie in [0, {n}), got '
                              f'[{int(neighbor_idx.min())}, {int(neighbor_idx.max())}]')
-        rel = voxel_xyz[neighbor_idx] - voxel_xyz[:, None]          # (N, k, 3) x_j - x_i
-        pe_hidden = self.pos_enc.hidden(rel.to(voxel_feats.dtype))
+        rel = (voxel_xyz[neighbor_idx] - voxel_xyz[:, None]).to(voxel_feats.dtype)  # x_j - x_i
         query_pe = self.pos_enc(voxel_feats.new_zeros(1, 3))[0]
         feats = voxel_feats
         for layer in self.layers:
-            feats = layer(feats, neighbor_idx, pe_hidden, self.pos_enc.fc2, query_pe)
+            feats = layer(feats, neighbor_idx, rel.detach(), self.pos_enc, query_pe)
         return feats
 
 

@@ -15,8 +15,9 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
     zero padded (after normalisation) to a multiple of ``pad_size_divisor``. ``depths`` (V, H, W)
     are padded with 0 to the same size and stacked to (B, V, Hp, Wp); ``poses`` and
     ``intrinsics`` are stacked to (B, V, 4, 4); ``points`` and ``superpoints`` stay lists.
-    Samples without ``depths`` are single images (2D mode, mmdet's Mask2Former path); a batch
-    must be all-3D or all-2D.
+    Samples without ``depths`` are single images (2D mode, mmdet's Mask2Former path); they may
+    come from mmdet's ``PackDetInputs`` (``inputs`` a plain image tensor). A batch must be all-3D
+    or all-2D.
 
     Args:
         mean: RGB mean (ImageNet, 0-255).
@@ -40,6 +41,9 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
 
     def simple_process(self, data: dict, training: bool = False) -> dict:
         """Normalise/pad images via the parent and stack the RGB-D extras."""
+        if not isinstance(data['inputs'], dict):
+            # mmdet's PackDetInputs (2D datasets such as COCO): a list of (3, H, W) images
+            data = dict(data, inputs=dict(img=list(data['inputs'])))
         inputs = data['inputs']
         depths: Optional[List[torch.Tensor]] = inputs.get('depths')
         if depths is not None and len(depths) != len(inputs['img']):

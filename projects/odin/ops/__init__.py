@@ -15,12 +15,13 @@ from .backend import (
                       use_backend,
 )
 from .knn import PAD_DIST2, knn, knn_pytorch
-from .knn_attention import knn_gather_dot, knn_gather_wsum
+from .knn_attention import knn_gather_dot, knn_gather_wsum, knn_pe_score
 from .scatter import scatter_max, scatter_mean, scatter_min, scatter_sum
 from .utils import batch_ids_from_offsets, offsets_from_batch_ids
 
 __all__ = [
-    'knn', 'knn_pytorch', 'PAD_DIST2', 'knn_gather_dot', 'knn_gather_wsum', 'scatter_sum',
+    'knn', 'knn_pytorch', 'PAD_DIST2', 'knn_gather_dot', 'knn_gather_wsum', 'knn_pe_score',
+    'scatter_sum',
     'scatter_mean', 'scatter_max', 'scatter_min', 'set_backend', 'get_backend', 'use_backend',
     'ext_available', 'ext_has_cuda', 'ext_load_error', 'offsets_from_batch_ids',
     'batch_ids_from_offsets'

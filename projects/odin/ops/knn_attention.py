@@ -201,3 +201,116 @@ def knn_gather_wsum(attn: Tensor, value: Tensor, idx: Tensor) -> Tensor:
                          f'{tuple(attn.shape)}')
     _check('attn', attn, value, idx, attn.shape[1])
     return KNNGatherWeightedSum.apply(attn, value, idx)
+
+
+# ------------------------------------------------------------------ relative-position score
+_PE_CHUNK = 2048  # voxels per chunk: bounds the (H, chunk, C) projected-query temporaries
+
+
+def _pe_hidden(rel: Tensor, w1: Tensor, b1: Tensor, ln_w: Tensor, ln_b: Tensor,
+               eps: float) -> Tensor:
+    return torch.relu(torch.nn.functional.layer_norm(
+        torch.nn.functional.linear(rel, w1, b1), (w1.shape[0],), ln_w, ln_b, eps))
+
+
+def pe_score_forward_pytorch(r: Tensor, rel: Tensor, w1: Tensor, b1: Tensor, ln_w: Tensor,
+                             ln_b: Tensor, eps: float) -> Tensor:
+    """Twin of ``knn_pe_score_forward``: ``r (H,n,C), rel (n,k,3) -> (n,H,k)``."""
+    hidden = _pe_hidden(rel, w1, b1, ln_w, ln_b, eps)               # (n, k, C)
+    return torch.bmm(hidden, r.permute(1, 2, 0)).transpose(1, 2)    # (n, H, k)
+
+
+def pe_score_backward_pytorch(grad: Tensor, r: Tensor, rel: Tensor, w1: Tensor, b1: Tensor,
+                              ln_w: Tensor, ln_b: Tensor, eps: float):
+    """Twin of ``knn_pe_score_backward``: grads of ``(r, w1, b1, ln_w, ln_b)``."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(True) for t in (r, w1, b1, ln_w, ln_b)]
+        out = pe_score_forward_pytorch(leaves[0], rel, *leaves[1:], eps)
+        return torch.autograd.grad(out, leaves, grad)
+
+
+class KNNRelPosScore(Function):
+    """Autograd function behind :func:`knn_pe_score` (chunked, recomputes in backward)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, m: Tensor, rel: Tensor, w1: Tensor, b1: Tensor, ln_w: Tensor,
+                 ln_b: Tensor, eps: float) -> Tensor:
+        """``q (N,C), m (H,d,C), rel (N,k,3), PE params -> (N,H,k)``."""
+        n, k = rel.shape[:2]
+        h, d, _ = m.shape
+        q = q.contiguous()
+        ext = get_ext(q, m, rel)
+        out = q.new_empty((n, h, k))
+        params = [t.contiguous() for t in (w1, b1, ln_w, ln_b)]
+        for s in range(0, n, _PE_CHUNK):
+            e = min(n, s + _PE_CHUNK)
+            r = torch.bmm(q[s:e].view(e - s, h, d).transpose(0, 1), m)  # (H, n, C)
+            if ext is not None:
+                out[s:e] = ext.knn_pe_score_forward(r, rel[s:e].contiguous(), *params, eps)
+            else:
+                out[s:e] = pe_score_forward_pytorch(r, rel[s:e], *params, eps)
+        ctx.save_for_backward(q, m, rel, *params)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        """Gradients w.r.t. ``q``, ``m`` and the PE parameters (``rel`` is a constant)."""
+        q, m, rel, w1, b1, ln_w, ln_b = ctx.saved_tensors
+        n = rel.shape[0]
+        h, d, c = m.shape
+        grad = grad.contiguous()
+        ext = get_ext(q, m, rel)
+        grad_q = torch.empty_like(q)
+        grad_m = torch.zeros_like(m)
+        grads_p = [torch.zeros_like(t) for t in (w1, b1, ln_w, ln_b)]
+        for s in range(0, n, _PE_CHUNK):
+            e = min(n, s + _PE_CHUNK)
+            qh = q[s:e].view(e - s, h, d).transpose(0, 1)                # (H, n, d)
+            r = torch.bmm(qh, m)
+            if ext is not None:
+                g_r, *g_p = ext.knn_pe_score_backward(grad[s:e], r, rel[s:e].contiguous(), w1,
+                                                      b1, ln_w, ln_b, ctx.eps)
+            else:
+                g_r, *g_p = pe_score_backward_pytorch(grad[s:e], r, rel[s:e], w1, b1, ln_w,
+                                                      ln_b, ctx.eps)
+            for acc, g in zip(grads_p, g_p):
+                acc += g
+            grad_q[s:e] = torch.bmm(g_r, m.transpose(1, 2)).transpose(0, 1).reshape(e - s, c)
+            grad_m += torch.bmm(qh.transpose(1, 2), g_r)
+        return (grad_q, grad_m, None, *grads_p, None)
+
+
+def knn_pe_score(q: Tensor, m: Tensor, rel: Tensor, fc1_weight: Tensor, fc1_bias: Tensor,
+                 norm_weight: Tensor, norm_bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Relative-position attention scores without forming the ``(N, k, C)`` encodings.
+
+    ``out[n,h,j] = < m[h]^T q[n, head h], ReLU(LN(fc1(rel[n,j]))) >`` i.e. the score of query
+    head ``h`` against ``W_k,h W_2 PE_hidden(x_j - x_i)`` with ``m[h] = (W_k W_2)[head h rows]``.
+    The projected query ``r = m^T q`` (``H x C`` per voxel) and the hidden encoding are formed per
+    chunk / per pair inside the kernel and recomputed in backward, so only the inputs are saved.
+
+    Args:
+        q: ``(N, C)`` (scaled) queries, ``C = H * d``.
+        m: ``(H, d, C)`` per-head ``W_k W_2`` blocks.
+        rel: ``(N, k, 3)`` neighbour offsets ``x_j - x_i`` (treated as constant).
+        fc1_weight: ``(C, 3)`` first PE linear weight.
+        fc1_bias: ``(C,)`` its bias.
+        norm_weight: ``(C,)`` PE LayerNorm weight.
+        norm_bias: ``(C,)`` PE LayerNorm bias.
+        eps: LayerNorm epsilon.
+
+    Returns:
+        ``(N, H, k)``; differentiable w.r.t. ``q``, ``m`` and the four PE parameters.
+    """
+    if m.dim() != 3 or q.dim() != 2 or q.shape[1] != m.shape[0] * m.shape[1]:
+        raise ValueError(f'q (N, C) and m (H, d, C) with C = H*d expected, got {tuple(q.shape)} '
+                         f'and {tuple(m.shape)}')
+    if rel.dim() != 3 or rel.shape[0] != q.shape[0] or rel.shape[2] != 3:
+        raise ValueError(f'rel must be ({q.shape[0]}, k, 3), got {tuple(rel.shape)}')
+    c = m.shape[2]
+    if fc1_weight.shape != (c, 3) or any(t.shape != (c,) for t in (fc1_bias, norm_weight,
+                                                                    norm_bias)):
+        raise ValueError(f'PE parameters must be fc1 ({c}, 3) and ({c},) vectors')
+    return KNNRelPosScore.apply(q, m, rel, fc1_weight, fc1_bias, norm_weight, norm_bias, eps)

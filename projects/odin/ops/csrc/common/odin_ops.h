@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <tuple>
+#include <vector>
 
 namespace odin {
 
@@ -30,6 +31,16 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward_cpu(const at::Tensor
                                                                 const at::Tensor& value,
                                                                 const at::Tensor& idx);
 
+// Relative-position scores: out[n,h,j] = <r[h,n,:], ReLU(LN(W1 rel[n,j] + b1))>, r (H,N,C).
+at::Tensor knn_pe_score_forward_cpu(const at::Tensor& r, const at::Tensor& rel,
+                                    const at::Tensor& w1, const at::Tensor& b1,
+                                    const at::Tensor& lnw, const at::Tensor& lnb, double eps);
+// -> {grad_r, grad_w1, grad_b1, grad_lnw, grad_lnb}
+std::vector<at::Tensor> knn_pe_score_backward_cpu(const at::Tensor& grad, const at::Tensor& r,
+                                                  const at::Tensor& rel, const at::Tensor& w1,
+                                                  const at::Tensor& b1, const at::Tensor& lnw,
+                                                  const at::Tensor& lnb, double eps);
+
 #ifdef WITH_CUDA
 std::tuple<at::Tensor, at::Tensor> knn_forward_cuda(const at::Tensor& query,
                                                      const at::Tensor& support,
@@ -48,6 +59,13 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward_cuda(const at::Tenso
                                                                  const at::Tensor& attn,
                                                                  const at::Tensor& value,
                                                                  const at::Tensor& idx);
+at::Tensor knn_pe_score_forward_cuda(const at::Tensor& r, const at::Tensor& rel,
+                                     const at::Tensor& w1, const at::Tensor& b1,
+                                     const at::Tensor& lnw, const at::Tensor& lnb, double eps);
+std::vector<at::Tensor> knn_pe_score_backward_cuda(const at::Tensor& grad, const at::Tensor& r,
+                                                   const at::Tensor& rel, const at::Tensor& w1,
+                                                   const at::Tensor& b1, const at::Tensor& lnw,
+                                                   const at::Tensor& lnb, double eps);
 #endif
 
 }  // namespace odin

@@ -48,6 +48,19 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward(const at::Tensor& gr
   ODIN_DISPATCH(knn_gather_wsum_backward, attn, grad, attn, value, idx);
 }
 
+at::Tensor knn_pe_score_forward(const at::Tensor& r, const at::Tensor& rel, const at::Tensor& w1,
+                                const at::Tensor& b1, const at::Tensor& lnw, const at::Tensor& lnb,
+                                double eps) {
+  ODIN_DISPATCH(knn_pe_score_forward, r, r, rel, w1, b1, lnw, lnb, eps);
+}
+
+std::vector<at::Tensor> knn_pe_score_backward(const at::Tensor& grad, const at::Tensor& r,
+                                              const at::Tensor& rel, const at::Tensor& w1,
+                                              const at::Tensor& b1, const at::Tensor& lnw,
+                                              const at::Tensor& lnb, double eps) {
+  ODIN_DISPATCH(knn_pe_score_backward, r, grad, r, rel, w1, b1, lnw, lnb, eps);
+}
+
 bool with_cuda() {
 #ifdef WITH_CUDA
   return true;
@@ -71,5 +84,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("attn"), py::arg("value"), py::arg("idx"));
   m.def("knn_gather_wsum_backward", &odin::knn_gather_wsum_backward, "backward of gather_wsum",
         py::arg("grad"), py::arg("attn"), py::arg("value"), py::arg("idx"));
+  m.def("knn_pe_score_forward", &odin::knn_pe_score_forward,
+        "relative-position scores <r, ReLU(LN(W1 rel + b1))>", py::arg("r"), py::arg("rel"),
+        py::arg("w1"), py::arg("b1"), py::arg("lnw"), py::arg("lnb"), py::arg("eps"));
+  m.def("knn_pe_score_backward", &odin::knn_pe_score_backward, "backward of pe_score",
+        py::arg("grad"), py::arg("r"), py::arg("rel"), py::arg("w1"), py::arg("b1"),
+        py::arg("lnw"), py::arg("lnb"), py::arg("eps"));
   m.def("with_cuda", &odin::with_cuda, "whether the CUDA kernels were compiled");
 }

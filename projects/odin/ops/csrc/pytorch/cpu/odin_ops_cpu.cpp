@@ -503,4 +503,197 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward_cpu(const at::Tensor
   return {grad_attn, grad_value};
 }
 
+namespace {
+
+// Relative-position hidden of one pair: z = W1 rel + b1, LayerNorm, ReLU. Fills xhat (normalised
+// z), y (after the affine LN) and p (after ReLU); returns rstd.
+// w1t is the TRANSPOSED fc1 weight (3, C).
+template <typename T>
+inline T pe_hidden(const T* rel, const T* w1t, const T* b1, const T* lnw, const T* lnb, int64_t c,
+                   double eps, T* xhat, T* y, T* p) {
+  const T rx = rel[0], ry = rel[1], rz = rel[2];
+  const T *wx = w1t, *wy = w1t + c, *wz = w1t + 2 * c;
+  T mean = 0;
+#pragma omp simd reduction(+ : mean)
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const T z = wx[ch] * rx + wy[ch] * ry + wz[ch] * rz + b1[ch];
+    xhat[ch] = z;
+    mean += z;
+  }
+  mean /= static_cast<T>(c);
+  T var = 0;
+#pragma omp simd reduction(+ : var)
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const T dz = xhat[ch] - mean;
+    var += dz * dz;
+  }
+  var /= static_cast<T>(c);
+  const T rstd = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var) + eps));
+#pragma omp simd
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const T xh = (xhat[ch] - mean) * rstd;
+    xhat[ch] = xh;
+    const T yy = xh * lnw[ch] + lnb[ch];
+    y[ch] = yy;
+    p[ch] = yy > 0 ? yy : T(0);
+  }
+  return rstd;
+}
+
+template <typename T>
+void pe_score_fwd_impl(const T* r, const T* rel, const T* w1t, const T* b1, const T* lnw,
+                       const T* lnb, double eps, T* out, int64_t n, int64_t h, int64_t k,
+                       int64_t c) {
+#pragma omp parallel
+  {
+    std::vector<T> buf(3 * c);
+    T *xhat = buf.data(), *y = xhat + c, *p = y + c;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < k; ++j) {
+        pe_hidden<T>(rel + 3 * (i * k + j), w1t, b1, lnw, lnb, c, eps, xhat, y, p);
+        for (int64_t hh = 0; hh < h; ++hh) {
+          const T* rh = r + (hh * n + i) * c;
+          T acc = 0;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t ch = 0; ch < c; ++ch) acc += rh[ch] * p[ch];
+          out[(i * h + hh) * k + j] = acc;
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void pe_score_bwd_impl(const T* grad, const T* r, const T* rel, const T* w1t, const T* b1,
+                       const T* lnw, const T* lnb, double eps, T* grad_r, T* grad_w1t, T* grad_b1,
+                       T* grad_lnw, T* grad_lnb, int64_t n, int64_t h, int64_t k, int64_t c) {
+#ifdef _OPENMP
+  const int nt = omp_get_max_threads();
+#else
+  const int nt = 1;
+#endif
+  // per-thread parameter-gradient accumulators [w1t (3c) | b1 | lnw | lnb], reduced at the end
+  std::vector<T> acc(static_cast<size_t>(nt) * 6 * c, T(0));
+#pragma omp parallel num_threads(nt)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num();
+#else
+    const int t = 0;
+#endif
+    T* a_wx = acc.data() + static_cast<size_t>(t) * 6 * c;
+    T *a_wy = a_wx + c, *a_wz = a_wy + c, *a_b1 = a_wz + c, *a_lnw = a_b1 + c, *a_lnb = a_lnw + c;
+    std::vector<T> buf(5 * c);
+    T *xhat = buf.data(), *y = xhat + c, *p = y + c, *dp = p + c, *dx = dp + c;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < k; ++j) {
+        const T* rl = rel + 3 * (i * k + j);
+        const T rstd = pe_hidden<T>(rl, w1t, b1, lnw, lnb, c, eps, xhat, y, p);
+        std::fill(dp, dp + c, T(0));
+        for (int64_t hh = 0; hh < h; ++hh) {
+          const T g = grad[(i * h + hh) * k + j];
+          const T* rh = r + (hh * n + i) * c;
+          T* grh = grad_r + (hh * n + i) * c;
+#pragma omp simd
+          for (int64_t ch = 0; ch < c; ++ch) {
+            grh[ch] += g * p[ch];
+            dp[ch] += g * rh[ch];
+          }
+        }
+        // ReLU, LayerNorm affine and normalisation backward
+        T m1 = 0, m2 = 0;
+#pragma omp simd reduction(+ : m1, m2)
+        for (int64_t ch = 0; ch < c; ++ch) {
+          const T dy = y[ch] > 0 ? dp[ch] : T(0);
+          a_lnw[ch] += dy * xhat[ch];
+          a_lnb[ch] += dy;
+          const T dxh = dy * lnw[ch];
+          dx[ch] = dxh;
+          m1 += dxh;
+          m2 += dxh * xhat[ch];
+        }
+        m1 /= static_cast<T>(c);
+        m2 /= static_cast<T>(c);
+        const T rx = rl[0], ry = rl[1], rz = rl[2];
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) {
+          const T dz = rstd * (dx[ch] - m1 - xhat[ch] * m2);
+          a_wx[ch] += dz * rx;
+          a_wy[ch] += dz * ry;
+          a_wz[ch] += dz * rz;
+          a_b1[ch] += dz;
+        }
+      }
+    }
+  }
+  for (int64_t e = 0; e < 6 * c; ++e) {
+    T total = 0;
+    for (int t = 0; t < nt; ++t) total += acc[static_cast<size_t>(t) * 6 * c + e];
+    if (e < 3 * c) grad_w1t[e] = total;
+    else if (e < 4 * c) grad_b1[e - 3 * c] = total;
+    else if (e < 5 * c) grad_lnw[e - 4 * c] = total;
+    else grad_lnb[e - 5 * c] = total;
+  }
+}
+
+void check_pe_args(const at::Tensor& r, const at::Tensor& rel, const at::Tensor& w1,
+                   const at::Tensor& b1, const at::Tensor& lnw, const at::Tensor& lnb) {
+  for (const at::Tensor* t : {&r, &rel, &w1, &b1, &lnw, &lnb}) {
+    ODIN_CHECK_CPU(*t);
+    ODIN_CHECK_INPUT(*t);
+    ODIN_CHECK_SAME_DTYPE(*t, r);
+  }
+  TORCH_CHECK(r.dim() == 3 && rel.dim() == 3 && rel.size(0) == r.size(1) && rel.size(2) == 3,
+              "expected r (H, N, C) and rel (N, k, 3)");
+  const int64_t c = r.size(2);
+  TORCH_CHECK(w1.dim() == 2 && w1.size(0) == c && w1.size(1) == 3 && b1.numel() == c &&
+                  lnw.numel() == c && lnb.numel() == c,
+              "PE parameters must be (C, 3) and (C,)");
+}
+
+}  // namespace
+
+at::Tensor knn_pe_score_forward_cpu(const at::Tensor& r, const at::Tensor& rel,
+                                    const at::Tensor& w1, const at::Tensor& b1,
+                                    const at::Tensor& lnw, const at::Tensor& lnb, double eps) {
+  check_pe_args(r, rel, w1, b1, lnw, lnb);
+  const int64_t h = r.size(0), n = r.size(1), c = r.size(2), k = rel.size(1);
+  auto out = at::empty({n, h, k}, r.options());
+  auto w1t = w1.t().contiguous();
+  AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "knn_pe_score_forward_cpu", [&] {
+    pe_score_fwd_impl<scalar_t>(r.data_ptr<scalar_t>(), rel.data_ptr<scalar_t>(),
+                                w1t.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(),
+                                lnw.data_ptr<scalar_t>(), lnb.data_ptr<scalar_t>(), eps,
+                                out.data_ptr<scalar_t>(), n, h, k, c);
+  });
+  return out;
+}
+
+std::vector<at::Tensor> knn_pe_score_backward_cpu(const at::Tensor& grad, const at::Tensor& r,
+                                                  const at::Tensor& rel, const at::Tensor& w1,
+                                                  const at::Tensor& b1, const at::Tensor& lnw,
+                                                  const at::Tensor& lnb, double eps) {
+  check_pe_args(r, rel, w1, b1, lnw, lnb);
+  ODIN_CHECK_INPUT(grad);
+  const int64_t h = r.size(0), n = r.size(1), c = r.size(2), k = rel.size(1);
+  TORCH_CHECK(grad.numel() == n * h * k, "grad must be (N, H, k)");
+  auto grad_r = at::zeros_like(r);
+  auto w1t = w1.t().contiguous();
+  auto grad_w1t = at::empty_like(w1t);
+  auto grad_b1 = at::empty_like(b1);
+  auto grad_lnw = at::empty_like(lnw);
+  auto grad_lnb = at::empty_like(lnb);
+  AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "knn_pe_score_backward_cpu", [&] {
+    pe_score_bwd_impl<scalar_t>(
+        grad.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), rel.data_ptr<scalar_t>(),
+        w1t.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(), lnw.data_ptr<scalar_t>(),
+        lnb.data_ptr<scalar_t>(), eps, grad_r.data_ptr<scalar_t>(), grad_w1t.data_ptr<scalar_t>(),
+        grad_b1.data_ptr<scalar_t>(), grad_lnw.data_ptr<scalar_t>(), grad_lnb.data_ptr<scalar_t>(),
+        n, h, k, c);
+  });
+  return {grad_r, grad_w1t.t().contiguous(), grad_b1, grad_lnw, grad_lnb};
+}
+
 }  // namespace odin

@@ -6,10 +6,13 @@
 //    round-to-nearest intrinsics so that no fused multiply-add changes them.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
 #include <tuple>
+#include <vector>
 
 #include "../../common/odin_ops.h"
 #include "../../common/pytorch_cpp_helper.hpp"
@@ -161,7 +164,7 @@ std::tuple<at::Tensor, at::Tensor> knn_forward_cuda(const at::Tensor& query,
   auto idx = at::empty({m, k}, query.options().dtype(at::kLong));
   auto dist2 = at::empty({m, k}, query.options());
   if (m == 0) return {idx, dist2};
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "knn_forward_cuda", [&] {
     knn_kernel<scalar_t><<<blocks_for(m), kThreads, 0, stream>>>(
         query.data_ptr<scalar_t>(), support.data_ptr<scalar_t>(), qo.data_ptr<int64_t>(),
@@ -179,7 +182,7 @@ at::Tensor knn_gather_dot_forward_cuda(const at::Tensor& q, const at::Tensor& ke
   const int64_t n = q.size(0), c = q.size(1), k = idx.size(1), h = num_heads;
   auto out = at::empty({n, h, k}, q.options());
   if (out.numel() == 0) return out;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "knn_gather_dot_forward_cuda", [&] {
     gather_dot_fwd_kernel<scalar_t><<<blocks_for(n * h * k), kThreads, 0, stream>>>(
         q.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), n, c, h, k,
@@ -200,7 +203,7 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_dot_backward_cuda(const at::Tensor
   auto grad_q = at::zeros_like(q);
   auto grad_key = at::zeros_like(key);
   if (n == 0 || k == 0) return {grad_q, grad_key};
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "knn_gather_dot_backward_cuda", [&] {
     gather_dot_bwd_q_kernel<scalar_t><<<blocks_for(n * c), kThreads, 0, stream>>>(
         grad.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), n, c, h,
@@ -220,7 +223,7 @@ at::Tensor knn_gather_wsum_forward_cuda(const at::Tensor& attn, const at::Tensor
   const int64_t n = attn.size(0), h = attn.size(1), k = idx.size(1), c = value.size(1);
   auto out = at::zeros({n, c}, value.options());
   if (out.numel() == 0) return out;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "knn_gather_wsum_forward_cuda", [&] {
     gather_wsum_fwd_kernel<scalar_t><<<blocks_for(n * c), kThreads, 0, stream>>>(
         attn.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), n, c, h,
@@ -240,7 +243,7 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward_cuda(const at::Tenso
   auto grad_attn = at::zeros_like(attn);
   auto grad_value = at::zeros_like(value);
   if (n == 0 || k == 0) return {grad_attn, grad_value};
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "knn_gather_wsum_backward_cuda", [&] {
     // grad_attn[i,hh,j] = <grad[i, head hh], value[idx[i,j], head hh]>: the gather-dot forward
     gather_dot_fwd_kernel<scalar_t><<<blocks_for(n * h * k), kThreads, 0, stream>>>(
@@ -252,6 +255,190 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward_cuda(const at::Tenso
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {grad_attn, grad_value};
+}
+
+namespace {
+
+constexpr int kPeThreads = 256;  // power of two (tree reductions)
+constexpr int64_t kPeMaxC = 1024;
+
+template <typename T>
+__device__ T block_sum(T v, T* red) {
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  const T out = red[0];
+  __syncthreads();
+  return out;
+}
+
+// Recomputes the relative-position hidden of pair (i, j) into shared memory; returns rstd.
+// xhat[c] = normalised fc1 output, y[c] = LN output, p[c] = ReLU(y).
+template <typename T>
+__device__ T pe_hidden_block(const T* rel, const T* w1, const T* b1, const T* lnw, const T* lnb,
+                             int64_t c, double eps, T* xhat, T* y, T* p, T* red) {
+  const T rx = rel[0], ry = rel[1], rz = rel[2];
+  T part = 0;
+  for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) {
+    const T z = w1[3 * ch] * rx + w1[3 * ch + 1] * ry + w1[3 * ch + 2] * rz + b1[ch];
+    xhat[ch] = z;
+    part += z;
+  }
+  const T mean = block_sum(part, red) / static_cast<T>(c);
+  part = 0;
+  for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) {
+    const T dz = xhat[ch] - mean;
+    part += dz * dz;
+  }
+  const T var = block_sum(part, red) / static_cast<T>(c);
+  const T rstd = static_cast<T>(1.0 / sqrt(static_cast<double>(var) + eps));
+  for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) {
+    const T xh = (xhat[ch] - mean) * rstd;
+    xhat[ch] = xh;
+    const T yy = xh * lnw[ch] + lnb[ch];
+    y[ch] = yy;
+    p[ch] = yy > 0 ? yy : T(0);
+  }
+  __syncthreads();
+  return rstd;
+}
+
+// one block per pair (i, j)
+template <typename T>
+__global__ void pe_score_fwd_kernel(const T* __restrict__ r, const T* __restrict__ rel,
+                                    const T* __restrict__ w1, const T* __restrict__ b1,
+                                    const T* __restrict__ lnw, const T* __restrict__ lnb,
+                                    double eps, int64_t n, int64_t h, int64_t k, int64_t c,
+                                    T* __restrict__ out) {
+  extern __shared__ unsigned char smem_raw[];
+  T* xhat = reinterpret_cast<T*>(smem_raw);
+  T* y = xhat + c;
+  T* p = y + c;
+  T* red = p + c;
+  const int64_t pair = blockIdx.x, i = pair / k, j = pair % k;
+  pe_hidden_block<T>(rel + 3 * pair, w1, b1, lnw, lnb, c, eps, xhat, y, p, red);
+  for (int64_t hh = 0; hh < h; ++hh) {
+    const T* rh = r + (hh * n + i) * c;
+    T part = 0;
+    for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) part += rh[ch] * p[ch];
+    const T total = block_sum(part, red);
+    if (threadIdx.x == 0) out[(i * h + hh) * k + j] = total;
+  }
+}
+
+template <typename T>
+__global__ void pe_score_bwd_kernel(const T* __restrict__ grad, const T* __restrict__ r,
+                                    const T* __restrict__ rel, const T* __restrict__ w1,
+                                    const T* __restrict__ b1, const T* __restrict__ lnw,
+                                    const T* __restrict__ lnb, double eps, int64_t n, int64_t h,
+                                    int64_t k, int64_t c, T* __restrict__ grad_r,
+                                    T* __restrict__ grad_w1, T* __restrict__ grad_b1,
+                                    T* __restrict__ grad_lnw, T* __restrict__ grad_lnb) {
+  extern __shared__ unsigned char smem_raw[];
+  T* xhat = reinterpret_cast<T*>(smem_raw);
+  T* y = xhat + c;
+  T* p = y + c;
+  T* red = p + c;
+  const int64_t pair = blockIdx.x, i = pair / k, j = pair % k;
+  const T* rl = rel + 3 * pair;
+  const T rstd = pe_hidden_block<T>(rl, w1, b1, lnw, lnb, c, eps, xhat, y, p, red);
+  // dP, then ReLU / affine backward; keep dxhat in p[] (p is no longer needed afterwards)
+  T part1 = 0, part2 = 0;
+  for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) {
+    T dp = 0;
+    for (int64_t hh = 0; hh < h; ++hh) {
+      const T g = grad[(i * h + hh) * k + j];
+      atomicAdd(grad_r + (hh * n + i) * c + ch, g * p[ch]);
+      dp += g * r[(hh * n + i) * c + ch];
+    }
+    const T dy = y[ch] > 0 ? dp : T(0);
+    atomicAdd(grad_lnw + ch, dy * xhat[ch]);
+    atomicAdd(grad_lnb + ch, dy);
+    const T dxh = dy * lnw[ch];
+    p[ch] = dxh;
+    part1 += dxh;
+    part2 += dxh * xhat[ch];
+  }
+  const T m1 = block_sum(part1, red) / static_cast<T>(c);
+  const T m2 = block_sum(part2, red) / static_cast<T>(c);
+  for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) {
+    const T dz = rstd * (p[ch] - m1 - xhat[ch] * m2);
+    atomicAdd(grad_w1 + 3 * ch, dz * rl[0]);
+    atomicAdd(grad_w1 + 3 * ch + 1, dz * rl[1]);
+    atomicAdd(grad_w1 + 3 * ch + 2, dz * rl[2]);
+    atomicAdd(grad_b1 + ch, dz);
+  }
+}
+
+void check_pe_cuda_args(const at::Tensor& r, const at::Tensor& rel, const at::Tensor& w1,
+                        const at::Tensor& b1, const at::Tensor& lnw, const at::Tensor& lnb) {
+  for (const at::Tensor* t : {&r, &rel, &w1, &b1, &lnw, &lnb}) {
+    ODIN_CHECK_CUDA(*t);
+    ODIN_CHECK_INPUT(*t);
+    ODIN_CHECK_SAME_DTYPE(*t, r);
+  }
+  TORCH_CHECK(r.dim() == 3 && rel.dim() == 3 && rel.size(0) == r.size(1) && rel.size(2) == 3,
+              "expected r (H, N, C) and rel (N, k, 3)");
+  const int64_t c = r.size(2);
+  TORCH_CHECK(c <= kPeMaxC, "CUDA knn_pe_score supports C <= ", kPeMaxC, ", got ", c);
+  TORCH_CHECK(w1.dim() == 2 && w1.size(0) == c && w1.size(1) == 3 && b1.numel() == c &&
+                  lnw.numel() == c && lnb.numel() == c,
+              "PE parameters must be (C, 3) and (C,)");
+}
+
+}  // namespace
+
+at::Tensor knn_pe_score_forward_cuda(const at::Tensor& r, const at::Tensor& rel,
+                                     const at::Tensor& w1, const at::Tensor& b1,
+                                     const at::Tensor& lnw, const at::Tensor& lnb, double eps) {
+  check_pe_cuda_args(r, rel, w1, b1, lnw, lnb);
+  c10::cuda::CUDAGuard guard(r.device());
+  const int64_t h = r.size(0), n = r.size(1), c = r.size(2), k = rel.size(1);
+  auto out = at::empty({n, h, k}, r.options());
+  if (out.numel() == 0) return out;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "knn_pe_score_forward_cuda", [&] {
+    const size_t smem = (3 * c + kPeThreads) * sizeof(scalar_t);
+    pe_score_fwd_kernel<scalar_t><<<n * k, kPeThreads, smem, stream>>>(
+        r.data_ptr<scalar_t>(), rel.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(),
+        b1.data_ptr<scalar_t>(), lnw.data_ptr<scalar_t>(), lnb.data_ptr<scalar_t>(), eps, n, h,
+        k, c, out.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+std::vector<at::Tensor> knn_pe_score_backward_cuda(const at::Tensor& grad, const at::Tensor& r,
+                                                   const at::Tensor& rel, const at::Tensor& w1,
+                                                   const at::Tensor& b1, const at::Tensor& lnw,
+                                                   const at::Tensor& lnb, double eps) {
+  check_pe_cuda_args(r, rel, w1, b1, lnw, lnb);
+  ODIN_CHECK_CUDA(grad);
+  ODIN_CHECK_INPUT(grad);
+  c10::cuda::CUDAGuard guard(r.device());
+  const int64_t h = r.size(0), n = r.size(1), c = r.size(2), k = rel.size(1);
+  auto grad_r = at::zeros_like(r);
+  auto grad_w1 = at::zeros_like(w1);
+  auto grad_b1 = at::zeros_like(b1);
+  auto grad_lnw = at::zeros_like(lnw);
+  auto grad_lnb = at::zeros_like(lnb);
+  if (n * k > 0) {
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "knn_pe_score_backward_cuda", [&] {
+      const size_t smem = (3 * c + kPeThreads) * sizeof(scalar_t);
+      pe_score_bwd_kernel<scalar_t><<<n * k, kPeThreads, smem, stream>>>(
+          grad.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), rel.data_ptr<scalar_t>(),
+          w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(), lnw.data_ptr<scalar_t>(),
+          lnb.data_ptr<scalar_t>(), eps, n, h, k, c, grad_r.data_ptr<scalar_t>(),
+          grad_w1.data_ptr<scalar_t>(), grad_b1.data_ptr<scalar_t>(),
+          grad_lnw.data_ptr<scalar_t>(), grad_lnb.data_ptr<scalar_t>());
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {grad_r, grad_w1, grad_b1, grad_lnw, grad_lnb};
 }
 
 }  // namespace odin

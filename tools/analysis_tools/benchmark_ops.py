@@ -1,0 +1,311 @@
+"""Benchmark ODIN's 3D ops against the official formulation and brute force.
+
+Prints one table:
+
+* the cross-view block (:class:`projects.odin.layers.CrossViewAttention`) against a straightforward
+  implementation of the official formulation (gather the k neighbours, add the relative-position
+  encoding, ``nn.MultiheadAttention``: :class:`projects.odin.layers.NaiveCrossViewAttention`),
+  same weights, same neighbour indices, forward (eval, no_grad) and forward+backward (gradients of
+  the input features and all parameters): median wall time, peak memory, ratios and the largest
+  relative error between the two (outputs, and for fwd+bwd also every gradient);
+* our kNN (:func:`projects.odin.ops.knn`, k=8, every point queries its own scene) against brute
+  force ``torch.cdist + torch.topk`` at 20k/100k/400k points.
+
+Timing: ``time.perf_counter`` around each call (``torch.cuda.synchronize`` on GPU), one warm-up,
+then ``--repeats`` runs with ours and the official one interleaved, median reported. Brute-force
+kNN beyond ``--brute-max-queries`` queries is timed on that many queries (in chunks of 4,096, the
+same code path) and scaled linearly to all queries (its cost is exactly linear in the number of
+queries); the table marks such figures with ``*``. Use ``--brute-max-queries 0`` to time all.
+
+Peak memory: on CPU, the peak of live tensor bytes above the level before the call, from the
+allocation/free records of ``torch.profiler`` (``profile_memory=True``): every CPU tensor
+allocation and free goes through c10's allocator, which the profiler records with a timestamp;
+the running sum of those records gives the exact peak of tensor memory (autograd-saved tensors,
+temporaries, outputs, gradients; not the interpreter or allocator slack). It is measured in a
+separate, untimed call. On CUDA, ``torch.cuda.max_memory_allocated`` minus the level before.
+
+Examples::
+
+    python tools/analysis_tools/benchmark_ops.py
+    python tools/analysis_tools/benchmark_ops.py --json work_dirs/ops_bench.json
+    python tools/analysis_tools/benchmark_ops.py --device cuda
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from projects.odin.layers import (
+    CrossViewAttention,  # noqa: E402
+    NaiveCrossViewAttention,  # noqa: E402
+    convert_official_cross_view_state_dict,  # noqa: E402
+)
+from projects.odin.ops import (  # noqa: E402
+    ext_available,
+    ext_has_cuda,
+    get_backend,
+    knn,
+    set_backend,  # noqa: E402
+)
+
+BRUTE_CHUNK = 4096
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Benchmark the ODIN 3D ops.')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--voxels', type=int, default=20000)
+    parser.add_argument('--k', type=int, default=8)
+    parser.add_argument('--channels', type=int, default=256)
+    parser.add_argument('--heads', type=int, default=8)
+    parser.add_argument('--ffn', type=int, default=1024)
+    parser.add_argument('--layers', type=int, default=2,
+                        help='attention layers of the block (official backbone res3/res5: 2)')
+    parser.add_argument('--knn-points', type=int, nargs='+', default=[20000, 100000, 400000])
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--brute-max-queries', type=int, default=20000,
+                        help='time brute-force kNN on at most this many queries and scale '
+                        'linearly (0: time all queries)')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--backend', default='auto', choices=['auto', 'pytorch'],
+                        help="'pytorch' times the pure-PyTorch twins instead of the kernels")
+    parser.add_argument('--skip-block', action='store_true')
+    parser.add_argument('--skip-knn', action='store_true')
+    parser.add_argument('--json', metavar='OUT', help='also write the figures as JSON')
+    return parser.parse_args()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak tensor memory (MB) above the level before ``fn``; see the module docstring."""
+    if device.type == 'cuda':
+        sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        sync(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                     if e.name() == '[memory]')
+    live = peak = 0
+    for _, nbytes in records:
+        live += nbytes
+        peak = max(peak, live)
+    return peak / 2**20
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def voxel_scene(n: int, device: torch.device, seed: int = 0):
+    """``n`` voxel centroids in distinct 8 cm cells of a 40x40x(n/1600) grid, +-0.3 jitter.
+
+    The official CPU timing (reference timings, section (a)) uses the same construction.
+    """
+    g = torch.Generator().manual_seed(seed)
+    depth = max(20, math.ceil(n / 1600))
+    cells = torch.randperm(40 * 40 * depth, generator=g)[:n]
+    grid = torch.stack([cells // (40 * depth), (cells // depth) % 40, cells % depth], 1).float()
+    xyz = (grid + (torch.rand(n, 3, generator=g) - 0.5) * 0.6) * 0.08
+    return xyz.to(device)
+
+
+def room_surfaces(n: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """``n`` points on the floor and walls of a 6 x 6 x 3 m room and on 12 boxes (+2 mm noise)."""
+    g = torch.Generator().manual_seed(seed)
+    planes = [((0, 0, 0), (6, 0, 0), (0, 6, 0)), ((0, 0, 0), (6, 0, 0), (0, 0, 3)),
+              ((0, 0, 0), (0, 6, 0), (0, 0, 3)), ((6, 0, 0), (0, 6, 0), (0, 0, 3))]
+    for _ in range(12):
+        o = torch.rand(3, generator=g) * torch.tensor([5.0, 5.0, 0.0])
+        s = 0.3 + torch.rand(3, generator=g) * 0.7
+        planes += [((o[0], o[1], s[2]), (s[0], 0, 0), (0, s[1], 0)),
+                   ((o[0], o[1], 0), (s[0], 0, 0), (0, 0, s[2])),
+                   ((o[0], o[1], 0), (0, s[1], 0), (0, 0, s[2]))]
+    origin = torch.tensor([[float(v) for v in p[0]] for p in planes])
+    du = torch.tensor([[float(v) for v in p[1]] for p in planes])
+    dv = torch.tensor([[float(v) for v in p[2]] for p in planes])
+    area = torch.linalg.cross(du, dv).norm(dim=1)
+    which = torch.multinomial(area, n, replacement=True, generator=g)
+    uv = torch.rand(n, 2, generator=g)
+    pts = origin[which] + uv[:, :1] * du[which] + uv[:, 1:] * dv[which]
+    return (pts + 0.002 * torch.randn(n, 3, generator=g)).to(device)
+
+
+def bench_block(args, device: torch.device) -> Dict[str, Dict[str, float]]:
+    torch.manual_seed(0)
+    c = args.channels
+    xyz = voxel_scene(args.voxels, device)
+    feats = torch.randn(args.voxels, c, device=device)
+    offsets = torch.tensor([args.voxels], device=device)
+    idx, _ = knn(xyz, xyz, args.k, offsets, offsets)
+    official = NaiveCrossViewAttention(c, args.layers, args.heads, args.ffn).to(device)
+    ours = CrossViewAttention(c, args.layers, args.heads, args.ffn, num_neighbors=args.k)
+    ours.load_state_dict(convert_official_cross_view_state_dict(official.state_dict()))
+    ours.to(device)
+    grad_out = torch.randn(args.voxels, c, device=device)
+    results = {}
+
+    def fwd(model):
+        model.eval()
+        with torch.no_grad():
+            return model(feats, xyz, idx)
+
+    def fwd_bwd(model):
+        model.train()   # dropout is 0: train mode changes nothing numerically
+        model.zero_grad(set_to_none=True)
+        f = feats.clone().requires_grad_(True)
+        out = model(f, xyz, idx)
+        out.backward(grad_out)
+        return out.detach(), f.grad
+
+    for name, step in (('fwd', fwd), ('fwd_bwd', fwd_bwd)):
+        out_ours, out_off = step(ours), step(official)   # warm-up; also the error check
+        if name == 'fwd':
+            errs = {'output': rel_err(out_ours, out_off)}
+        else:
+            errs = {'output': rel_err(out_ours[0], out_off[0]),
+                    'grad:voxel_feats': rel_err(out_ours[1], out_off[1])}
+            grads_off = convert_official_cross_view_state_dict(
+                {k: p.grad for k, p in official.named_parameters()})
+            errs.update({f'grad:{k}': rel_err(p.grad, grads_off[k])
+                         for k, p in ours.named_parameters()})
+        worst = max(errs, key=errs.get)
+        del out_ours, out_off
+        t_ours: List[float] = []
+        t_off: List[float] = []
+        for _ in range(args.repeats):
+            t_ours.append(timed(lambda s=step: s(ours), device))
+            t_off.append(timed(lambda s=step: s(official), device))
+        mem_ours = peak_memory_mb(lambda s=step: s(ours), device)
+        mem_off = peak_memory_mb(lambda s=step: s(official), device)
+        ours_s, off_s = statistics.median(t_ours), statistics.median(t_off)
+        results[name] = dict(ours_s=ours_s, official_s=off_s, speedup=off_s / ours_s,
+                             ours_peak_mb=mem_ours, official_peak_mb=mem_off,
+                             mem_ratio=mem_ours / mem_off, max_rel_err=errs[worst],
+                             max_rel_err_tensor=worst,
+                             output_rel_err=errs['output'])
+        print(f'  block {name}: done', file=sys.stderr, flush=True)
+    return results
+
+
+def brute_knn(pts: torch.Tensor, k: int, max_queries: int) -> float:
+    """Time cdist+topk over ``max_queries`` queries (all if 0) and scale to all queries."""
+    n = pts.shape[0]
+    nq = n if max_queries <= 0 else min(n, max_queries)
+
+    def run():
+        for s in range(0, nq, BRUTE_CHUNK):
+            d = torch.cdist(pts[s:s + BRUTE_CHUNK], pts)
+            torch.topk(d, k, dim=1, largest=False, sorted=True)
+
+    return timed(run, pts.device) * n / nq
+
+
+def bench_knn(args, device: torch.device) -> Dict[str, Dict[str, float]]:
+    results = {}
+    for n in args.knn_points:
+        pts = room_surfaces(n, device, seed=n)
+        off = torch.tensor([n], device=device)
+        knn(pts, pts, args.k, off, off)                      # warm-up
+        ours = statistics.median(timed(lambda p=pts, o=off: knn(p, p, args.k, o, o), device)
+                                 for _ in range(max(1, args.repeats)))
+        brute_knn(pts[:min(n, 2 * BRUTE_CHUNK)], args.k, 0)   # warm-up
+        brute = brute_knn(pts, args.k, args.brute_max_queries)
+        timed_queries = n if args.brute_max_queries <= 0 else min(n, args.brute_max_queries)
+        results[str(n)] = dict(ours_s=ours, brute_s=brute, speedup=brute / ours,
+                               brute_queries_timed=timed_queries)
+        print(f'  knn {n}: done', file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda requested but torch.cuda.is_available() is False')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    set_backend(args.backend)
+    if get_backend() == 'pytorch' or not ext_available():
+        impl = 'pure-PyTorch twins'
+    elif device.type == 'cuda':
+        impl = 'compiled CUDA kernels' if ext_has_cuda() else 'twins (extension without CUDA)'
+    else:
+        impl = 'compiled C++/OpenMP kernels'
+    meta = dict(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
+                ops=impl, voxels=args.voxels, k=args.k, channels=args.channels,
+                heads=args.heads, ffn=args.ffn, layers=args.layers, repeats=args.repeats,
+                gpu=torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
+                cpu_count=os.cpu_count())
+    report = {'meta': meta}
+    if not args.skip_block:
+        report['block'] = bench_block(args, device)
+    if not args.skip_knn:
+        report['knn'] = bench_knn(args, device)
+
+    print(f"\nODIN ops benchmark - device {meta['device']}"
+          f"{' (' + meta['gpu'] + ')' if meta['gpu'] else ''}, torch {meta['torch']}, "
+          f"{meta['threads']} threads, ops: {impl}")
+    if 'block' in report:
+        print(f"Cross-view block: {args.voxels} voxels, k={args.k}, C={args.channels}, "
+              f"{args.heads} heads, FFN {args.ffn}, {args.layers} layers, float32; "
+              f"median of {args.repeats} (ours vs official formulation, interleaved)")
+        print('| pass    | ours (s) | official (s) | speedup | ours peak (MB) | official peak (MB)'
+              ' | mem ratio | max rel err |')
+        print('|---------|---------:|-------------:|--------:|---------------:|------------------:'
+              '|----------:|------------:|')
+        for name, r in report['block'].items():
+            print(f"| {name:<7} | {r['ours_s']:8.3f} | {r['official_s']:12.3f} | "
+                  f"{r['speedup']:6.2f}x | {r['ours_peak_mb']:14.1f} | "
+                  f"{r['official_peak_mb']:18.1f} | {r['mem_ratio']:9.3f} | "
+                  f"{r['max_rel_err']:11.2e} |")
+        print('max rel err = largest norm-wise relative difference, ours vs official, over the '
+              'output (and every gradient for fwd_bwd); worst: ' + ', '.join(
+                  f"{name} {r['max_rel_err_tensor']} (output {r['output_rel_err']:.1e})"
+                  for name, r in report['block'].items()))
+    if 'knn' in report:
+        print(f'kNN: k={args.k}, every point queries its scene (one scene, points on room '
+              'surfaces); brute force = torch.cdist + torch.topk')
+        print('| points  | ours (s) | brute (s)   | speedup   |')
+        print('|--------:|---------:|------------:|----------:|')
+        for n, r in report['knn'].items():
+            star = '*' if r['brute_queries_timed'] < int(n) else ' '
+            print(f"| {int(n):7d} | {r['ours_s']:8.3f} | {r['brute_s']:10.2f}{star} | "
+                  f"{r['speedup']:8.1f}x |")
+        if any(r['brute_queries_timed'] < int(n) for n, r in report['knn'].items()):
+            print(f'* brute force timed on {args.brute_max_queries} queries and scaled linearly '
+                  'to all queries')
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=2)
+        print(f'figures written to {args.json}')
+
+
+if __name__ == '__main__':
+    main()
