@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 
 from projects.odin.apis import (  # noqa: E402
     RGBDFolderError,
+    flatten_instances,
     load_rgbd_folder,
-    masks_to_instance_ids,
     overlay_instances,
     write_instance_ply,
     write_instances_json,
@@ -66,41 +66,51 @@ def main(argv=None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     from projects.odin.apis.inference import (
+        demo_image_size,
         inference_recording,
         init_odin_model,
         prepare_recording,
         select_instances,
     )
-    model = init_odin_model(args.config, args.checkpoint, device=args.device)
-    image_size = tuple(args.image_size) if args.image_size else tuple(
-        getattr(model, 'demo_image_size', None) or (240, 320))
+    for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
+        if not osp.isfile(path):
+            print(f'error: {what} not found: {path}', file=sys.stderr)
+            return 2
+    from mmengine.config import Config
+    cfg = Config.fromfile(args.config)
+    image_size = tuple(args.image_size) if args.image_size else demo_image_size(cfg, seq)
     print(f'{seq.layout} recording with {len(seq)} frames ({len(seq.skipped)} skipped); '
           f'input size {image_size[0]}x{image_size[1]}')
+    # every frame is read (and checked) before the model is built
     try:
         prepared = prepare_recording(seq, image_size=image_size, max_depth=args.max_depth,
                                      progress=True)
     except RGBDFolderError as e:
-        print(f'error: {e}', file=sys.stderr)
+        print(f'\nerror: {e}', file=sys.stderr)
         return 2
+    model = init_odin_model(cfg, args.checkpoint, device=args.device, sensor_points=True)
     result = inference_recording(model, prepared)
     masks, labels, scores = select_instances(result.pred_pts_seg, args.score_thr, args.min_points)
+    # one instance per point (highest score wins); instances left with < min_points are dropped,
+    # so the PLY's instance ids and the JSON's records are the same set
+    inst_ids, labels, scores, counts = flatten_instances(masks, labels, scores, args.min_points)
     classes = model.dataset_meta['classes'] if getattr(model, 'dataset_meta', None) else [
         str(i) for i in range(int(labels.max(initial=0)) + 1)]
     scene = prepared.metainfo['scene_id']
     os.makedirs(osp.join(args.out_dir, 'views'), exist_ok=True)
     points = prepared.inputs['points'].numpy()
-    inst_ids = masks_to_instance_ids(masks, scores)
     ply_path = osp.join(args.out_dir, f'{scene}_instances.ply')
+    point_labels = np.full(len(inst_ids), -1, np.int64)
+    point_labels[inst_ids >= 0] = labels[inst_ids[inst_ids >= 0]]
     write_instance_ply(ply_path, points[:, :3], inst_ids,
-                       rgb=(points[:, 3:6] * 255).round().astype(np.uint8),
-                       labels=np.where(inst_ids >= 0, labels[np.maximum(inst_ids, 0)], -1))
+                       rgb=(points[:, 3:6] * 255).round().astype(np.uint8), labels=point_labels)
     for v, frame_id in enumerate(seq.frame_ids):
         p2p = prepared.pixel_to_point[v]
         view_ids = np.where(p2p >= 0, inst_ids[np.maximum(p2p, 0)], -1)
         overlay = overlay_instances(prepared.images[v], view_ids)
         cv2.imwrite(osp.join(args.out_dir, 'views', f'{frame_id}.png'), overlay[:, :, ::-1])
     json_path = osp.join(args.out_dir, f'{scene}_instances.json')
-    write_instances_json(json_path, labels, scores, masks.sum(1), classes,
+    write_instances_json(json_path, labels, scores, counts, classes,
                          extra=dict(scene=scene, folder=osp.abspath(args.folder),
                                     num_points=int(len(points)), num_views=len(seq),
                                     score_thr=args.score_thr))

@@ -9,7 +9,8 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4000, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='Det3DVisualizationHook'))
+    # ODIN's masks over points: PLYs + renders + view overlays (tools/test.py --show-dir DIR)
+    visualization=dict(type='ODINVisualizationHook'))
 
 # Restores python/numpy/torch RNG states on resume (mmengine only restores the seed).
 custom_hooks = [dict(type='RNGStateHook')]

@@ -1,4 +1,5 @@
 from .export import (
+                     flatten_instances,
                      instance_palette,
                      masks_to_instance_ids,
                      overlay_instances,
@@ -8,6 +9,7 @@ from .export import (
 from .rgbd_folder import RGBDFolderError, RGBDSequence, detect_layout, load_rgbd_folder
 
 __all__ = [
-    'RGBDFolderError', 'RGBDSequence', 'detect_layout', 'load_rgbd_folder', 'instance_palette',
+    'RGBDFolderError', 'RGBDSequence', 'detect_layout', 'load_rgbd_folder', 'flatten_instances',
+    'instance_palette',
     'masks_to_instance_ids', 'overlay_instances', 'write_instance_ply', 'write_instances_json'
 ]

@@ -54,6 +54,35 @@ def masks_to_instance_ids(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return ids
 
 
+def flatten_instances(masks: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                      min_points: int = 1):
+    """Turn overlapping instance masks into a partition of the points.
+
+    Every point goes to the highest-scoring mask containing it (:func:`masks_to_instance_ids`);
+    instances that keep fewer than ``min_points`` points are dropped and the rest renumbered
+    0..K'-1 in their original order.
+
+    Args:
+        masks: (K, N) bool.
+        labels: (K,) class index per mask.
+        scores: (K,) scores.
+        min_points: smallest instance kept. Defaults to 1.
+
+    Returns:
+        tuple: ``instance_ids`` (N,) int64 (-1 = none), ``labels`` (K',), ``scores`` (K',) and
+        ``counts`` (K',) points owned by each kept instance.
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    ids = masks_to_instance_ids(masks, scores)
+    counts = np.bincount(ids[ids >= 0], minlength=len(scores))
+    keep = counts >= max(1, min_points)
+    remap = np.full(len(scores), -1, np.int64)
+    remap[keep] = np.arange(int(keep.sum()))
+    if len(scores):
+        ids = np.where(ids >= 0, remap[np.maximum(ids, 0)], -1)
+    return ids, labels[keep], scores[keep], counts[keep]
+
+
 def write_instance_ply(path: str, xyz: np.ndarray, instance_ids: np.ndarray,
                        rgb: Optional[np.ndarray] = None,
                        labels: Optional[np.ndarray] = None) -> None:

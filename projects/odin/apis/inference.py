@@ -125,23 +125,85 @@ def prepare_recording(seq: RGBDSequence,
                              pixel_to_point=pixel_to_point.reshape(len(imgs), h, w))
 
 
-def init_odin_model(config: str, checkpoint: Optional[str] = None, device: str = 'cpu',
-                    cfg_options: Optional[dict] = None) -> nn.Module:
+def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu',
+                    cfg_options: Optional[dict] = None, sensor_points: bool = False) -> nn.Module:
     """Build an ODIN model from a config and load a checkpoint (mmdet3d's ``init_model``).
 
     Args:
-        config: config file path.
+        config: config file path or a loaded ``mmengine.Config`` (not modified).
         checkpoint: checkpoint path (our format). Defaults to None (random weights).
         device: torch device. Defaults to ``'cpu'``.
         cfg_options: config overrides. Defaults to None.
+        sensor_points: predict on the fused sensor points given as ``inputs['points']`` (the demo;
+            ``use_ghost_points=False``) whatever mode the config trains in. The weights are the
+            same in both modes. Defaults to False.
 
     Returns:
-        The model in eval mode.
+        The model in eval mode, with the config as ``model.cfg``.
     """
-    from mmdet3d.apis import init_model
+    from mmdet3d.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+    if isinstance(config, str) and not osp.isfile(config):
+        raise FileNotFoundError(f'config not found: {config}')
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
-    return init_model(config, checkpoint, device=device, cfg_options=cfg_options)
+    # mmdet3d's init_model is not used: its SyncBN conversion walks the model config and fails
+    # on the `norm_cfg=None` entries of the deformable encoder; ODIN uses no SyncBN on CPU.
+    cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if sensor_points:
+        cfg.model.use_ghost_points = False
+    cfg.model.train_cfg = None
+    init_default_scope(cfg.get('default_scope', 'mmdet3d'))
+    model = MODELS.build(cfg.model)
+    model.dataset_meta = {}
+    if checkpoint is not None:
+        ckpt = load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+        meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
+        model.dataset_meta = dict(meta.get('dataset_meta') or {})
+    if not model.dataset_meta.get('classes') and cfg.get('class_names'):
+        model.dataset_meta['classes'] = list(cfg.class_names)
+    model.cfg = cfg
+    model.to(device)
+    model.eval()
+    return model
+
+
+def demo_image_size(cfg, seq: RGBDSequence,
+                    default: Tuple[int, int] = (240, 320)) -> Tuple[int, int]:
+    """Model input size for a recording: the config's test-time resize applied to its frames.
+
+    The ``ODINResize`` (``ResizeShortestEdge`` semantics) of the config's test pipeline is applied
+    to the size of the recording's first depth image; without one, ``default`` is used.
+
+    Args:
+        cfg: the model's config (``model.cfg``).
+        seq: the recording.
+        default: fallback (H, W). Defaults to (240, 320).
+
+    Returns:
+        (H, W).
+    """
+    pipeline = []
+    try:
+        pipeline = cfg.test_dataloader.dataset.pipeline
+    except (AttributeError, KeyError):
+        pass
+    resize = next((t for t in pipeline if t.get('type') == 'ODINResize'), None)
+    if resize is None or len(seq) == 0:
+        return default
+    depth = cv2.imread(seq.depth_paths[0], cv2.IMREAD_UNCHANGED)
+    if depth is None:
+        return default
+    h0, w0 = depth.shape[:2]
+    short_edge, max_size = resize.get('short_edge', 320), resize.get('max_size', 320)
+    scale = short_edge / min(h0, w0)
+    if max(h0, w0) * scale > max_size:
+        scale = max_size / max(h0, w0)
+    return int(round(h0 * scale)), int(round(w0 * scale))
 
 
 @torch.no_grad()
@@ -159,7 +221,9 @@ def inference_recording(model: nn.Module, prepared: PreparedRecording):
     """
     from mmdet3d.structures import Det3DDataSample
     sample = Det3DDataSample(metainfo=prepared.metainfo)
-    return model.test_step(dict(inputs=[prepared.inputs], data_samples=[sample]))[0]
+    # a batch of one sample in the collated layout: every input key holds a list over samples
+    inputs = {key: [value] for key, value in prepared.inputs.items()}
+    return model.test_step(dict(inputs=inputs, data_samples=[sample]))[0]
 
 
 def select_instances(pred, score_thr: float = 0.3,
@@ -185,4 +249,5 @@ def _np(x: Union[torch.Tensor, np.ndarray, Sequence]) -> np.ndarray:
 
 
 __all__: List[str] = ['PreparedRecording', 'prepare_recording', 'init_odin_model',
-                      'inference_recording', 'select_instances', 'unproject_frame']
+                      'demo_image_size', 'inference_recording', 'select_instances',
+                      'unproject_frame']

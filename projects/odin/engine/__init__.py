@@ -1,3 +1,4 @@
 from .hooks import RNGStateHook
+from .visualization import ODINVisualizationHook
 
-__all__ = ['RNGStateHook']
+__all__ = ['RNGStateHook', 'ODINVisualizationHook']

@@ -1,0 +1,136 @@
+"""demo/odin_demo.py end to end on tiny recordings of every layout, with a tiny random ODIN."""
+import importlib.util
+import json
+import os
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from plyfile import PlyData
+from rgbd_makers import make_7scenes, make_scannet, make_tum
+
+from projects.odin.apis.synthetic_demo import DEMO_CONFIG, REPO_ROOT
+
+CLASSES = ('wall', 'floor', 'cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 'window',
+           'bookshelf', 'picture', 'counter', 'desk', 'curtain', 'refrigerator',
+           'shower curtain', 'toilet', 'sink', 'bathtub', 'otherfurniture')
+
+
+def _demo_module():
+    spec = importlib.util.spec_from_file_location(
+        'odin_demo_cli', osp.join(REPO_ROOT, 'demo', 'odin_demo.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def tiny_checkpoint(tmp_path_factory):
+    """Randomly initialised demo-config model saved as an mmengine checkpoint."""
+    from mmdet3d.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(DEMO_CONFIG)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    path = str(tmp_path_factory.mktemp('ckpt') / 'tiny_random.pth')
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(classes=CLASSES))), path)
+    return path
+
+
+def _run(folder, ckpt, out, *extra):
+    return _demo_module().main([str(folder), DEMO_CONFIG, ckpt, '--out-dir', str(out),
+                                '--image-size', '24', '32', '--score-thr', '0',
+                                '--min-points', '1', *extra])
+
+
+@pytest.mark.parametrize('maker', [make_scannet, make_tum, make_7scenes])
+def test_demo_writes_consistent_outputs(tmp_path, tiny_checkpoint, maker, capsys):
+    folder = maker(tmp_path / 'rec')
+    out = tmp_path / 'out'
+    assert _run(folder, tiny_checkpoint, out) == 0
+    plys = sorted(p for p in os.listdir(out) if p.endswith('_instances.ply'))
+    jsons = sorted(p for p in os.listdir(out) if p.endswith('_instances.json'))
+    assert plys == ['rec_instances.ply'] and jsons == ['rec_instances.json']
+    vertex = PlyData.read(str(out / plys[0]))['vertex']
+    n = len(vertex['x'])
+    assert n > 0
+    xyz = np.stack([vertex['x'], vertex['y'], vertex['z']], 1)
+    assert np.isfinite(xyz).all()
+    # the recordings look at a plane 1.5 m (TUM: 1 m) in front of cameras at z = 1 (+z forward)
+    assert np.allclose(xyz[:, 2], 2.5, atol=0.05) or np.allclose(xyz[:, 2], 2.0, atol=0.05)
+    inst = np.asarray(vertex['instance'])
+    doc = json.loads((out / jsons[0]).read_text())
+    ids = sorted(int(i) for i in np.unique(inst[inst >= 0]))
+    # the PLY's instances are exactly the JSON's records, with the same point counts
+    assert doc['num_instances'] == len(doc['instances']) == len(ids)
+    assert sorted(r['id'] for r in doc['instances']) == ids
+    for r in doc['instances']:
+        assert r['num_points'] == int((inst == r['id']).sum())
+        assert r['class_name'] == CLASSES[r['label']]
+        assert 0 <= r['score'] <= 1
+    labels = np.asarray(vertex['label'])
+    assert ((labels >= 0) == (inst >= 0)).all()
+    assert doc['num_points'] == n and doc['num_views'] == 4
+    views = sorted(os.listdir(out / 'views'))
+    assert len(views) == 4
+    img = cv2.imread(str(out / 'views' / views[0]))
+    assert img.shape == (24, 32, 3)
+    assert f'{len(ids)} instances' in capsys.readouterr().out
+
+
+def test_demo_score_threshold_can_remove_everything(tmp_path, tiny_checkpoint):
+    out = tmp_path / 'out'
+    assert _run(make_scannet(tmp_path / 'rec'), tiny_checkpoint, out, '--score-thr', '1.01') == 0
+    doc = json.loads((out / 'rec_instances.json').read_text())
+    assert doc['num_instances'] == 0
+    vertex = PlyData.read(str(out / 'rec_instances.ply'))['vertex']
+    assert (np.asarray(vertex['instance']) == -1).all()
+
+
+def _expect_error(capsys, folder, ckpt, tmp_path, match):
+    rc = _run(folder, ckpt, tmp_path / 'out_err')
+    err = capsys.readouterr().err
+    assert rc != 0
+    lines = [ln for ln in err.splitlines() if ln.startswith('error: ')]
+    assert len(lines) == 1 and match in lines[0], err
+    assert not osp.isdir(tmp_path / 'out_err') or not any(
+        p.endswith('.ply') for p in os.listdir(tmp_path / 'out_err'))
+
+
+def test_demo_rejects_folder_without_poses(tmp_path, tiny_checkpoint, capsys):
+    root = make_scannet(tmp_path / 'rec')
+    for p in os.listdir(root / 'pose'):
+        os.remove(root / 'pose' / p)
+    _expect_error(capsys, root, tiny_checkpoint, tmp_path, 'no poses')
+
+
+def test_demo_rejects_mismatched_counts(tmp_path, tiny_checkpoint, capsys):
+    root = make_7scenes(tmp_path / 'rec')
+    os.remove(root / 'frame-000002.depth.png')
+    _expect_error(capsys, root, tiny_checkpoint, tmp_path, 'frame-000002 has no')
+
+
+def test_demo_rejects_unreadable_depth(tmp_path, tiny_checkpoint, capsys):
+    root = make_scannet(tmp_path / 'rec')
+    (root / 'depth' / '1.png').write_bytes(b'not a png')
+    _expect_error(capsys, root, tiny_checkpoint, tmp_path, 'cannot read depth image')
+
+
+def test_demo_rejects_tum_without_pose_list(tmp_path, tiny_checkpoint, capsys):
+    root = make_tum(tmp_path / 'rec')
+    os.remove(root / 'groundtruth.txt')
+    _expect_error(capsys, root, tiny_checkpoint, tmp_path, 'no pose list')
+
+
+def test_demo_rejects_unknown_layout_and_missing_checkpoint(tmp_path, tiny_checkpoint, capsys):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    _expect_error(capsys, empty, tiny_checkpoint, tmp_path, 'unrecognised RGB-D layout')
+    _expect_error(capsys, make_scannet(tmp_path / 'rec'), str(tmp_path / 'missing.pth'),
+                  tmp_path, 'checkpoint not found')
