@@ -1,13 +1,16 @@
 # ODIN for MMDetection3D — developer entry points. Everything runs inside ./.venv, which
 # tools/setup_env.sh creates (or reuses from the cache outside the checkout).
 PY := .venv/bin/python
-PYTEST_ARGS ?=
+# The default suite deselects the `slow` end-to-end learning test (tests/test_e2e: hundreds of
+# CPU training iterations); `make test-slow` runs it.
+PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: install test lint ops demo clean help
+.PHONY: install test test-slow lint ops demo clean help
 
 help:
 	@echo "make install  set up .venv (cached mmcv wheel + venv outside the checkout), build our ops"
-	@echo "make test     install, ruff check, and the CPU test suite"
+	@echo "make test     install, ruff check, and the CPU test suite (without the slow e2e test)"
+	@echo "make test-slow  the slow end-to-end learning test on the synthetic world"
 	@echo "make lint     ruff check"
 	@echo "make ops      (re)build the compiled ODIN ops"
 	@echo "make demo     synthetic world -> convert -> train a small ODIN on CPU -> evaluate -> demo"
@@ -22,6 +25,9 @@ lint: install
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest tests -m slow
 
 ops: install
 	$(PY) tools/build_ops.py --force

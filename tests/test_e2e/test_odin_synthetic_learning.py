@@ -2,7 +2,8 @@
 
 Synthetic world (ScanNet raw layout) -> ScanNet converter -> ODINScanNetDataset -> training with
 MMEngine's Runner on CPU -> ODINSegMetric on held-out rooms, compared with the same model
-untrained. Runs in the default `make test` (400 iterations; a few minutes on 2 idle cores).
+untrained. Marked `slow`: deselected by `make test`, run by `make test-slow` (400 iterations;
+about 10 minutes on 2 idle cores, longer than the default suite's budget).
 """
 import math
 
