@@ -34,7 +34,7 @@ class PreparedRecording:
 
 
 def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.ndarray) -> np.ndarray:
-    """Unproject a depth map to world coordinates (integer pixel indices, as ODIN).
+    """Unproject every pixel of a depth map to world coordinates (integer pixel indices, as ODIN).
 
     Args:
         depth: (H, W) metres.
@@ -44,14 +44,9 @@ def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.nda
     Returns:
         (H, W, 3) float64 world coordinates.
     """
+    from projects.odin.datasets.transforms import unproject
     h, w = depth.shape
-    ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
-                         indexing='ij')
-    fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
-    cam = np.stack([(xs - cx) * depth / fx, (ys - cy) * depth / fy, depth, np.ones_like(depth)],
-                   -1)
-    world = cam.reshape(-1, 4) @ cam2world.T
-    return (world[:, :3] / world[:, 3:]).reshape(h, w, 3)
+    return unproject(depth, intrinsics, cam2world, mask=np.ones((h, w), bool)).reshape(h, w, 3)
 
 
 def prepare_recording(seq: RGBDSequence,

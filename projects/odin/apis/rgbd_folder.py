@@ -259,17 +259,14 @@ def quaternion_pose(values: Sequence[float]) -> np.ndarray:
     Returns:
         (4, 4) float64 rigid transform.
     """
-    tx, ty, tz, qx, qy, qz, qw = values
-    q = np.array([qw, qx, qy, qz], dtype=np.float64)
-    n = np.linalg.norm(q)
+    from scipy.spatial.transform import Rotation
+    quat = np.asarray(values[3:], dtype=np.float64)  # x, y, z, w (scipy's order too)
+    n = np.linalg.norm(quat)
     if not np.isfinite(n) or n < 1e-8:
         raise RGBDFolderError(f'invalid quaternion {values[3:]}')
-    w, x, y, z = q / n
     mat = np.eye(4)
-    mat[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                   [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                   [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
-    mat[:3, 3] = [tx, ty, tz]
+    mat[:3, :3] = Rotation.from_quat(quat / n).as_matrix()
+    mat[:3, 3] = values[:3]
     return mat
 
 
