@@ -1,16 +1,14 @@
 # ODIN for MMDetection3D — developer entry points. Everything runs inside ./.venv, which
 # tools/setup_env.sh creates (or reuses from the cache outside the checkout).
 PY := .venv/bin/python
-# The default suite deselects the `slow` end-to-end learning test (tests/test_e2e: hundreds of
-# CPU training iterations); `make test-slow` runs it.
-PYTEST_ARGS ?= -m "not slow"
+# Extra pytest arguments, e.g. PYTEST_ARGS='-k synthetic -s'.
+PYTEST_ARGS ?=
 
-.PHONY: install test test-slow lint ops demo clean help
+.PHONY: install test lint ops demo clean help
 
 help:
 	@echo "make install  set up .venv (cached mmcv wheel + venv outside the checkout), build our ops"
-	@echo "make test     install, ruff check, and the CPU test suite (without the slow e2e test)"
-	@echo "make test-slow  the slow end-to-end learning test on the synthetic world"
+	@echo "make test     install, ruff check, and the CPU test suite (incl. a small learning test)"
 	@echo "make lint     ruff check"
 	@echo "make ops      (re)build the compiled ODIN ops"
 	@echo "make demo     synthetic world -> convert -> train a small ODIN on CPU -> evaluate -> demo"
@@ -25,9 +23,6 @@ lint: install
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests $(PYTEST_ARGS)
-
-test-slow: install
-	$(PY) -m pytest tests -m slow
 
 ops: install
 	$(PY) tools/build_ops.py --force

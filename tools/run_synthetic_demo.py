@@ -37,10 +37,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='training iterations (default: the config\'s)')
     parser.add_argument('--num-scenes', type=int, default=24, help='synthetic rooms in total')
     parser.add_argument('--num-val', type=int, default=4, help='held-out rooms')
-    parser.add_argument('--num-frames', type=int, default=12, help='frames per room')
-    parser.add_argument('--frame-size', type=int, nargs=2, default=(60, 80), metavar=('H', 'W'),
-                        help='depth / converted frame size')
-    parser.add_argument('--preset', default='small', help='synthetic world preset')
+    parser.add_argument('--num-frames', type=int, default=None,
+                        help='frames per room (default: the preset\'s)')
+    parser.add_argument('--frame-size', type=int, nargs=2, default=None, metavar=('H', 'W'),
+                        help='depth / converted frame size (default: the preset\'s; colour is '
+                        'rendered at twice this size)')
+    parser.add_argument('--preset', default='demo', help='synthetic world preset')
     parser.add_argument('--seed', type=int, default=0, help='world seed')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch\'s; use 1 on a busy machine)')
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
         print(f'\n=== [{time.time() - t_start:7.1f}s] {name}', flush=True)
 
     stage('1/4 synthetic world + ScanNet converter')
-    color_hw = (2 * args.frame_size[0], 2 * args.frame_size[1])
+    color_hw = (2 * args.frame_size[0], 2 * args.frame_size[1]) if args.frame_size else None
     data = make_synthetic_dataset(osp.join(work, 'data'), args.num_scenes, args.num_val,
                                   seed=args.seed, preset=args.preset,
                                   num_frames=args.num_frames, depth_hw=args.frame_size,

@@ -95,7 +95,7 @@ train_dataloader = dict(
 val_dataloader = dict(num_workers=0, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-max_iters = 2000
+max_iters = 1000
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

@@ -23,6 +23,7 @@ from projects.odin.datasets.synthetic_world import (
     SYNTHETIC_CLASSES,
     WorldConfig,
     build_scene,
+    class_texture,
     generate_world,
     pixel_rays,
     render,
@@ -62,6 +63,40 @@ def test_scenes_have_many_classes_and_instances():
         assert {1, 2} <= nyu  # walls and floor
     assert len(classes) >= 10, sorted(classes)
     assert min(inst_counts) >= 12
+
+
+def test_demo_preset_class_textures_and_label_subset():
+    cfg = WorldConfig.from_preset('demo')
+    assert cfg.class_textures
+    base_by_label = {}
+    for idx in range(3):
+        scene = build_scene(0, idx, cfg)
+        labels = {m['label'] for m in scene.instances}
+        allowed = set(cfg.floor_labels) | set(cfg.wall_labels) | {'wall', 'floor', 'ceiling',
+                                                                     'box'}
+        assert labels <= allowed, labels - allowed
+        # the first texture of each instance is its class texture, jittered per instance
+        for box in scene.boxes:
+            if box.instance < 0:
+                continue
+            label = scene.instances[box.instance]['label']
+            base = scene.textures[box.texture, :3]
+            base_by_label.setdefault(label, []).append(base)
+    for label, bases in base_by_label.items():
+        ref = class_texture(label, 0)[0]
+        dark = class_texture(label, 1)[0]
+        for b in bases:  # every part is the class colour or its darker shade, +- the jitter
+            err = min(np.abs(b - ref).max(), np.abs(b - dark).max())
+            assert err <= cfg.class_texture_jitter + 1e-9, (label, b, ref)
+    colours = {k: class_texture(k)[0] for k in SYNTHETIC_CLASSES}
+    names = list(colours)
+    gaps = [np.abs(colours[a] - colours[b]).max() for i, a in enumerate(names)
+            for b in names[i + 1:]]
+    assert min(gaps) > 0.05  # distinct colours per class
+    # without class textures the same seed gives random colours, the generator is unchanged
+    rand = build_scene(0, 0, WorldConfig.from_preset('tiny'))
+    tex = rand.textures[[b.texture for b in rand.boxes if b.instance >= 0], :3]
+    assert tex.std(axis=0).min() > 0.1
 
 
 def test_class_table_matches_class_names():

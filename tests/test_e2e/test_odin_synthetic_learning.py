@@ -1,13 +1,10 @@
 """A small ODIN learns on the synthetic world: the `make demo` pipeline, shortened.
 
-Synthetic world (ScanNet raw layout) -> ScanNet converter -> ODINScanNetDataset -> training with
-MMEngine's Runner on CPU -> ODINSegMetric on held-out rooms, compared with the same model
-untrained. Marked `slow`: deselected by `make test`, run by `make test-slow` (400 iterations;
-about 10 minutes on 2 idle cores, longer than the default suite's budget).
+Synthetic world ('demo' preset, ScanNet raw layout) -> ScanNet converter -> ODINScanNetDataset ->
+training with MMEngine's Runner on CPU -> ODINSegMetric (ScanNet protocol) on held-out rooms,
+compared with the same model untrained. About 2-3 minutes on 2 idle cores.
 """
 import math
-
-import pytest
 
 from projects.odin.apis.synthetic_demo import (
     evaluate,
@@ -16,15 +13,14 @@ from projects.odin.apis.synthetic_demo import (
     train,
 )
 
-MAX_ITERS = 400
+MAX_ITERS = 200
 
 
-@pytest.mark.slow
 def test_small_odin_learns_on_held_out_synthetic_rooms(tmp_path):
-    data = make_synthetic_dataset(str(tmp_path / 'data'), num_scenes=6, num_val=2, seed=1,
-                                  preset='small', num_frames=8, depth_hw=(48, 64),
+    data = make_synthetic_dataset(str(tmp_path / 'data'), num_scenes=8, num_val=2, seed=1,
+                                  preset='demo', num_frames=8, depth_hw=(48, 64),
                                   color_hw=(96, 128))
-    assert len(data['train']) == 4 and len(data['val']) == 2
+    assert len(data['train']) == 6 and len(data['val']) == 2
     cfg = load_demo_config(data['converted'], str(tmp_path / 'work'), max_iters=MAX_ITERS,
                            cfg_options={'default_hooks.logger.interval': 10})
 
@@ -37,13 +33,13 @@ def test_small_odin_learns_on_held_out_synthetic_rooms(tmp_path):
     assert len(losses) == MAX_ITERS and all(math.isfinite(v) for v in losses)
     k = MAX_ITERS // 10
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
-    assert last < 0.7 * first, (first, last)
+    assert last < 0.5 * first, (first, last)
 
     for key in ('AP', 'AP50', 'AP25', 'mIoU'):
         assert 0.0 <= after[key] <= 1.0
-    # measured on 2026-11-21 (seed 1): untrained AP50 0.000 / mIoU 0.004, after 400 iterations
-    # AP50 0.031 / mIoU 0.035. AP after 400 iterations is still low: the semantic mIoU is the
-    # robust learning signal at this length (issue 7 asks for AP well above untrained; not met).
-    assert after['mIoU'] >= 2 * untrained['mIoU'] + 0.01, (untrained, after)
-    assert after['AP50'] >= untrained['AP50'], (untrained, after)
     assert after['AP25'] >= after['AP50'] >= after['AP']
+    # measured 2026-11-21 (seed 1, 1 thread): untrained AP50 0.000 / mIoU 0.006; after 200
+    # iterations AP50 0.393 / AP25 0.617 / mIoU 0.297 on the two held-out rooms
+    assert untrained['AP50'] < 0.05, untrained
+    assert after['AP50'] >= untrained['AP50'] + 0.2, (untrained, after)
+    assert after['mIoU'] >= untrained['mIoU'] + 0.15, (untrained, after)

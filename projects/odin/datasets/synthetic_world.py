@@ -21,6 +21,7 @@ Usage: :func:`generate_world` or ``python tools/dataset_converters/make_syntheti
 """
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 from dataclasses import dataclass, field
@@ -75,6 +76,15 @@ PRESETS: Dict[str, dict] = {
                   num_objects=(12, 16), room_spacing=0.25, object_spacing=0.1),
     'default': dict(depth_hw=(240, 320), color_hw=(480, 640), num_frames=60,
                     num_objects=(16, 22), room_spacing=0.2, object_spacing=0.08),
+    # `make demo`: learnable from scratch within minutes on a CPU. Eight furniture classes with
+    # class-specific textures (colour jittered per instance), so that a small randomly
+    # initialised network can learn semantics quickly; instances still have to be separated
+    # by geometry (several chairs / pictures share a class colour).
+    'demo': dict(depth_hw=(60, 80), color_hw=(120, 160), num_frames=12, num_objects=(6, 8),
+                 room_spacing=0.25, object_spacing=0.1, class_textures=True,
+                 floor_labels=('table', 'chair', 'couch', 'bed', 'cabinet', 'bookshelf',
+                               'toilet', 'refrigerator'),
+                 wall_labels=('door', 'window', 'picture')),
 }
 
 
@@ -98,6 +108,14 @@ class WorldConfig:
         num_invalid_poses (int): Frames whose pose is written as -inf (lost tracking).
         num_unannotated (int): Clutter boxes left out of the annotation (label 0, no instance).
         jpeg_quality (int): Colour JPEG quality in the ``.sens``.
+        class_textures (bool): Tie each object's texture to its class (a fixed colour and
+            pattern per class, the colour jittered by ``class_texture_jitter`` per instance)
+            instead of drawing it at random.
+        class_texture_jitter (float): Per-channel colour jitter of class textures.
+        floor_labels (tuple[str] | None): Floor-object classes to place (all of
+            ``FLOOR_LABELS`` when None).
+        wall_labels (tuple[str] | None): Wall-object classes to place (all of ``WALL_LABELS``
+            when None).
     """
 
     depth_hw: Tuple[int, int] = (120, 160)
@@ -115,6 +133,10 @@ class WorldConfig:
     num_invalid_poses: int = 0
     num_unannotated: int = 1
     jpeg_quality: int = 92
+    class_textures: bool = False
+    class_texture_jitter: float = 0.06
+    floor_labels: Optional[Tuple[str, ...]] = None
+    wall_labels: Optional[Tuple[str, ...]] = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> WorldConfig:
@@ -236,17 +258,26 @@ def _rot_z(yaw: float) -> np.ndarray:
 class _Builder:
     """Accumulates instances, textures and boxes while a scene is laid out."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, class_textures: bool = False,
+                 jitter: float = 0.06) -> None:
         self.rng = rng
         self.boxes: List[Box] = []
         self.instances: List[dict] = []
         self.textures: List[List[float]] = []
+        self.class_textures = class_textures
+        self.jitter = jitter
 
-    def texture(self, pattern: Optional[int] = None, base=None) -> int:
+    def texture(self, pattern: Optional[int] = None, base=None, label: Optional[str] = None,
+                part: int = 0) -> int:
+        """Add a texture; with class textures on, ``label`` (+ ``part``) fixes its look."""
         r = self.rng
         base = r.uniform(0.15, 0.9, 3) if base is None else np.asarray(base, float)
         second = np.clip(base * r.uniform(0.4, 0.8) + r.uniform(-0.1, 0.1, 3), 0, 1)
         pat = int(r.integers(0, 4)) if pattern is None else pattern
+        if self.class_textures and label is not None:
+            base, pat = class_texture(label, part)
+            base = np.clip(base + r.uniform(-self.jitter, self.jitter, 3), 0, 1)
+            second = np.clip(base * 0.6, 0, 1)
         self.textures.append([*base, *second, pat, float(r.uniform(0.06, 0.3))])
         return len(self.textures) - 1
 
@@ -270,8 +301,8 @@ def _make_object(b: _Builder, label: str, origin: np.ndarray, yaw: float, annota
     """
     r = b.rng
     inst = b.instance(label, annotated)
-    tex = b.texture()
-    tex2 = b.texture(pattern=0)
+    tex = b.texture(label=label)
+    tex2 = b.texture(pattern=0, label=label, part=1)
     p = lambda c, s, t=tex: b.part(inst, t, c, s, 0.0, origin, yaw)  # noqa: E731
     if label == 'table' or label == 'desk':
         w, d, h = r.uniform(0.9, 1.6), r.uniform(0.6, 0.9), r.uniform(0.7, 0.78)
@@ -349,6 +380,20 @@ WALL_LABELS = ('door', 'window', 'picture', 'curtain')
 _TALL = ('cabinet', 'refrigerator', 'bookshelf', 'lamp', 'bed', 'counter', 'bathtub')
 
 
+def class_texture(label: str, part: int = 0) -> Tuple[np.ndarray, int]:
+    """The fixed look of a class with ``WorldConfig.class_textures``: (base rgb, pattern).
+
+    Colours are spread over the hue circle in ``SYNTHETIC_CLASSES`` order (saturated, mid
+    brightness); ``part`` 1 (legs, fronts, frames) is a darker shade of the same hue.
+    """
+    names = list(SYNTHETIC_CLASSES)
+    k = names.index(label) if label in names else len(names)
+    hue = (k * 0.618034) % 1.0  # golden-ratio steps keep neighbouring classes apart
+    value = 0.85 if part == 0 else 0.45
+    rgb = np.asarray(colorsys.hsv_to_rgb(hue, 0.75, value), dtype=np.float64)
+    return rgb, (k % 3 if part == 0 else 0)
+
+
 def build_scene(seed: int, index: int, cfg: WorldConfig) -> Scene:
     """Lay out one room deterministically from ``(seed, index)``.
 
@@ -361,14 +406,14 @@ def build_scene(seed: int, index: int, cfg: WorldConfig) -> Scene:
         Scene: with boxes, instances, textures, mesh and camera poses filled in.
     """
     rng = np.random.default_rng([seed, index])
-    b = _Builder(rng)
+    b = _Builder(rng, cfg.class_textures, cfg.class_texture_jitter)
     lx, ly = rng.uniform(*cfg.room_size[0]), rng.uniform(*cfg.room_size[1])
     hz = rng.uniform(*cfg.room_height)
     # room shell: one inside-box; faces -x, +x, -y, +y are walls, then floor, ceiling
     room_faces = [b.instance('wall') for _ in range(4)] + [b.instance('floor'),
                                                            b.instance('ceiling')]
-    wall_tex = b.texture(pattern=rng.choice([0, 3]))
-    floor_tex = b.texture(pattern=rng.choice([1, 2]))
+    wall_tex = b.texture(pattern=rng.choice([0, 3]), label='wall')
+    floor_tex = b.texture(pattern=rng.choice([1, 2]), label='floor')
     ceil_tex = b.texture(pattern=0, base=(0.85, 0.85, 0.82))
     b.boxes.append(Box(np.array([lx / 2, ly / 2, hz / 2]), np.array([lx / 2, ly / 2, hz / 2]),
                        0.0, -1, -1, inside=True))
@@ -378,6 +423,8 @@ def build_scene(seed: int, index: int, cfg: WorldConfig) -> Scene:
     wall_items = ['door', 'window', 'picture', 'picture']
     if rng.random() < 0.7:
         wall_items.append('curtain')
+    if cfg.wall_labels is not None:
+        wall_items = [w for w in wall_items if w in cfg.wall_labels]
     used: List[Tuple[int, float, float]] = []  # (wall, lo, hi) along the wall
     for label in wall_items:
         for _ in range(30):
@@ -395,7 +442,7 @@ def build_scene(seed: int, index: int, cfg: WorldConfig) -> Scene:
                             picture=(rng.uniform(1.3, 1.6), rng.uniform(0.3, 0.6), 0.03),
                             curtain=(0.3, 1.9, 0.06))[label]
             inst = b.instance(label)
-            tex = b.texture()
+            tex = b.texture(label=label)
             # wall-local frame: u along the wall, v into the room
             if wall == 0:
                 c, size = (t / 2, pos, z0 + h / 2), (t, w, h)
@@ -413,7 +460,7 @@ def build_scene(seed: int, index: int, cfg: WorldConfig) -> Scene:
     placed: List[Tuple[float, float, float]] = []
     cam_r = (0.25 * lx, 0.25 * ly)  # camera ellipse half-axes around the room centre
     # every class once (in random order) before any repeats, for class variety
-    order = [str(x) for x in rng.permutation(FLOOR_LABELS)]
+    order = [str(x) for x in rng.permutation(cfg.floor_labels or FLOOR_LABELS)]
     labels = [order[k % len(order)] for k in range(n_obj)]
     labels += ['box'] * cfg.num_unannotated
     for k, label in enumerate(labels):
@@ -954,7 +1001,7 @@ def scene_world_points(scene: Scene) -> np.ndarray:
 
 
 __all__ = [
-    'SYNTHETIC_CLASSES', 'PRESETS', 'WorldConfig', 'Box', 'Scene', 'build_scene', 'render',
+    'SYNTHETIC_CLASSES', 'PRESETS', 'WorldConfig', 'class_texture', 'Box', 'Scene', 'build_scene', 'render',
     'raycast', 'raycast_image', 'pixel_rays', 'look_pose', 'write_scene', 'generate_world',
     'albedo', 'shade', 'prepare_synthetic_dataset'
 ]
