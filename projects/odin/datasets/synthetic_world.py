@@ -1001,7 +1001,8 @@ def scene_world_points(scene: Scene) -> np.ndarray:
 
 
 __all__ = [
-    'SYNTHETIC_CLASSES', 'PRESETS', 'WorldConfig', 'class_texture', 'Box', 'Scene', 'build_scene', 'render',
+    'SYNTHETIC_CLASSES', 'PRESETS', 'WorldConfig', 'class_texture', 'Box', 'Scene',
+    'build_scene', 'render',
     'raycast', 'raycast_image', 'pixel_rays', 'look_pose', 'write_scene', 'generate_world',
     'albedo', 'shade', 'prepare_synthetic_dataset'
 ]
