@@ -131,6 +131,23 @@ def test_token_to_class_mean_pooling_hand_checked():
     assert logits.abs().max() <= 1 / 0.07 + 1e-4
 
 
+def test_text_cross_attention_ignores_padded_tokens():
+    from projects.odin.models.open_vocab import TextCrossAttentionLayer
+    torch.manual_seed(0)
+    layer = TextCrossAttentionLayer(16, 4)
+    layer.init_weights()
+    query, query_pos = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    text, text_pos = torch.randn(2, 6, 16), torch.randn(2, 6, 16)
+    ref = layer(query, query_pos, text, text_pos, torch.zeros(2, 6, dtype=torch.bool))
+    # padding to a longer length (as the official max_length padding) changes nothing
+    pad_text = torch.cat([text, torch.randn(2, 4, 16)], 1)
+    pad_pos = torch.cat([text_pos, torch.randn(2, 4, 16)], 1)
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[:, 6:] = True
+    torch.testing.assert_close(layer(query, query_pos, pad_text, pad_pos, mask), ref)
+    assert not torch.allclose(layer(query, query_pos, pad_text, pad_pos, None), ref)
+
+
 def test_background_tokens_give_the_no_object_logit(roberta_dir):
     model = _build(roberta_dir)
     head = model.decode_head
@@ -171,10 +188,17 @@ def test_logit_shapes_3d_and_2d_follow_the_batch_vocabulary(roberta_dir):
         plain = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=100)
         cls_cfg, _ = model(**model.data_preprocessor(plain, False), mode='tensor')
     assert len(cls3) == 4 and all(c.shape == (2, 8, 4) for c in cls3)  # deep supervision
+    # the queries read the text: another vocabulary changes the masks of later layers
+    with torch.no_grad():
+        d3_other = _with_vocab(copy.deepcopy(d3), ('door', 'table', 'chair'))
+        _, masks_a = model(**model.data_preprocessor(d3, False), mode='tensor')
+        _, masks_b = model(**model.data_preprocessor(d3_other, False), mode='tensor')
+    torch.testing.assert_close(masks_a[0], masks_b[0])  # initial prediction: before any layer
+    assert not torch.allclose(masks_a[-1], masks_b[-1])
     assert all(c.shape == (2, 8, 7) for c in cls2)
     assert cls_cfg[-1].shape == (1, 8, len(VOCAB) + 1)
     # one encoding per vocabulary is cached
-    assert len(model.decode_head.text_encoder._cache) == 3
+    assert len(model.decode_head.text_encoder._cache) == 4
     mixed = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=100, batch_size=2)
     mixed['data_samples'][0].set_metainfo(dict(classes=('a', 'b')))
     mixed['data_samples'][1].set_metainfo(dict(classes=('a', 'c')))
