@@ -134,3 +134,67 @@ def create_odin_inputs(num_views: int = 2,
     if not num_superpoints:
         inputs.pop('superpoints')
     return dict(inputs=inputs, data_samples=samples)
+
+
+#: words the tiny test tokenizer learns merges for (any other text falls back to bytes)
+_TINY_ROBERTA_CORPUS = (
+    'wall floor cabinet bed chair sofa table door window bookshelf picture counter desk '
+    'curtain refrigerator shower curtain toilet sink bathtub otherfurniture background '
+    'person bicycle car traffic light dining table potted plant teddy bear the a of. ')
+
+
+def make_tiny_roberta(dirpath: str, hidden_size: int = 32, num_layers: int = 2,
+                      vocab_size: int = 400, seed: int = 0) -> str:
+    """Write a tiny randomly initialised RoBERTa (model + byte-level BPE tokenizer) to a folder.
+
+    Loadable with ``RobertaModel.from_pretrained(path)`` / ``RobertaTokenizerFast.from_pretrained``
+    exactly like a real ``roberta-base`` folder, so tests exercise the real ``pretrained=PATH``
+    code path without any download. Idempotent: an existing model in ``dirpath`` is reused.
+
+    Args:
+        dirpath: output folder (created).
+        hidden_size: RoBERTa hidden size (the projector's input channels).
+        num_layers: transformer layers.
+        vocab_size: BPE vocabulary size (incl. 256 byte tokens and 5 special tokens).
+        seed: torch seed of the random weights.
+
+    Returns:
+        str: ``dirpath``.
+    """
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+    os.makedirs(dirpath, exist_ok=True)
+    if osp.exists(osp.join(dirpath, 'config.json')) and \
+            osp.exists(osp.join(dirpath, 'tokenizer_config.json')):
+        return dirpath
+    special = ['<s>', '<pad>', '</s>', '<unk>', '<mask>']
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([_TINY_ROBERTA_CORPUS] * 4, vocab_size=vocab_size, min_frequency=1,
+                            special_tokens=special, show_progress=False)
+    bpe.save_model(dirpath)
+    with open(osp.join(dirpath, 'vocab.json')) as f:
+        vocab = json.load(f)
+    with open(osp.join(dirpath, 'merges.txt')) as f:
+        merges = [tuple(line.split()) for line in f.read().splitlines()[1:] if line.strip()]
+    tokenizer = RobertaTokenizerFast(vocab=vocab, merges=merges)
+    tokenizer.save_pretrained(dirpath)
+    config = RobertaConfig(vocab_size=len(vocab), hidden_size=hidden_size,
+                           num_hidden_layers=num_layers, num_attention_heads=2,
+                           intermediate_size=2 * hidden_size, max_position_embeddings=260,
+                           pad_token_id=tokenizer.pad_token_id,
+                           bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = RobertaModel(config, add_pooling_layer=False)
+    from transformers.utils import logging as hf_logging
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(dirpath)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return dirpath

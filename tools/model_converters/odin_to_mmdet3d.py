@@ -1,13 +1,15 @@
 """Convert an official ODIN checkpoint (or Mask2Former COCO init weights) to this repo's keys.
 
 Usage:
-    python tools/model_converters/odin_to_mmdet3d.py SRC DST [--no-check]
+    python tools/model_converters/odin_to_mmdet3d.py SRC DST [--no-check] [--roberta DIR]
 
 ``SRC`` is an official ODIN ``.pth`` (detectron2 checkpoint, ``{'model': state_dict, ...}``) or a
 Mask2Former ``m2f_coco*.pkl`` (detectron2 pickle of numpy arrays). The key mapping lives in
 :mod:`projects.odin.models.official_converter`; this script only does file I/O. Any unmapped,
 missing or mis-shaped key raises an error; the converted state dict is checked against an ODIN
-model built for the checkpoint's architecture (backbone, classes, queries, 3D layers).
+model built for the checkpoint's architecture (backbone, classes, queries, 3D layers). The joint
+2D-3D checkpoint (open-vocabulary head) needs ``--roberta DIR`` (a local roberta-base folder) for
+that check, or ``--no-check``.
 """
 import argparse
 import os.path as osp
@@ -44,6 +46,9 @@ def main() -> int:
     parser.add_argument('dst', help='output .pth (mmengine checkpoint with state_dict)')
     parser.add_argument('--no-check', action='store_true',
                         help='skip building a model to validate keys and shapes')
+    parser.add_argument('--roberta', default=None,
+                        help='RoBERTa-base folder (or cached hub name) of the text encoder, '
+                        'needed to check a joint open-vocabulary checkpoint')
     parser.add_argument('--num-classes', type=int, default=20,
                         help='classes of the ODIN model initialised from a .pkl (default 20)')
     args = parser.parse_args()
@@ -65,6 +70,12 @@ def main() -> int:
             sd = ckpt.get('model', ckpt.get('state_dict', ckpt))
             arch = infer_architecture(sd)
             out = convert_official_state_dict(sd)
+            if arch.get('open_vocab'):
+                if not args.no_check and args.roberta is None:
+                    raise ConversionError('this is an open-vocabulary (joint) checkpoint: pass '
+                                          '--roberta DIR (a roberta-base folder) to check it, '
+                                          'or --no-check')
+                arch['roberta'] = args.roberta
             if not args.no_check:
                 check_state_dict(out, build_model(arch).state_dict())
             meta.update(kind='odin', arch=arch, iteration=ckpt.get('iteration'))

@@ -3,8 +3,9 @@ from .data_preprocessor import ODINDataPreprocessor
 from .odin import ODIN
 from .odin_head import ODINHead
 from .pixel_decoder import GhostPoints, ODINPixelDecoder
+from .text_encoder import ODINTextEncoder
 
 __all__ = [
     'ODIN', 'ODINDataPreprocessor', 'ODINResNet', 'ODINSwinTransformer', 'ResidualFusionBlock',
-    'ODINPixelDecoder', 'ODINHead', 'GhostPoints'
+    'ODINPixelDecoder', 'ODINHead', 'GhostPoints', 'ODINTextEncoder'
 ]

@@ -189,6 +189,7 @@ class ODIN(Base3DDetector):
                  points: List[Tensor]) -> List[InstanceData]:
         """Per-scene boolean instance masks on the prediction points (superpoints / voxels)."""
         targets = []
+        num_classes = self.decode_head.batch_num_classes(batch_data_samples)
         for b, sample in enumerate(batch_data_samples):
             gt = sample.gt_pts_seg
             inst = gt.pts_instance_mask.to(points[b].device).long()
@@ -211,7 +212,7 @@ class ODIN(Base3DDetector):
                     continue
                 m = inst == i
                 lab = torch.mode(sem[m]).values
-                if lab < 0 or lab >= self.num_classes:
+                if lab < 0 or lab >= num_classes:
                     continue
                 labels.append(lab)
                 masks.append(m)
@@ -241,7 +242,7 @@ class ODIN(Base3DDetector):
                                                   geometry)
         if record is not None:
             record['ghost'] = ghost
-        outs = self.decode_head.forward_3d(feats, geometry, ghost, record)
+        outs = self.decode_head.forward_3d(feats, geometry, ghost, record, batch_data_samples)
         return outs, geometry, ghost, kept
 
     def loss(self, batch_inputs: dict, batch_data_samples: Sequence) -> Dict[str, Tensor]:
@@ -293,7 +294,7 @@ class ODIN(Base3DDetector):
         if not self.is_3d(batch_inputs):
             feats, _ = self.extract_feat(batch_inputs)
             cls, masks = self.decode_head.predict(feats, batch_data_samples)
-            results = self.fusion_head_2d.predict(cls, masks, batch_data_samples, rescale=True)
+            results = self._fuse_2d(cls, masks, batch_data_samples)
             for sample, res in zip(batch_data_samples, results):
                 sample.pred_instances = res['ins_results']
             return batch_data_samples
@@ -306,6 +307,17 @@ class ODIN(Base3DDetector):
                                        None if points is None else points[b])
             sample.pred_pts_seg = self.postprocess(cls_list[-1][b], logits)
         return batch_data_samples
+
+    def _fuse_2d(self, cls: Tensor, masks: Tensor, batch_data_samples: Sequence) -> List[dict]:
+        """Instance fusion of mmdet with K taken from the logits (B, Q, K+1) (open vocabulary)."""
+        head = self.fusion_head_2d
+        num_classes = cls.shape[-1] - 1
+        saved = (head.num_classes, head.num_things_classes)
+        head.num_classes = head.num_things_classes = num_classes
+        try:
+            return head.predict(cls, masks, batch_data_samples, rescale=True)
+        finally:
+            head.num_classes, head.num_things_classes = saved
 
     def postprocess(self, cls_logits: Tensor, point_logits: Tensor) -> PointData:
         """Instance (top-k, no NMS) and semantic predictions of one scene."""

@@ -13,7 +13,13 @@ losses). 3D batches (reference §2.8, §2.10):
 * at training time the keys are randomly subsampled (800/3200/12800 for res5/res4/res3);
 * losses: Hungarian matching (mmdet assigner and costs) and CE/BCE/Dice with deep supervision on
   random <= 50k-point subsets, normalised by the mean number of GT masks over GPUs.
+
+Open-vocabulary mode (``open_vocab_cfg``, reference §2.9): the batch's class names become a
+caption encoded by a frozen RoBERTa (:class:`ODINTextEncoder`); before every decoder layer the
+queries cross-attend to the text tokens; class logits are cosine similarities to the tokens
+averaged per class name, with a background class as no-object, so K varies per batch.
 """
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -30,6 +36,7 @@ from projects.odin.ops import scatter_mean
 
 from .multiview import MultiViewGeometry, pad_to
 from .neighbors import idw as idw_interpolate
+from .open_vocab import TextCrossAttentionLayer, open_vocab_class_logits
 from .pixel_decoder import GhostPoints
 
 
@@ -45,6 +52,12 @@ class ODINHead(Mask2FormerHead):
         sample_sizes: training-time number of memory keys kept per level (res5, res4, res3).
         num_neighbors: k of the IDW interpolation of attention masks.
         max_train_points: points per scene used for matching and mask losses.
+        open_vocab_cfg: None for closed-set logits (``Linear(C, K+1)``), or a dict enabling the
+            open-vocabulary class head: ``text_encoder`` (an :class:`ODINTextEncoder` config,
+            ``pretrained`` = RoBERTa folder or cached hub name), ``temperature`` (0.07),
+            ``dropout`` of the text cross-attention (0.0).
+        class_names: vocabulary used when a batch's data samples carry no
+            ``metainfo['classes']`` (open-vocabulary mode only).
         **kwargs: arguments of mmdet's :class:`Mask2FormerHead`.
     """
 
@@ -52,6 +65,8 @@ class ODINHead(Mask2FormerHead):
                  sample_sizes: Sequence[int] = (800, 3200, 12800),
                  num_neighbors: int = 8,
                  max_train_points: int = 50000,
+                 open_vocab_cfg: Optional[dict] = None,
+                 class_names: Optional[Sequence[str]] = None,
                  **kwargs) -> None:
         kwargs = {k: _to_cfg(v) for k, v in kwargs.items()}
         super().__init__(**kwargs)
@@ -63,6 +78,181 @@ class ODINHead(Mask2FormerHead):
         self.pos_embed_3d = nn.Sequential(
             nn.Conv1d(3, feat_channels, 1), nn.GroupNorm(1, feat_channels), nn.ReLU(inplace=True),
             nn.Conv1d(feat_channels, feat_channels, 1))
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.open_vocab = open_vocab_cfg is not None
+        if self.open_vocab:
+            cfg = dict(open_vocab_cfg)
+            enc_cfg = dict(cfg.pop('text_encoder', None) or {})
+            if not enc_cfg:
+                raise ValueError('open_vocab_cfg needs a text_encoder config, e.g. '
+                                 "dict(type='ODINTextEncoder', pretrained=PATH)")
+            enc_cfg.setdefault('type', 'ODINTextEncoder')
+            enc_cfg.setdefault('embed_dims', feat_channels)
+            self.temperature = float(cfg.pop('temperature', 0.07))
+            dropout = float(cfg.pop('dropout', 0.0))
+            if cfg:
+                raise ValueError(f'unknown open_vocab_cfg keys: {sorted(cfg)}')
+            self.text_encoder = MODELS.build(enc_cfg)
+            self.text_cross_attn_layers = nn.ModuleList([
+                TextCrossAttentionLayer(feat_channels, self.num_heads, dropout)
+                for _ in range(self.num_transformer_decoder_layers)
+            ])
+            # query -> text-token space (replaces the K+1-way closed-set classifier)
+            self.cls_embed = nn.Linear(feat_channels, feat_channels)
+
+    def init_weights(self) -> None:
+        """Mask2Former init, plus xavier-uniform text cross-attention (open vocabulary)."""
+        super().init_weights()
+        if self.open_vocab:
+            for layer in self.text_cross_attn_layers:
+                layer.init_weights()
+
+    # ------------------------------------------------------------------ vocabulary
+    def batch_class_names(self, batch_data_samples: Optional[Sequence]) -> Optional[tuple]:
+        """Vocabulary of a batch (open-vocabulary mode), None in closed-set mode.
+
+        Read from ``metainfo['classes']`` of the data samples (all must agree), else from the
+        ``class_names`` of the config.
+
+        Raises:
+            ValueError: no vocabulary, or samples with different vocabularies in one batch.
+        """
+        if not self.open_vocab:
+            return None
+        found = []
+        for sample in batch_data_samples or ():
+            names = sample.metainfo.get('classes') if hasattr(sample, 'metainfo') else None
+            if names is not None:
+                found.append(tuple(str(n) for n in names))
+        if found:
+            if any(f != found[0] for f in found[1:]):
+                raise ValueError('open-vocabulary ODINHead: a batch must have ONE vocabulary, '
+                                 'but its data samples carry different metainfo["classes"]')
+            return found[0]
+        if self.class_names is not None:
+            return self.class_names
+        raise ValueError('open-vocabulary ODINHead needs the class names of the batch: set '
+                         'metainfo["classes"] in the data samples (dataset pipeline) or '
+                         'model.decode_head.class_names in the config')
+
+    def batch_num_classes(self, batch_data_samples: Optional[Sequence]) -> int:
+        """K of a batch: its vocabulary size (open vocabulary) or ``num_classes``."""
+        names = self.batch_class_names(batch_data_samples)
+        return self.num_classes if names is None else len(names)
+
+    def encode_text(self, batch_data_samples: Optional[Sequence],
+                    batch_size: int) -> Optional[Dict[str, Tensor]]:
+        """Text tokens of the batch's vocabulary (:meth:`ODINTextEncoder.forward`) or None.
+
+        None in closed-set mode.
+        """
+        names = self.batch_class_names(batch_data_samples)
+        if names is None:
+            return None
+        return self.text_encoder(names, batch_size)
+
+    def _class_logits(self, decoder_out: Tensor, text: Optional[Dict[str, Tensor]]) -> Tensor:
+        """Class logits (B, Q, K+1) of decoder-normed queries (B, Q, C)."""
+        if text is None:
+            return self.cls_embed(decoder_out)
+        return open_vocab_class_logits(self.cls_embed(decoder_out), text['feats'],
+                                       text['pos_map'], self.temperature)
+
+    def _text_cross_attn(self, i: int, query: Tensor, query_pos: Tensor,
+                         text: Optional[Dict[str, Tensor]]) -> Tensor:
+        """Open-vocabulary step before decoder layer i (identity in closed-set mode)."""
+        if text is None:
+            return query
+        return self.text_cross_attn_layers[i](query, query_pos, text['feats'], text['pos'],
+                                              text['pad_mask'])
+
+    @contextmanager
+    def _vocab_size(self, num_classes: int):
+        """Temporarily make the mmdet loss code see K = ``num_classes`` (open vocabulary).
+
+        Sets ``num_classes`` (no-object label) and the CE class weights ``[1]*K + [w_noobj]``
+        (w_noobj = last entry of ``loss_cls.class_weight``). No-op when K is unchanged.
+        """
+        if num_classes == self.num_classes:
+            yield
+            return
+        saved = (self.num_classes, self.class_weight, self.loss_cls.class_weight)
+        weights = [1.0] * num_classes + [float(self.class_weight[-1])]
+        self.num_classes, self.class_weight, self.loss_cls.class_weight = \
+            num_classes, weights, weights
+        try:
+            yield
+        finally:
+            self.num_classes, self.class_weight, self.loss_cls.class_weight = saved
+
+    # ------------------------------------------------------------------ 2D forward / loss
+    def _forward_head(self, decoder_out: Tensor, mask_feature: Tensor,
+                      attn_mask_target_size: Tuple[int, int],
+                      text: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor]:
+        """The 2D prediction head of mmdet with open-vocabulary class logits when ``text``."""
+        if text is None:
+            return super()._forward_head(decoder_out, mask_feature, attn_mask_target_size)
+        decoder_out = self.transformer_decoder.post_norm(decoder_out)
+        cls_pred = self._class_logits(decoder_out, text)
+        mask_pred = torch.einsum('bqc,bchw->bqhw', self.mask_embed(decoder_out), mask_feature)
+        attn_mask = F.interpolate(mask_pred, attn_mask_target_size, mode='bilinear',
+                                  align_corners=False)
+        attn_mask = attn_mask.flatten(2).unsqueeze(1).repeat((1, self.num_heads, 1, 1))
+        attn_mask = attn_mask.flatten(0, 1).sigmoid() < 0.5
+        return cls_pred, mask_pred, attn_mask.detach()
+
+    def forward(self, x: List[Tensor], batch_data_samples: Sequence) -> Tuple[List[Tensor]]:
+        """2D forward (mmdet's Mask2Former), with text cross-attention in open-vocab mode.
+
+        Returns:
+            tuple: per prediction the class logits (B, Q, K_batch+1) and mask logits
+            (B, Q, h, w).
+        """
+        if not self.open_vocab:
+            return super().forward(x, batch_data_samples)
+        batch_size = x[0].shape[0]
+        text = self.encode_text(batch_data_samples, batch_size)
+        mask_features, multi_scale_memorys = self.pixel_decoder(x)
+        decoder_inputs, decoder_pes = [], []
+        for i in range(self.num_transformer_feat_level):
+            decoder_input = self.decoder_input_projs[i](multi_scale_memorys[i])
+            decoder_input = decoder_input.flatten(2).permute(0, 2, 1)
+            decoder_inputs.append(decoder_input + self.level_embed.weight[i].view(1, 1, -1))
+            mask = decoder_input.new_zeros((batch_size, ) + multi_scale_memorys[i].shape[-2:],
+                                           dtype=torch.bool)
+            decoder_pes.append(
+                self.decoder_positional_encoding(mask).flatten(2).permute(0, 2, 1))
+        query = self.query_feat.weight.unsqueeze(0).repeat((batch_size, 1, 1))
+        query_embed = self.query_embed.weight.unsqueeze(0).repeat((batch_size, 1, 1))
+        cls_pred, mask_pred, attn_mask = self._forward_head(
+            query, mask_features, multi_scale_memorys[0].shape[-2:], text)
+        cls_list, mask_list = [cls_pred], [mask_pred]
+        for i in range(self.num_transformer_decoder_layers):
+            level_idx = i % self.num_transformer_feat_level
+            attn_mask = attn_mask & (attn_mask.sum(-1) != attn_mask.shape[-1]).unsqueeze(-1)
+            query = self._text_cross_attn(i, query, query_embed, text)
+            query = self.transformer_decoder.layers[i](
+                query=query,
+                key=decoder_inputs[level_idx],
+                value=decoder_inputs[level_idx],
+                query_pos=query_embed,
+                key_pos=decoder_pes[level_idx],
+                cross_attn_mask=attn_mask,
+                query_key_padding_mask=None,
+                key_padding_mask=None)
+            cls_pred, mask_pred, attn_mask = self._forward_head(
+                query, mask_features,
+                multi_scale_memorys[(i + 1) % self.num_transformer_feat_level].shape[-2:], text)
+            cls_list.append(cls_pred)
+            mask_list.append(mask_pred)
+        return cls_list, mask_list
+
+    def loss_by_feat(self, all_cls_scores: Tensor, all_mask_preds: Tensor,
+                     batch_gt_instances, batch_img_metas) -> Dict[str, Tensor]:
+        """The 2D losses of mmdet with K taken from the logits (per-batch vocabulary)."""
+        with self._vocab_size(all_cls_scores[0].shape[-1] - 1):
+            return super().loss_by_feat(all_cls_scores, all_mask_preds, batch_gt_instances,
+                                        batch_img_metas)
 
     # ------------------------------------------------------------------ 3D forward
     def _memory_3d(self, multi_scale: List[Tensor], geometry: MultiViewGeometry,
@@ -101,7 +291,8 @@ class ODINHead(Mask2FormerHead):
 
     def _head_3d(self, query: Tensor, mask_feats: Tensor, pred_counts: List[int],
                  point_logits_fn, src_xyz: Tensor, src_offsets: Tensor,
-                 level: dict) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                 level: dict, text: Optional[Dict[str, Tensor]] = None
+                 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Prediction head after a decoder layer, plus the next level's attention mask.
 
         Args:
@@ -112,6 +303,7 @@ class ODINHead(Mask2FormerHead):
             src_xyz: xyz of all mask-feature points, shape (N_src, 3).
             src_offsets: cumulative mask-feature point count per scene, shape (B,).
             level: next decoder level (from :meth:`_memory_3d`).
+            text: text tokens of the batch (open vocabulary) or None.
 
         Returns:
             tuple: cls logits (B, Q, K+1), mask logits (B, Q, N_max), raw attention mask
@@ -119,7 +311,7 @@ class ODINHead(Mask2FormerHead):
             repeated over heads and key-subsampled (B*heads, Q, N_keys).
         """
         out = self.transformer_decoder.post_norm(query)
-        cls_pred = self.cls_embed(out)
+        cls_pred = self._class_logits(out, text)
         mask_embed = self.mask_embed(out)
         mask_pred = torch.einsum('bqc,bcn->bqn', mask_embed, mask_feats)
         geo = level['geo']
@@ -141,7 +333,9 @@ class ODINHead(Mask2FormerHead):
                    feats: List[Tensor],
                    geometry: MultiViewGeometry,
                    ghost: Optional[GhostPoints] = None,
-                   record: Optional[dict] = None) -> Tuple[List[Tensor], List[Tensor], List[int]]:
+                   record: Optional[dict] = None,
+                   batch_data_samples: Optional[Sequence] = None
+                   ) -> Tuple[List[Tensor], List[Tensor], List[int]]:
         """3D forward.
 
         Args:
@@ -149,6 +343,8 @@ class ODINHead(Mask2FormerHead):
             geometry: voxel geometry of res2..res5.
             ghost: mesh voxels in ghost-point mode, None for sensor points.
             record: if a dict, intermediate tensors are stored in it (parity checks).
+            batch_data_samples: data samples (their ``metainfo['classes']`` is the vocabulary
+                in open-vocabulary mode).
 
         Returns:
             tuple: per prediction (initial + one per layer) the class logits (B, Q, K+1) and
@@ -194,10 +390,11 @@ class ODINHead(Mask2FormerHead):
         batch_size = mask_feats.shape[0]
         query = self.query_feat.weight.unsqueeze(0).repeat(batch_size, 1, 1)
         query_embed = self.query_embed.weight.unsqueeze(0).repeat(batch_size, 1, 1)
+        text = self.encode_text(batch_data_samples, batch_size)
         cls_list, mask_list, raw_list = [], [], []
         cls_pred, mask_pred, raw, attn = self._head_3d(query, mask_feats, pred_counts,
                                                        point_logits_fn, src_xyz, src_offsets,
-                                                       levels[0])
+                                                       levels[0], text)
         cls_list.append(cls_pred)
         mask_list.append(mask_pred)
         raw_list.append(raw)
@@ -207,6 +404,7 @@ class ODINHead(Mask2FormerHead):
             full = attn.all(-1, keepdim=True)
             pad = level['pad'].unsqueeze(1).repeat(1, self.num_heads, 1).flatten(0, 1)
             attn = torch.where(full, pad.unsqueeze(1).expand_as(attn), attn)
+            query = self._text_cross_attn(i, query, query_embed, text)
             query = self.transformer_decoder.layers[i](
                 query=query,
                 key=level['memory'],
@@ -219,7 +417,7 @@ class ODINHead(Mask2FormerHead):
             nxt = levels[(i + 1) % self.num_transformer_feat_level]
             cls_pred, mask_pred, raw, attn = self._head_3d(query, mask_feats, pred_counts,
                                                            point_logits_fn, src_xyz, src_offsets,
-                                                           nxt)
+                                                           nxt, text)
             cls_list.append(cls_pred)
             mask_list.append(mask_pred)
             raw_list.append(raw)
@@ -233,7 +431,8 @@ class ODINHead(Mask2FormerHead):
         """Deep-supervised Hungarian losses on 3D masks.
 
         Args:
-            cls_list: per prediction, class logits (B, Q, K+1).
+            cls_list: per prediction, class logits (B, Q, K+1); K may be the batch's
+                vocabulary size (open vocabulary).
             mask_list: per prediction, mask logits (B, Q, N_max).
             pred_counts: valid prediction points per scene.
             targets: per scene ``labels`` (M,) and boolean ``masks`` (M, N_b).
@@ -242,6 +441,11 @@ class ODINHead(Mask2FormerHead):
             dict[str, Tensor]: ``loss_cls/loss_mask/loss_dice`` of the last prediction and
             ``d{i}.loss_*`` of the earlier ones.
         """
+        with self._vocab_size(cls_list[0].shape[-1] - 1):
+            return self._loss_3d(cls_list, mask_list, pred_counts, targets)
+
+    def _loss_3d(self, cls_list: List[Tensor], mask_list: List[Tensor], pred_counts: List[int],
+                 targets: List[InstanceData]) -> Dict[str, Tensor]:
         num_masks = sum(len(t.labels) for t in targets)
         num_masks = max(reduce_mean(cls_list[0].new_tensor([float(num_masks)])).item(), 1.0)
         losses = {}

@@ -2,9 +2,12 @@
 
 The mapping is rule based and total: every official key is either mapped (possibly with a value
 transform, e.g. Swin patch-merging channel order) or explicitly dropped (the loss buffer
-``criterion.empty_weight``); anything else raises :class:`ConversionError`. After mapping, the
-result is checked against the target model's state dict (missing, unexpected and mis-shaped keys
-all raise).
+``criterion.empty_weight``; in the joint open-vocabulary checkpoint the unused RoBERTa pooler and
+RoBERTa's ``position_ids`` / ``token_type_ids`` buffers); anything else raises
+:class:`ConversionError`. The frozen RoBERTa-base weights of the joint checkpoint are mapped into
+``decode_head.text_encoder.roberta`` (same names as transformers' ``RobertaModel``). After
+mapping, the result is checked against the target model's state dict (missing, unexpected and
+mis-shaped keys all raise).
 
 Entry points:
 
@@ -29,6 +32,10 @@ __all__ = [
 ]
 
 DROPPED_KEYS = ('criterion.empty_weight', )
+#: official keys (regexes) with no counterpart here: RoBERTa's pooler (unused by ODIN, our
+#: encoder is built without it) and its id buffers (not persistent in recent transformers)
+DROPPED_PATTERNS = (r'sem_seg_head\.predictor\.lang_encoder\.text_encoder\.'
+                    r'(pooler\..+|embeddings\.(position_ids|token_type_ids))', )
 _BN_PARTS = ('weight', 'bias', 'running_mean', 'running_var')
 
 
@@ -186,6 +193,14 @@ _PREDICTOR_RULES = [
     (r'mask_embed\.layers\.1\.(weight|bias)', r'mask_embed.2.\1'),
     (r'mask_embed\.layers\.2\.(weight|bias)', r'mask_embed.4.\1'),
     (r'pe_layer\.position_embedding_head\.([013])\.(weight|bias)', r'pos_embed_3d.\1.\2'),
+    # open vocabulary (joint 2D-3D checkpoint; names from the official decoder source)
+    (r'transformer_text_cross_attention_layers\.(\d+)\.multihead_attn\.(in_proj_weight|'
+     r'in_proj_bias|out_proj\.weight|out_proj\.bias)', r'text_cross_attn_layers.\1.attn.attn.\2'),
+    (r'transformer_text_cross_attention_layers\.(\d+)\.norm\.(weight|bias)',
+     r'text_cross_attn_layers.\1.norm.\2'),
+    (r'lang_pos_embed\.weight', r'text_encoder.token_pos_embed.weight'),
+    (r'lang_encoder\.text_projector\.0\.(weight|bias)', r'text_encoder.text_projector.\1'),
+    (r'lang_encoder\.text_encoder\.(.+)', r'text_encoder.roberta.\1'),
 ]
 
 
@@ -215,8 +230,12 @@ def _convert_head(sd: Dict[str, Tensor], out: Dict[str, Tensor], used: set,
         out['decode_head.pixel_decoder.' + new] = v
         used.add(pd_prefix + k)
     pr_prefix = 'sem_seg_head.predictor.'
+    dropped = [re.compile(p) for p in DROPPED_PATTERNS]
     for k, v in sd.items():
         if not k.startswith(pr_prefix):
+            continue
+        if any(p.fullmatch(k) for p in dropped):
+            used.add(k)
             continue
         new = _apply_rules(k[len(pr_prefix):], _PREDICTOR_RULES)
         if new is None:
@@ -334,7 +353,9 @@ def infer_architecture(sd: Dict[str, Tensor]) -> dict:
 
     Returns:
         dict: ``backbone`` ('r50' or 'swin'), ``num_classes``, ``num_queries``,
-        ``backbone_fusion_layers`` (layers per fused stage, () if none), ``decoder_fusion``.
+        ``backbone_fusion_layers`` (layers per fused stage, () if none), ``decoder_fusion``,
+        ``open_vocab`` (joint 2D-3D checkpoint with the text head; its ``num_classes`` is then
+        the closed-set default 20, the vocabulary comes from the data at run time).
     """
     is_swin = 'backbone.patch_embed.proj.weight' in sd
     layers: Dict[int, int] = {}
@@ -345,14 +366,17 @@ def infer_architecture(sd: Dict[str, Tensor]) -> dict:
         if m:
             stage = int(m.group(1)) if m.group(1) else int(m.group(2)) - 2
             layers[stage] = max(layers.get(stage, 0), int(m.group(3)) + 1)
+    open_vocab = 'sem_seg_head.predictor.lang_pos_embed.weight' in sd
     return dict(
         backbone='swin' if is_swin else 'r50',
-        num_classes=sd['sem_seg_head.predictor.class_embed.weight'].shape[0] - 1,
+        num_classes=(20 if open_vocab else
+                     sd['sem_seg_head.predictor.class_embed.weight'].shape[0] - 1),
         num_queries=sd['sem_seg_head.predictor.query_feat.weight'].shape[0],
         fusion_stages=tuple(sorted(layers)),
         backbone_fusion_layers=tuple(layers[s] for s in sorted(layers)),
         decoder_fusion=any(k.startswith('sem_seg_head.pixel_decoder.cross_view_attn.')
-                           for k in sd))
+                           for k in sd),
+        open_vocab=open_vocab)
 
 
 SWIN_B = dict(
@@ -381,6 +405,8 @@ def odin_model_cfg(backbone: str = 'r50',
                    fusion_stages=(1, 2, 3),
                    backbone_fusion_layers=(2, 6, 2),
                    decoder_fusion: bool = True,
+                   open_vocab: bool = False,
+                   roberta: Optional[str] = None,
                    **overrides) -> dict:
     """Full-size ODIN model config for an architecture (as in ``configs/_base_/models``).
 
@@ -391,6 +417,8 @@ def odin_model_cfg(backbone: str = 'r50',
         fusion_stages: backbone stages followed by a 3D block (0 = res2).
         backbone_fusion_layers: attention layers per backbone 3D block.
         decoder_fusion: whether the pixel decoder has its per-level 3D layers.
+        open_vocab: open-vocabulary class head (joint 2D-3D checkpoint).
+        roberta: RoBERTa folder / cached hub name of the text encoder (open_vocab only).
         **overrides: top-level keys replaced in the model dict.
 
     Returns:
@@ -418,5 +446,12 @@ def odin_model_cfg(backbone: str = 'r50',
     head['loss_cls']['class_weight'] = [1.0] * num_classes + [0.1]
     if not decoder_fusion:
         head['pixel_decoder']['fusion_cfg'] = None
+    if open_vocab:
+        if roberta is None:
+            raise ValueError('an open-vocabulary (joint) ODIN model needs the RoBERTa-base '
+                             'folder of its text encoder: pass roberta=PATH')
+        head['open_vocab_cfg'] = dict(
+            text_encoder=dict(type='ODINTextEncoder', pretrained=roberta, max_seq_len=256),
+            temperature=0.07)
     model.update(overrides)
     return model
