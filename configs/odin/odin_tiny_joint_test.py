@@ -88,6 +88,11 @@ def _datasets(split, pipe3d, pipe2d, test_mode):
     ]
 
 
+def _repeat(datasets, times):
+    # longer epochs over the tiny sets (mmengine's infinite loader pauses at each epoch end)
+    return [dict(type='RepeatDataset', times=times, dataset=d) for d in datasets]
+
+
 train_dataloader = dict(
     batch_size=1,
     num_workers=0,
@@ -97,7 +102,8 @@ train_dataloader = dict(
                        task_probs={'3d': 0.5, '2d': 0.5}),
     collate_fn=dict(type='odin_multitask_collate', camera_drop_prob=0.0),
     dataset=dict(type='ODINMultiTaskDataset', tasks=('3d', '2d'),
-                 datasets=_datasets('train', train_pipeline_3d, train_pipeline_2d, False)))
+                 datasets=_repeat(_datasets('train', train_pipeline_3d, train_pipeline_2d, False),
+                                  20)))
 val_dataloader = dict(
     batch_size=1,
     num_workers=0,

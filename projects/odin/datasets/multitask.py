@@ -65,8 +65,16 @@ class ODINMultiTaskDataset(ConcatDataset):
                  tasks: Optional[Sequence[str]] = None,
                  lazy_init: bool = False) -> None:
         built = [DATASETS.build(d) if isinstance(d, dict) else d for d in datasets]
-        keys = sorted({k for d in built for k in d.metainfo})
-        super().__init__(built, lazy_init=True, ignore_keys=keys)
+        for i, d in enumerate(built):
+            # BaseDataset or an mmengine wrapper of one (RepeatDataset, ClassBalancedDataset)
+            if not (hasattr(d, 'metainfo') and hasattr(d, 'full_init')):
+                raise TypeError(f'ODINMultiTaskDataset: dataset {i} ({type(d).__name__}) is not '
+                                'an mmengine dataset (no metainfo / full_init)')
+        # mmengine's ConcatDataset.__init__ would insist on BaseDataset instances with equal
+        # metainfo; here metainfos differ by design and wrappers are allowed
+        self.datasets = built
+        self.ignore_keys = sorted({k for d in built for k in d.metainfo})
+        self._fully_initialized = False
         if tasks is None:
             tasks = [d.metainfo.get('task') for d in built]
             if any(t is None for t in tasks):
