@@ -238,3 +238,61 @@ def test_collate_dispatches_on_the_task():
     assert len(out2['inputs']) == 2 and out2['inputs'][0].shape == (3, 16, 16)
     with pytest.raises(ValueError, match='single-task'):
         odin_multitask_collate([samples3[0], samples2[0]])
+
+
+class _RecordingModel:
+    """Factory of a toy mmengine model that records the sample ids of every training batch."""
+
+    @staticmethod
+    def build(seen):
+        from mmengine.model import BaseModel
+
+        class Model(BaseModel):
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.ones(1))
+
+            def forward(self, inputs, data_samples=None, mode='tensor'):
+                seen.append(tuple((s.metainfo['task'], s.metainfo.get(
+                    'sample_idx', s.metainfo.get('img_id'))) for s in data_samples))
+                return dict(loss=self.w.sum() * 0 + len(data_samples))
+
+        return Model()
+
+
+def _runner(work_dir, seen, max_iters, resume=False):
+    from mmengine.runner import Runner
+    return Runner(
+        model=_RecordingModel.build(seen), work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=_dataset(n3d=3, n2d=8), batch_size=1, num_workers=0,
+            sampler=dict(type='ODINMultiTaskSampler'),
+            batch_sampler=dict(type='ODINMultiTaskBatchSampler', batch_sizes={'2d': 2}),
+            collate_fn=dict(type='odin_multitask_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4),
+                           logger=dict(type='LoggerHook', interval=100)),
+        randomness=dict(seed=3), default_scope='mmdet3d', resume=resume,
+        load_from=str(work_dir / 'iter_4.pth') if resume else None, log_level='WARNING',
+        experiment_name=f'mt_{work_dir.name}_{max_iters}_{resume}')
+
+
+def test_runner_resume_replays_the_same_batches_across_epochs(tmp_path, monkeypatch):
+    """IterBasedTrainLoop + resume: the batches after a resume equal the uninterrupted run's,
+    across several (re-shuffled) epochs; every batch single-task."""
+    from mmengine.runner import loops
+    monkeypatch.setattr(loops.time, 'sleep', lambda s: None)  # the loader's pause per epoch
+    straight, resumed = [], []
+    _runner(tmp_path / 'a', straight, max_iters=12).train()
+    (tmp_path / 'b').mkdir()
+    first = []
+    _runner(tmp_path / 'b', first, max_iters=4).train()
+    _runner(tmp_path / 'b', resumed, max_iters=12, resume=True).train()
+    assert len(straight) == 12 and first == straight[:4]
+    assert resumed[-8:] == straight[4:]
+    assert all(len({t for t, _ in b}) == 1 for b in straight)
+    # the 12 iterations cross an epoch boundary (new shuffle and task draw for epoch 1)
+    epoch_len = len(ODINMultiTaskBatchSampler(ODINMultiTaskSampler(_dataset(3, 8), seed=3),
+                                              batch_size=1, batch_sizes={'2d': 2}))
+    assert 4 < epoch_len < 12
