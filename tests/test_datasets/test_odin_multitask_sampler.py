@@ -154,9 +154,11 @@ def test_deterministic_given_seed_and_epoch():
     assert len(bs) == len(list(bs))
 
 
-def test_infinite_iterator_advances_the_epoch_through_the_batch_sampler():
+def test_infinite_iterator_advances_the_epoch_through_the_batch_sampler(monkeypatch):
     """mmengine's IterBasedTrainLoop iterator calls batch_sampler.sampler.set_epoch."""
+    from mmengine.runner import loops
     from mmengine.runner.loops import _InfiniteDataloaderIterator
+    monkeypatch.setattr(loops.time, 'sleep', lambda s: None)  # the loader's pause per epoch
     from torch.utils.data import DataLoader
     ds = _dataset(n3d=2, n2d=6)
     sampler = ODINMultiTaskSampler(ds, seed=0)
