@@ -206,4 +206,3 @@ def create_odin_inputs(num_views: int = 2,
     if not num_superpoints:
         inputs.pop('superpoints')
     return dict(inputs=inputs, data_samples=samples)
-
