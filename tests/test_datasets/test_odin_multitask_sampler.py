@@ -214,6 +214,8 @@ def test_bad_sampler_arguments_are_rejected():
         ODINMultiTaskBatchSampler(sampler, batch_size=1, task_probs={'3d': 0.5, 'video': 0.5})
     with pytest.raises(ValueError, match='no positive batch size'):
         ODINMultiTaskBatchSampler(sampler, batch_sizes={'3d': 2})
+    with pytest.raises(ValueError, match='exceeds'):
+        ODINMultiTaskBatchSampler(sampler, batch_sizes={'3d': 2, '2d': 41})
     with pytest.raises(TypeError, match='ODINMultiTaskDataset'):
         ODINMultiTaskSampler(_Toy(3, '2d', ('a', )), seed=0)
 

@@ -251,6 +251,11 @@ class ODINMultiTaskBatchSampler(Sampler):
             raise ValueError(f'task_probs must be >= 0 with a positive sum, got {probs}')
         self.tasks = tasks
         self.task_probs = p / p.sum()
+        for t, prob in zip(tasks, self.task_probs):
+            if prob > 0 and self.batch_sizes[t] > sampler.num_per_rank[t]:
+                raise ValueError(
+                    f'ODINMultiTaskBatchSampler: the {t} batch size {self.batch_sizes[t]} exceeds '
+                    f'the {sampler.num_per_rank[t]} {t} samples per rank: no batch could be made')
         self._plan_cache: Tuple[Optional[tuple], List[Tuple[str, int]]] = (None, [])
 
     def plan(self) -> List[Tuple[str, int]]:
