@@ -53,7 +53,6 @@ test_pipeline_3d = [
 train_pipeline_2d = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='mmdet.RandomFlip', prob=0.5),
     dict(type='mmdet.RandomChoice', prob=[0.5, 0.5], transforms=[
         [dict(type='mmdet.RandomResize', scale=(image_size_2d, image_size_2d),
               ratio_range=(0.8, 1.25), keep_ratio=True, resize_type='mmdet.Resize'),

@@ -51,7 +51,8 @@ scannet_val = dict(type='ODINScanNetDataset', data_root=scannet_root,
                    override_cam2img=scannet_cam2img, test_mode=True)
 
 # 2D side: COCO 2017 with large-scale jitter (ResizeScale 0.1-2.0 + 1024 crop) and, for half of
-# the images, the same jitter at the 3D crop scale (AUGMENT_WITH_3D_SCALE)
+# the images, the same jitter at the 3D crop scale (AUGMENT_WITH_3D_SCALE); no flip (the joint
+# script's INPUT.RANDOM_FLIP is 'none')
 coco_root = 'data/coco/'
 image_size_2d = 1024
 image_size_3d = 256
@@ -69,7 +70,6 @@ def _lsj(size):
 coco_train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='mmdet.RandomFlip', prob=0.5),
     dict(type='mmdet.RandomChoice', transforms=[_lsj(image_size_2d), _lsj(image_size_3d)],
          prob=[0.5, 0.5]),
     dict(type='mmdet.FilterAnnotations', min_gt_bbox_wh=(1e-5, 1e-5), by_mask=True),

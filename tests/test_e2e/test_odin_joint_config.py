@@ -44,6 +44,7 @@ def test_official_joint_recipe_values(cfg):
     sizes = [branch[1].crop_size for branch in choice.transforms]
     assert [tuple(s) for s in sizes] == [(1024, 1024), (256, 256)] and choice.prob == [0.5, 0.5]
     assert all(tuple(b[0].ratio_range) == (0.1, 2.0) for b in choice.transforms)
+    assert not any('Flip' in t.type for t in coco.pipeline)  # official RANDOM_FLIP none
     resize = [t for t in cfg.test_dataloader.dataset.datasets[1].pipeline
               if t.type == 'mmdet.Resize'][0]
     assert tuple(resize.scale) == (1333, 800)  # COCO test 800 / 1333
