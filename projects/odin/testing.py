@@ -15,6 +15,78 @@ def reference_dir() -> str:
                           osp.normpath(osp.join(REPO_ROOT, '..', 'shared', 'reference')))
 
 
+def make_tiny_coco(dirpath: str,
+                   num_images: int = 4,
+                   img_hw: Sequence[int] = (64, 80),
+                   classes: Sequence[str] = ('chair', 'table', 'bed'),
+                   objects_per_image: int = 2,
+                   object_classes: Optional[Sequence[int]] = None,
+                   split: str = 'train',
+                   seed: int = 0) -> dict:
+    """Write a tiny COCO-format instance-segmentation set (PNG images + instances json).
+
+    Every image is a noisy grey background with ``objects_per_image`` non-overlapping
+    axis-aligned rectangles (one per vertical strip), each filled with a fixed colour per class
+    (so classes are learnable); the annotations are
+    polygon masks (the rectangle's corners), boxes ``[x, y, w, h]``, areas, ``iscrowd`` 0, and
+    categories with ids 1..K named ``classes``. Layout (as mmdet's ``CocoDataset`` reads it)::
+
+        dirpath/{split}/000000.png ...
+        dirpath/annotations/instances_{split}.json
+
+    Args:
+        dirpath: output folder (created).
+        num_images: images.
+        img_hw: image size (H, W).
+        classes: category names (label order).
+        objects_per_image: rectangles per image.
+        object_classes: label indices the rectangles are drawn from (None: all classes); the
+            json still lists every class (e.g. a shared label space with a 3D dataset).
+        split: split name (image folder and json suffix).
+        seed: RNG seed.
+
+    Returns:
+        dict: ``data_root`` (with a trailing '/'), ``ann_file`` (relative to it), ``img_prefix``
+        (relative, trailing '/'), ``classes`` (tuple), ``ann_path`` (absolute json path).
+    """
+    import json
+
+    import mmcv
+    rng = np.random.RandomState(seed)
+    h, w = img_hw
+    colours = [(int(c[0]), int(c[1]), int(c[2]))
+               for c in np.random.RandomState(1234).randint(0, 255, (len(classes), 3))]
+    os.makedirs(osp.join(dirpath, split), exist_ok=True)
+    os.makedirs(osp.join(dirpath, 'annotations'), exist_ok=True)
+    pool = list(range(len(classes))) if object_classes is None else list(object_classes)
+    images, annotations = [], []
+    for i in range(num_images):
+        img = np.clip(rng.normal(120, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        name = f'{i:06d}.png'
+        slot = w // objects_per_image  # one column per object: rectangles never overlap
+        for k in range(objects_per_image):
+            cls = int(rng.choice(pool))
+            bw, bh = rng.randint(max(slot // 3, 2), slot - 1), rng.randint(h // 4, h // 2 + 1)
+            x0, y0 = k * slot + rng.randint(0, slot - bw), rng.randint(0, h - bh)
+            x1, y1 = x0 + bw, y0 + bh
+            img[y0:y1, x0:x1] = colours[cls]
+            annotations.append(dict(
+                id=len(annotations) + 1, image_id=i + 1, category_id=cls + 1, iscrowd=0,
+                bbox=[float(x0), float(y0), float(bw), float(bh)], area=float(bw * bh),
+                segmentation=[[float(x0), float(y0), float(x1), float(y0), float(x1),
+                               float(y1), float(x0), float(y1)]]))
+        mmcv.imwrite(img[..., ::-1], osp.join(dirpath, split, name))  # RGB -> BGR on disk
+        images.append(dict(id=i + 1, file_name=name, height=h, width=w))
+    data = dict(images=images, annotations=annotations,
+                categories=[dict(id=k + 1, name=c, supercategory='thing')
+                            for k, c in enumerate(classes)])
+    ann_path = osp.join(dirpath, 'annotations', f'instances_{split}.json')
+    with open(ann_path, 'w') as f:
+        json.dump(data, f)
+    return dict(data_root=osp.join(dirpath, ''), ann_file=f'annotations/instances_{split}.json',
+                img_prefix=f'{split}/', classes=tuple(classes), ann_path=ann_path)
+
+
 def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Camera-to-world pose (OpenCV axes: x right, y down, z forward)."""
     z = target - eye

@@ -1,6 +1,12 @@
 """ODIN data: multi-view RGB-D datasets, transforms, packing, converters, synthetic world."""
 from .formatting import PackODINInputs
 from .loading import LoadODINFrames, LoadODINSuperpoints
+from .multitask import (
+                                 ODINMultiTaskBatchSampler,
+                                 ODINMultiTaskDataset,
+                                 ODINMultiTaskSampler,
+                                 odin_multitask_collate,
+)
 from .scannet_mv_dataset import (
                                  ODINAI2THORDataset,
                                  ODINMatterport3DDataset,
@@ -23,5 +29,7 @@ __all__ = [
     'ODINScanNetDataset', 'ODINScanNet200Dataset', 'ODINS3DISDataset', 'ODINMatterport3DDataset',
     'ODINAI2THORDataset', 'LoadODINFrames', 'LoadODINSuperpoints', 'ODINRandomResizeCrop',
     'ODINResize', 'ODINColorJitter', 'ODINGlobalAug3D', 'ODINCameraDrop',
-    'ODINPointSegClassMapping', 'ODINSensorPoints', 'PackODINInputs', 'odin_collate'
+    'ODINPointSegClassMapping', 'ODINSensorPoints', 'PackODINInputs', 'odin_collate',
+    'ODINMultiTaskDataset', 'ODINMultiTaskSampler', 'ODINMultiTaskBatchSampler',
+    'odin_multitask_collate'
 ]

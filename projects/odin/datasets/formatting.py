@@ -10,7 +10,7 @@ ODIN_META_KEYS = ('img_path', 'depth_path', 'ori_shape', 'img_shape', 'pad_shape
                   'cam2global', 'scale_factor', 'crop_offset', 'sample_idx', 'scene_id',
                   'num_views', 'frame_ids', 'axis_align_matrix', 'transformation_3d_flow',
                   'global_aug_matrix', 'pcd_rotation', 'pcd_scale_factor', 'num_pts_feats',
-                  'lidar_path', 'box_type_3d', 'box_mode_3d')
+                  'lidar_path', 'box_type_3d', 'box_mode_3d', 'task', 'classes')
 
 
 @TRANSFORMS.register_module()
@@ -21,7 +21,9 @@ class PackODINInputs(Pack3DDetInputs):
     ``poses`` (V, 4, 4) float32 camera-to-world (after 3D augmentation), ``intrinsics``
     (V, 4, 4) float32, ``points`` (N, 3 + C) float32, ``superpoints`` (N,) int64.
     ``data_samples.gt_pts_seg``: ``pts_semantic_mask`` / ``pts_instance_mask`` (N,) int64.
-    Metainfo: ``ODIN_META_KEYS`` (per-view lists for paths, ``cam2img``, ``cam2global``).
+    Metainfo: ``ODIN_META_KEYS`` (per-view lists for paths, ``cam2img``, ``cam2global``);
+    ``task`` is ``'3d'`` unless the results say otherwise, ``classes`` (the dataset's class names
+    in label order, for the open-vocabulary head) when the dataset puts them in its infos.
 
     Only ``INPUTS_KEYS`` is extended (and ``depths`` routed to the inputs rather than to
     ``gt_instances_3d``); everything else is mmdet3d's ``Pack3DDetInputs``.
@@ -63,6 +65,9 @@ class PackODINInputs(Pack3DDetInputs):
             results['superpoints'] = torch.from_numpy(
                 np.asarray(results['superpoints'], np.int64))
         results.setdefault('transformation_3d_flow', [])
+        results.setdefault('task', '3d')
+        if 'classes' in results:
+            results['classes'] = tuple(results['classes'])
         # the per-frame info dict would otherwise leak unsampled frames into the metainfo
         results.pop('images', None)
         packed = super().pack_single_results(results)

@@ -129,6 +129,8 @@ class ODINScanNetDataset(Seg3DDataset):
         finally:
             self.modality = modality
         info['ignore_index'] = self.ignore_index
+        # the vocabulary of the sample (open-vocabulary head; PackODINInputs keeps it in metainfo)
+        info['classes'] = tuple(self.metainfo['classes'])
         return info
 
 
