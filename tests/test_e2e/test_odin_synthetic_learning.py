@@ -2,7 +2,7 @@
 
 Synthetic world ('demo' preset, ScanNet raw layout) -> ScanNet converter -> ODINScanNetDataset ->
 training with MMEngine's Runner on CPU -> ODINSegMetric (ScanNet protocol) on held-out rooms,
-compared with the same model untrained. About 2-3 minutes on 2 idle cores.
+compared with the same model untrained. About 1 minute on 2 idle cores.
 """
 import math
 
@@ -38,8 +38,8 @@ def test_small_odin_learns_on_held_out_synthetic_rooms(tmp_path):
     for key in ('AP', 'AP50', 'AP25', 'mIoU'):
         assert 0.0 <= after[key] <= 1.0
     assert after['AP25'] >= after['AP50'] >= after['AP']
-    # measured 2026-11-21 (seed 1, 1 thread): untrained AP50 0.000 / mIoU 0.006; after 200
-    # iterations AP50 0.393 / AP25 0.617 / mIoU 0.297 on the two held-out rooms
+    # measured 2026-11-21 (seed 1, 2 threads): untrained AP50 0.000 / mIoU 0.006; after 200
+    # iterations AP50 0.580 / AP25 0.701 / mIoU 0.313 on the two held-out rooms
     assert untrained['AP50'] < 0.05, untrained
-    assert after['AP50'] >= untrained['AP50'] + 0.2, (untrained, after)
+    assert after['AP50'] >= untrained['AP50'] + 0.3, (untrained, after)
     assert after['mIoU'] >= untrained['mIoU'] + 0.15, (untrained, after)

@@ -108,7 +108,10 @@ def load_demo_config(data_root: str,
     cfg = Config.fromfile(config)
     root = data_root.rstrip('/') + '/'
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[key].dataset.data_root = root
+        dataset = cfg[key].dataset
+        while 'dataset' in dataset:  # dataset wrappers (RepeatDataset, ...)
+            dataset = dataset.dataset
+        dataset.data_root = root
     cfg.work_dir = work_dir
     if max_iters is not None:
         cfg.train_cfg.max_iters = max_iters
