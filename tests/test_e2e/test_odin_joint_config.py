@@ -107,8 +107,6 @@ def test_open_vocabulary_model_builds_and_classifies_both_vocabularies(cfg, tmp_
     from mmdet3d.registry import MODELS
 
     from projects.odin import testing
-    if not hasattr(testing, 'make_tiny_roberta'):
-        pytest.skip('the open-vocabulary head (issue 9, ovhead) is not merged on this branch')
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.decode_head.open_vocab_cfg.text_encoder.pretrained = testing.make_tiny_roberta(
         str(tmp_path / 'roberta'))

@@ -121,8 +121,6 @@ def test_tiny_joint_open_vocabulary_trains_two_vocabularies(joint_data, one_thre
     """Open-vocabulary head: 3D batches classified against the 20 ScanNet names, 2D batches
     against the tiny COCO set's own 3 names (K changes with the batch's task)."""
     from projects.odin import testing
-    if not hasattr(testing, 'make_tiny_roberta'):
-        pytest.skip('the open-vocabulary head (issue 9, ovhead) is not merged on this branch')
     root = joint_data['root']
     roberta = testing.make_tiny_roberta(str(root / 'roberta'))
     classes = ('person', 'bicycle', 'car')
