@@ -14,12 +14,7 @@ CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_test.py'
 THREE_D_ONLY = re.compile(r'(fusion_blocks|pos_embed_3d)')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _model():

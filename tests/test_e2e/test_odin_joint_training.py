@@ -9,7 +9,6 @@ import math
 import os.path as osp
 
 import pytest
-import torch
 from mmengine.config import Config
 
 from projects.odin.datasets.metainfo import SCANNET_METAINFO
@@ -85,14 +84,6 @@ def _check(losses, metrics):
                 'coco/segm_mAP_50'):
         assert key in metrics, sorted(metrics)
         assert 0.0 <= metrics[key] <= 1.0
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_tiny_joint_config_trains_both_tasks_and_evaluates_both(joint_data, one_thread):

@@ -22,13 +22,7 @@ needs_ref = pytest.mark.skipif(
     not TSVS, reason=f'reference state-dict lists not found in {osp.normpath(REF)}')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # building 13 full-size models: one thread avoids OpenMP oversubscription on shared runners
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _meta_state_dict(path):

@@ -10,13 +10,7 @@ from projects.odin.testing import REPO_ROOT, create_odin_inputs
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_test.py'
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # tiny tensors: one intra-op thread avoids OpenMP oversubscription on shared 2-core runners
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _build(**overrides):

@@ -22,12 +22,7 @@ CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_test.py'
 VOCAB = ('chair', 'sofa bed', 'table', 'door')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

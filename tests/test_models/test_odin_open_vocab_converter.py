@@ -24,12 +24,7 @@ TSV = osp.join(reference_dir(), 'statedict_scannet_resnet.tsv')
 P = 'sem_seg_head.predictor.'
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _joint_state_dict(roberta_dir):
