@@ -30,6 +30,8 @@ def parse_args(argv=None):
     parser.add_argument('--overwrite', action='store_true', help='redo finished scenes')
     parser.add_argument('--scenes', nargs='*', default=None, help='only these scenes/rooms')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--debug', action='store_true',
+                        help='show the full traceback of input errors')
     sn = parser.add_argument_group('ScanNet / ScanNet200')
     sn.add_argument('--frame-skip', type=int, default=20, help='keep every N-th .sens frame')
     sn.add_argument('--inpaint-depth', action='store_true',
@@ -46,7 +48,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
-    summary = CONVERTERS[args.dataset](args)
+    try:
+        summary = CONVERTERS[args.dataset](args)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+        # unusable input (wrong root, missing split files, malformed metadata): the message
+        # names the file and what is wrong; the traceback only with --debug
+        if args.debug:
+            raise
+        print(f'create_data.py {args.dataset}: error: {err}', file=sys.stderr)
+        return 2
     skipped = summary['skipped']
     print(f"{args.dataset}: converted {len(summary['converted'])}, resumed "
           f"{len(summary['resumed'])}, skipped {len(skipped)}; infos: {summary['info_files']}")

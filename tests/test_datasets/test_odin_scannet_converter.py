@@ -271,6 +271,13 @@ def test_command_lines(tmp_path, capsys):
     assert (out / 'synthetic_infos_val.pkl').is_file()
     assert _tool(root, 'tools/create_data.py').main(args) == 0
     assert 'converted 0, resumed 2, skipped 0' in capsys.readouterr().out
+    # a wrong root: exit status 2 and one line naming the folder and the expected layout
+    bad = ['scannet', '--root-path', str(tmp_path / 'nowhere'), '--out-dir', str(out)]
+    assert _tool(root, 'tools/create_data.py').main(bad) == 2
+    err = capsys.readouterr().err
+    assert 'nowhere' in err and 'scans/' in err and 'Traceback' not in err
+    with pytest.raises(FileNotFoundError):
+        _tool(root, 'tools/create_data.py').main(bad + ['--debug'])
 
 
 def test_unannotated_test_scene(synthetic_raw, tmp_path):
