@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from projects.odin.class_names import get_class_info  # noqa: E402
 from projects.odin.models.official_converter import (  # noqa: E402
     M2F_MISSING_PATTERNS,
     ConversionError,
@@ -40,7 +41,7 @@ def build_model(arch: dict):
     return MODELS.build(odin_model_cfg(**arch))
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('src', help='official ODIN .pth or Mask2Former .pkl')
     parser.add_argument('dst', help='output .pth (mmengine checkpoint with state_dict)')
@@ -49,9 +50,14 @@ def main() -> int:
     parser.add_argument('--roberta', default=None,
                         help='RoBERTa-base folder (or cached hub name) of the text encoder, '
                         'needed to check a joint open-vocabulary checkpoint')
+    parser.add_argument('--dataset', default=None,
+                        choices=['scannet', 'scannet200', 's3dis', 'matterport3d', 'ai2thor'],
+                        help='store this dataset\'s class names as meta.dataset_meta (what '
+                        'mmdet3d.apis.init_model and the visualiser read); checked against the '
+                        'checkpoint\'s class count')
     parser.add_argument('--num-classes', type=int, default=20,
                         help='classes of the ODIN model initialised from a .pkl (default 20)')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     meta = dict(source=osp.basename(args.src))
     try:
         if args.src.endswith('.pkl'):
@@ -79,6 +85,12 @@ def main() -> int:
             if not args.no_check:
                 check_state_dict(out, build_model(arch).state_dict())
             meta.update(kind='odin', arch=arch, iteration=ckpt.get('iteration'))
+        if args.dataset is not None:
+            classes = list(get_class_info(args.dataset)['classes'])
+            if not arch.get('open_vocab') and len(classes) != arch['num_classes']:
+                raise ConversionError(f'--dataset {args.dataset} has {len(classes)} classes but '
+                                      f'the checkpoint predicts {arch["num_classes"]}')
+            meta['dataset_meta'] = dict(classes=classes)
     except ConversionError as e:
         print(f'error: {args.src}: {e}', file=sys.stderr)
         return 1

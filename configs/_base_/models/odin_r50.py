@@ -58,7 +58,7 @@ model = dict(
                 layer_cfg=dict(
                     self_attn_cfg=dict(
                         embed_dims=256, num_heads=8, num_levels=3, num_points=4,
-                        im2col_step=64, dropout=0.0, batch_first=True, norm_cfg=None,
+                        im2col_step=64, dropout=0.0, batch_first=True,
                         init_cfg=None),
                     ffn_cfg=dict(
                         embed_dims=256, feedforward_channels=1024, num_fcs=2, ffn_drop=0.0,

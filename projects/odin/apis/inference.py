@@ -144,8 +144,9 @@ def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu
         raise FileNotFoundError(f'config not found: {config}')
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
-    # mmdet3d's init_model is not used: its SyncBN conversion walks the model config and fails
-    # on the `norm_cfg=None` entries of the deformable encoder; ODIN uses no SyncBN on CPU.
+    # mmdet3d.apis.init_model builds ODIN configs too (tests/test_apis/test_init_model.py); this
+    # variant also switches to sensor points, needs no test dataloader in the config and falls
+    # back to the config's class names.
     cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
