@@ -4,6 +4,7 @@ Usage:
     python demo/odin_demo.py FOLDER CONFIG CHECKPOINT --out-dir OUT [--max-frames N]
         [--device cpu|cuda] [--layout auto|scannet|tum|7scenes] [--depth-scale S]
         [--frame-stride K] [--intrinsics FILE] [--image-size H W] [--score-thr T]
+        [--classes NAME [NAME ...]] [--cfg-options KEY=VALUE ...]
 
 Reads ScanNet-style (color/ depth/ pose/ intrinsic/), TUM-style (rgb/ depth/ + lists + pose list +
 intrinsics file) or 7-Scenes-style (frame-XXXXXX.color/.depth/.pose + camera-intrinsics.txt)
@@ -12,6 +13,9 @@ recordings, runs ODIN in sensor-point mode on the fused point cloud and writes t
 * ``<scene>_instances.ply``  the fused cloud, coloured by instance (``instance``/``label`` fields);
 * ``views/<frame>.png``       per-view overlays of the instances;
 * ``<scene>_instances.json``  one record per instance (class, score, point count).
+
+With an open-vocabulary model (the joint 2D-3D one) ``--classes`` names what to look for, e.g.
+``--classes chair "coffee table" plant``.
 """
 import argparse
 import os
@@ -22,6 +26,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 from projects.odin.apis import (  # noqa: E402
     RGBDFolderError,
@@ -53,6 +58,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='minimum score of an instance to be drawn/listed')
     parser.add_argument('--min-points', type=int, default=50, help='minimum instance size')
+    parser.add_argument('--classes', nargs='+', default=None, metavar='NAME',
+                        help='open-vocabulary model: the class names to find (default: its '
+                        'training classes); closed-set model: new names for its classes')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='config overrides, e.g. model.decode_head.open_vocab_cfg.'
+                        'text_encoder.pretrained=/data/roberta-base')
     return parser.parse_args(argv)
 
 
@@ -71,6 +82,7 @@ def main(argv=None) -> int:
         init_odin_model,
         prepare_recording,
         select_instances,
+        set_vocabulary,
     )
     for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
         if not osp.isfile(path):
@@ -78,6 +90,8 @@ def main(argv=None) -> int:
             return 2
     from mmengine.config import Config
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     image_size = tuple(args.image_size) if args.image_size else demo_image_size(cfg, seq)
     print(f'{seq.layout} recording with {len(seq)} frames ({len(seq.skipped)} skipped); '
           f'input size {image_size[0]}x{image_size[1]}')
@@ -89,13 +103,18 @@ def main(argv=None) -> int:
         print(f'\nerror: {e}', file=sys.stderr)
         return 2
     model = init_odin_model(cfg, args.checkpoint, device=args.device, sensor_points=True)
+    try:
+        classes = set_vocabulary(model, args.classes)
+    except ValueError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     result = inference_recording(model, prepared)
     masks, labels, scores = select_instances(result.pred_pts_seg, args.score_thr, args.min_points)
     # one instance per point (highest score wins); instances left with < min_points are dropped,
     # so the PLY's instance ids and the JSON's records are the same set
     inst_ids, labels, scores, counts = flatten_instances(masks, labels, scores, args.min_points)
-    classes = model.dataset_meta['classes'] if getattr(model, 'dataset_meta', None) else [
-        str(i) for i in range(int(labels.max(initial=0)) + 1)]
+    if not classes:
+        classes = [str(i) for i in range(int(labels.max(initial=0)) + 1)]
     scene = prepared.metainfo['scene_id']
     os.makedirs(osp.join(args.out_dir, 'views'), exist_ok=True)
     points = prepared.inputs['points'].numpy()

@@ -134,3 +134,72 @@ def test_demo_rejects_unknown_layout_and_missing_checkpoint(tmp_path, tiny_check
     _expect_error(capsys, empty, tiny_checkpoint, tmp_path, 'unrecognised RGB-D layout')
     _expect_error(capsys, make_scannet(tmp_path / 'rec'), str(tmp_path / 'missing.pth'),
                   tmp_path, 'checkpoint not found')
+
+
+OV_CONFIG = osp.join(REPO_ROOT, 'configs', 'odin', 'odin_tiny_joint_ov_test.py')
+
+
+@pytest.fixture(scope='module')
+def tiny_open_vocab(tmp_path_factory):
+    """A randomly initialised tiny open-vocabulary ODIN (tiny RoBERTa) and its checkpoint."""
+    from mmdet3d.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from projects.odin.testing import make_tiny_roberta
+    root = tmp_path_factory.mktemp('ov')
+    roberta = make_tiny_roberta(str(root / 'roberta'))
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(OV_CONFIG)
+    cfg.model.decode_head.open_vocab_cfg.text_encoder.pretrained = roberta
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    path = str(root / 'tiny_ov.pth')
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(classes=CLASSES))), path)
+    return roberta, path
+
+
+def test_set_vocabulary_open_and_closed_set(tiny_open_vocab, tiny_checkpoint):
+    from projects.odin.apis.inference import init_odin_model, set_vocabulary
+    roberta, ckpt = tiny_open_vocab
+    opts = {'model.decode_head.open_vocab_cfg.text_encoder.pretrained': roberta}
+    model = init_odin_model(OV_CONFIG, ckpt, cfg_options=opts)
+    assert set_vocabulary(model) == list(CLASSES)  # the checkpoint's classes by default
+    assert model.decode_head.batch_num_classes([]) == len(CLASSES)
+    assert set_vocabulary(model, ['lamp', 'potted plant']) == ['lamp', 'potted plant']
+    assert model.decode_head.batch_num_classes([]) == 2
+    assert tuple(model.test_cfg['skip_classes']) == ()
+    closed = init_odin_model(DEMO_CONFIG, tiny_checkpoint)
+    names = [f'c{i}' for i in range(len(CLASSES))]
+    assert set_vocabulary(closed, names) == names  # renaming keeps the count
+    with pytest.raises(ValueError, match='predicts 20 classes, 2 names were given'):
+        set_vocabulary(closed, ['lamp', 'potted plant'])
+
+
+def test_demo_open_vocabulary_classes(tmp_path, tiny_open_vocab, tiny_checkpoint, capsys):
+    roberta, ckpt = tiny_open_vocab
+    folder = make_scannet(tmp_path / 'rec')
+    opts = ['--cfg-options', f'model.decode_head.open_vocab_cfg.text_encoder.pretrained={roberta}']
+    vocab = ['lamp', 'potted plant', 'coffee table']
+
+    def run(out, *extra):
+        return _demo_module().main([str(folder), OV_CONFIG, ckpt, '--out-dir', str(out),
+                                    '--image-size', '24', '32', '--score-thr', '0',
+                                    '--min-points', '1', *opts, *extra])
+
+    assert run(tmp_path / 'ov', '--classes', *vocab) == 0
+    doc = json.loads((tmp_path / 'ov' / 'rec_instances.json').read_text())
+    assert doc['num_instances'] > 0
+    for r in doc['instances']:
+        assert 0 <= r['label'] < len(vocab) and r['class_name'] == vocab[r['label']]
+    # without --classes: the checkpoint's training classes
+    assert run(tmp_path / 'own') == 0
+    doc = json.loads((tmp_path / 'own' / 'rec_instances.json').read_text())
+    assert doc['num_instances'] > 0
+    assert all(r['class_name'] == CLASSES[r['label']] for r in doc['instances'])
+    capsys.readouterr()
+    # a closed-set model cannot take a new vocabulary: exit 2 with the reason
+    assert _run(folder, tiny_checkpoint, tmp_path / 'closed', '--classes', *vocab) == 2
+    assert 'predicts 20 classes, 3 names were given' in capsys.readouterr().err

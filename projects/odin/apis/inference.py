@@ -168,6 +168,49 @@ def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu
     return model
 
 
+def set_vocabulary(model: nn.Module, classes: Optional[Sequence[str]] = None) -> List[str]:
+    """The class names a model's predictions refer to; sets an open vocabulary.
+
+    With the open-vocabulary class head (joint 2D-3D model), ``classes`` becomes the vocabulary
+    the queries are classified against (any names; default: the checkpoint's dataset classes,
+    else the config's ``class_names``), and ``test_cfg.skip_classes`` (ScanNet-20 wall/floor
+    indices) is cleared for a user vocabulary. A closed-set model predicts its trained classes:
+    ``classes`` may only rename them (same count).
+
+    Args:
+        model: an ODIN detector (as returned by :func:`init_odin_model`).
+        classes: class names, or None for the model's own.
+
+    Returns:
+        list[str]: the names of label ids 0..K-1 (also stored in ``model.dataset_meta``).
+
+    Raises:
+        ValueError: an open-vocabulary model without any vocabulary, or a closed-set model
+            given a different number of names.
+    """
+    head = model.decode_head
+    meta = dict(getattr(model, 'dataset_meta', None) or {})
+    own = list(meta.get('classes') or [])
+    if getattr(head, 'open_vocab', False):
+        names = list(classes) if classes else (own or list(head.class_names or []))
+        if not names:
+            raise ValueError('open-vocabulary model without a vocabulary: give the class names '
+                             '(demo: --classes NAME [NAME ...])')
+        head.class_names = tuple(str(n) for n in names)
+        if classes:
+            model.test_cfg['skip_classes'] = ()
+    else:
+        if classes and len(classes) != head.num_classes:
+            raise ValueError(f'this closed-set model predicts {head.num_classes} classes, '
+                             f'{len(classes)} names were given (only an open-vocabulary model, '
+                             'e.g. configs/odin/scannet_coco_joint_r50.py, takes a new '
+                             'vocabulary)')
+        names = list(classes) if classes else own
+    meta['classes'] = [str(n) for n in names]
+    model.dataset_meta = meta
+    return meta['classes']
+
+
 def demo_image_size(cfg, seq: RGBDSequence,
                     default: Tuple[int, int] = (240, 320)) -> Tuple[int, int]:
     """Model input size for a recording: the config's test-time resize applied to its frames.
@@ -244,6 +287,6 @@ def _np(x: Union[torch.Tensor, np.ndarray, Sequence]) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-__all__: List[str] = ['PreparedRecording', 'prepare_recording', 'init_odin_model',
+__all__: List[str] = ['PreparedRecording', 'prepare_recording', 'init_odin_model', 'set_vocabulary',
                       'demo_image_size', 'inference_recording', 'select_instances',
                       'unproject_frame']
