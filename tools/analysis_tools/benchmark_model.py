@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(results=res, speedup=speed, rel_err=errs, vertices=n_vert,
-                           voxels=voxels,
+                           voxels=voxels, swapped_blocks=swapped,
                            views=int(img.shape[0]), threads=torch.get_num_threads(),
                            official_harness=OFFICIAL_HARNESS), f, indent=1)
     return 0
