@@ -203,3 +203,21 @@ def test_demo_open_vocabulary_classes(tmp_path, tiny_open_vocab, tiny_checkpoint
     # a closed-set model cannot take a new vocabulary: exit 2 with the reason
     assert _run(folder, tiny_checkpoint, tmp_path / 'closed', '--classes', *vocab) == 2
     assert 'predicts 20 classes, 3 names were given' in capsys.readouterr().err
+
+
+def test_demo_figure_composes_cloud_and_view_grid(tmp_path, tiny_checkpoint):
+    from projects.odin.apis.render import render_demo_figure
+    out = tmp_path / 'out'
+    assert _run(make_scannet(tmp_path / 'rec'), tiny_checkpoint, out) == 0
+    fig = cv2.imread(render_demo_figure(str(out), str(tmp_path / 'fig.png'), size=(120, 160)))
+    assert fig.shape[0] == 120 and fig.shape[1] > 160 + 8
+    cloud = fig[:, :160]
+    assert (cloud != 255).any(axis=2).sum() > 50  # the point cloud was drawn
+    # 4 views of 24x32 in a 2x2 grid, 58 px high each, 4 px white gaps
+    grid = fig[:, 168:]
+    assert grid.shape[1] == 2 * 77 + 4 and (grid[58:62] == 255).all()
+    one = cv2.imread(render_demo_figure(str(out), str(tmp_path / 'one.png'), size=(120, 160),
+                                        num_views=1))
+    assert one.shape == (120, 160 + 8 + 160, 3)
+    with pytest.raises(FileNotFoundError, match='no \\*_instances.ply'):
+        render_demo_figure(str(tmp_path), str(tmp_path / 'x.png'))
