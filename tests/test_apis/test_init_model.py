@@ -44,14 +44,13 @@ def test_converted_official_checkpoint_loads_through_mmdet3d_init_model(tmp_path
     """Official key names -> tools/model_converters/odin_to_mmdet3d.py --dataset scannet ->
     mmdet3d.apis.init_model with configs/odin/scannet_r50.py: every tensor lands where the
     converter says, and the class names travel in the checkpoint's meta."""
-    import importlib.util
-
     from mmdet3d.apis import init_model
 
     from projects.odin.class_names import SCANNET_CLASSES
     from projects.odin.models.official_converter import convert_official_state_dict
     from projects.odin.models.parity import read_statedict_tsv
     from projects.odin.testing import reference_dir
+    from projects.odin.utils import load_script
     tsv = osp.join(reference_dir(), 'statedict_scannet_resnet.tsv')
     if not osp.isfile(tsv):
         pytest.skip(f'reference key list not found: {tsv}')
@@ -61,10 +60,7 @@ def test_converted_official_checkpoint_loads_through_mmdet3d_init_model(tmp_path
                 for k, (shape, dtype) in read_statedict_tsv(tsv).items()}
     src, dst = str(tmp_path / 'official.pth'), str(tmp_path / 'converted.pth')
     torch.save(dict(model=official, iteration=1499), src)
-    spec = importlib.util.spec_from_file_location(
-        'odin_to_mmdet3d', osp.join(REPO_ROOT, 'tools', 'model_converters', 'odin_to_mmdet3d.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script('tools/model_converters/odin_to_mmdet3d.py')
     # a dataset whose class count does not match the checkpoint is refused
     assert tool.main([src, dst, '--dataset', 'scannet200', '--no-check']) == 1
     assert 'scannet200 has 200 classes but the checkpoint predicts 20' in capsys.readouterr().err

@@ -59,12 +59,9 @@ def test_synthetic_config_end_to_end(converted):
 
 
 def test_check_odin_data_tool(converted):
-    import importlib.util
+    from projects.odin.utils import load_script
     out, _ = converted
-    path = CFG_DIR.parents[2] / 'tools' / 'analysis_tools' / 'check_odin_data.py'
-    spec = importlib.util.spec_from_file_location('check_odin_data', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script('tools/analysis_tools/check_odin_data.py')
     rows = mod.main([str(CFG_DIR / 'synthetic_mv.py'), '--split', 'val', '--num', '1',
                      '--cfg-options', f'val_dataloader.dataset.data_root={out}',
                      'val_dataloader.dataset.ann_file=scannet_infos_val.pkl'])

@@ -242,12 +242,8 @@ def test_scannet200_labels_and_known_bad_scene(synthetic_raw, tmp_path):
 
 
 def _tool(root, rel):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(rel.replace('/', '_')[:-3],
-                                                  os.path.join(root, rel))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from projects.odin.utils import load_script
+    return load_script(os.path.join(root, rel))
 
 
 def test_command_lines(tmp_path, capsys):

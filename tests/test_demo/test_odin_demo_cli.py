@@ -1,5 +1,4 @@
 """demo/odin_demo.py end to end on tiny recordings of every layout, with a tiny random ODIN."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -12,6 +11,7 @@ from plyfile import PlyData
 from rgbd_makers import make_7scenes, make_scannet, make_tum
 
 from projects.odin.apis.synthetic_demo import DEMO_CONFIG, REPO_ROOT
+from projects.odin.utils import load_script
 
 CLASSES = ('wall', 'floor', 'cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 'window',
            'bookshelf', 'picture', 'counter', 'desk', 'curtain', 'refrigerator',
@@ -19,11 +19,7 @@ CLASSES = ('wall', 'floor', 'cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 
 
 
 def _demo_module():
-    spec = importlib.util.spec_from_file_location(
-        'odin_demo_cli', osp.join(REPO_ROOT, 'demo', 'odin_demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('demo/odin_demo.py')
 
 
 @pytest.fixture(scope='module')

@@ -3,7 +3,6 @@ on a synthetic 3D world + a tiny COCO-format set, both task losses fall, and one
 evaluates both val sets (ScanNet-protocol 3D metrics and COCO segm) through the unchanged
 ``tools/test.py``."""
 import glob
-import importlib.util
 import json
 import math
 import os.path as osp
@@ -13,6 +12,7 @@ from mmengine.config import Config
 
 from projects.odin.datasets.metainfo import SCANNET_METAINFO
 from projects.odin.testing import REPO_ROOT, make_tiny_coco
+from projects.odin.utils import load_script
 
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_joint_test.py'
 OV_CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_joint_ov_test.py'
@@ -92,9 +92,7 @@ def test_tiny_joint_config_trains_both_tasks_and_evaluates_both(joint_data, one_
     work_dir = str(joint_data['root'] / 'work')
     _, losses = _train(CFG, work_dir, root_3d, root_2d)
     # one tools/test.py run (unchanged tool, in-process) on the trained checkpoint
-    spec = importlib.util.spec_from_file_location('odin_test_tool', f'{REPO_ROOT}/tools/test.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script('tools/test.py')
     test_dir = str(joint_data['root'] / 'test')
     tool.main([CFG, osp.join(work_dir, f'iter_{MAX_ITERS}.pth'), '--work-dir', test_dir,
                '--cfg-options', f'test_dataloader.dataset.datasets.0.data_root={root_3d}',

@@ -1,22 +1,17 @@
 """tools/eval_scannet_format.py: JSON schema, official-format parsing and clear errors."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from projects.odin.class_names import SCANNET200_INSTANCE_CLASSES, SCANNET_INSTANCE_CLASSES
 from projects.odin.evaluation.functional import write_ids
+from projects.odin.utils import load_script
 
 
 @pytest.fixture(scope='module')
 def cli():
-    path = Path(__file__).resolve().parents[2] / 'tools' / 'eval_scannet_format.py'
-    spec = importlib.util.spec_from_file_location('eval_scannet_format', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script('tools/eval_scannet_format.py').main
 
 
 def make_dirs(tmp_path, lines, n=500, gt=None, masks=None):

@@ -1,9 +1,7 @@
 """ODINSegMetric: agreement with the offline ScanNet-format evaluator, multi-GPU pooling, export."""
-import importlib.util
 import json
 import os.path as osp
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from projects.odin.class_names import (
 )
 from projects.odin.evaluation.functional import load_ids, write_ids
 from projects.odin.evaluation.metrics import ODINSegMetric
+from projects.odin.utils import load_script
 
 IGNORE = len(SCANNET_CLASSES)  # 20
 
@@ -84,11 +83,7 @@ def samples():
 
 
 def load_cli():
-    path = Path(__file__).resolve().parents[2] / 'tools' / 'eval_scannet_format.py'
-    spec = importlib.util.spec_from_file_location('eval_scannet_format', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script('tools/eval_scannet_format.py').main
 
 
 def test_metric_equals_offline_evaluator_on_exported_files(samples, tmp_path):
@@ -266,10 +261,7 @@ def test_submission_prefix_from_test_py_cfg_options(tmp_path):
     """`tools/test.py CFG CKPT --cfg-options test_evaluator.submission_prefix=DIR` reaches us."""
     from mmdet3d.registry import METRICS
 
-    path = Path(__file__).resolve().parents[2] / 'tools' / 'test.py'
-    spec = importlib.util.spec_from_file_location('odin_test_py', path)
-    test_py = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_py)
+    test_py = load_script('tools/test.py')
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text("test_evaluator = dict(type='ODINSegMetric', dataset='scannet')\n")
     args = test_py.parse_args([

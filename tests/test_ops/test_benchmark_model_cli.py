@@ -1,9 +1,10 @@
 """tools/analysis_tools/benchmark_model.py runs end to end (figures are not asserted: no timing)."""
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
+
+from projects.odin.utils import load_script
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -11,10 +12,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def test_benchmark_model_compares_the_two_formulations(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_model', osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'benchmark_model.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script('tools/analysis_tools/benchmark_model.py')
     out = tmp_path / 'bench.json'
     assert tool.main(['--config', osp.join(REPO_ROOT, 'configs', 'odin', 'synthetic_r18_demo.py'),
                       '--views', '2', '--repeats', '1', '--room-spacing', '0.25',

@@ -30,7 +30,6 @@ Examples::
 """
 import argparse
 import copy
-import importlib.util
 import json
 import os.path as osp
 import statistics
@@ -66,14 +65,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _bench_helpers():
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_ops', str(ROOT / 'tools' / 'analysis_tools' / 'benchmark_ops.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def make_scene(work: str, views: int, room_size, room_spacing: float,
                object_spacing: float) -> str:
     """One synthetic room (ScanNet raw layout, 240x320 depth) converted with the real converter."""
@@ -102,30 +93,34 @@ def load_batch(cfg, data_root: str) -> dict:
     return pseudo_collate([dataset[0]])
 
 
-def to_official_formulation(model: torch.nn.Module) -> int:
-    """Swap every CrossViewAttention for a NaiveCrossViewAttention with the same weights."""
-    from projects.odin.layers import CrossViewAttention, NaiveCrossViewAttention
+def naive_copy(ours: torch.nn.Module) -> torch.nn.Module:
+    """A NaiveCrossViewAttention (official formulation) with the weights of ``ours``."""
+    from projects.odin.layers import NaiveCrossViewAttention
     from projects.odin.layers.cross_view_attention import convert_official_cross_view_state_dict
+    layer = ours.layers[0]
+    naive = NaiveCrossViewAttention(ours.embed_dims, len(ours.layers), layer.num_heads,
+                                    layer.linear1.out_features, layer.dropout)
+    naive.embed_dims, naive.num_neighbors = ours.embed_dims, ours.num_neighbors
+    naive_keys = list(naive.state_dict())
+    # the converter maps official (= naive) keys to ours, one to one and in order
+    our_keys = list(convert_official_cross_view_state_dict(naive.state_dict()))
+    ours_sd = ours.state_dict()
+    naive.load_state_dict({n: ours_sd[o].clone() for n, o in zip(naive_keys, our_keys)})
+    return naive
 
-    class _Naive(NaiveCrossViewAttention):
 
-        def __init__(self, ours: CrossViewAttention) -> None:
-            layer = ours.layers[0]
-            super().__init__(ours.embed_dims, len(ours.layers), layer.num_heads,
-                             layer.linear1.out_features, layer.dropout)
-            self.embed_dims, self.num_neighbors = ours.embed_dims, ours.num_neighbors
-            ours_sd = ours.state_dict()
-            naive_sd = self.state_dict()
-            mapped = convert_official_cross_view_state_dict(naive_sd)  # naive key -> our key
-            for (naive_key, _), our_key in zip(naive_sd.items(), mapped):
-                naive_sd[naive_key] = ours_sd[our_key].clone()
-            self.load_state_dict(naive_sd)
+def to_official_formulation(model: torch.nn.Module) -> int:
+    """Swap every CrossViewAttention for a NaiveCrossViewAttention with the same weights.
 
+    Returns:
+        The number of blocks swapped.
+    """
+    from projects.odin.layers import CrossViewAttention
     swapped = 0
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, CrossViewAttention):
-                setattr(module, child_name, _Naive(child))
+                setattr(module, child_name, naive_copy(child))
                 swapped += 1
     return swapped
 
@@ -141,7 +136,8 @@ def main(argv=None) -> int:
     import projects.odin  # noqa: F401
     from projects.odin.models.neighbors import official_cpu_ties
     from projects.odin.ops import ext_available
-    helpers = _bench_helpers()
+    from projects.odin.utils import load_script
+    helpers = load_script('tools/analysis_tools/benchmark_ops.py')
     device = torch.device('cpu')
     init_default_scope('mmdet3d')
     cfg = Config.fromfile(args.config)

@@ -19,7 +19,8 @@ from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from projects.odin.utils.scripts import REPO_ROOT
+
 DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'odin', 'synthetic_r18_demo.py')
 INFO_PREFIX = 'synthetic'
 
@@ -189,12 +190,9 @@ def run_demo(folder: str, config: str, checkpoint: str, out_dir: str,
     Returns:
         The demo's exit status.
     """
-    import importlib.util
-    path = osp.join(REPO_ROOT, 'demo', 'odin_demo.py')
-    spec = importlib.util.spec_from_file_location('odin_demo', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main([folder, config, checkpoint, '--out-dir', out_dir, *extra_args])
+    from projects.odin.utils import load_script
+    demo = load_script('demo/odin_demo.py')
+    return demo.main([folder, config, checkpoint, '--out-dir', out_dir, *extra_args])
 
 
 def _read_json(path: str):
