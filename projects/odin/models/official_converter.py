@@ -31,12 +31,19 @@ __all__ = [
     'infer_architecture', 'odin_model_cfg', 'check_state_dict'
 ]
 
-DROPPED_KEYS = ('criterion.empty_weight', )
-#: official keys (regexes) with no counterpart here: RoBERTa's pooler (unused by ODIN, our
-#: encoder is built without it) and its id buffers (not persistent in recent transformers)
-DROPPED_PATTERNS = (r'sem_seg_head\.predictor\.lang_encoder\.text_encoder\.'
-                    r'(pooler\..+|embeddings\.(position_ids|token_type_ids))', )
+#: official keys (regexes) with no counterpart here: the loss buffer, RoBERTa's pooler (unused by
+#: ODIN, our encoder is built without it) and its id buffers (not persistent in recent
+#: transformers)
+DROPPED_PATTERNS = (r'criterion\.empty_weight',
+                    r'sem_seg_head\.predictor\.lang_encoder\.text_encoder\.'
+                    r'(pooler\..+|embeddings\.(position_ids|token_type_ids))')
 _BN_PARTS = ('weight', 'bias', 'running_mean', 'running_var')
+_DROPPED = [re.compile(p) for p in DROPPED_PATTERNS]
+
+
+def _is_dropped(key: str) -> bool:
+    """Whether an official key is deliberately left out (``DROPPED_PATTERNS``)."""
+    return any(p.fullmatch(key) for p in _DROPPED)
 
 
 class ConversionError(KeyError):
@@ -230,12 +237,8 @@ def _convert_head(sd: Dict[str, Tensor], out: Dict[str, Tensor], used: set,
         out['decode_head.pixel_decoder.' + new] = v
         used.add(pd_prefix + k)
     pr_prefix = 'sem_seg_head.predictor.'
-    dropped = [re.compile(p) for p in DROPPED_PATTERNS]
     for k, v in sd.items():
-        if not k.startswith(pr_prefix):
-            continue
-        if any(p.fullmatch(k) for p in dropped):
-            used.add(k)
+        if not k.startswith(pr_prefix) or _is_dropped(k):
             continue
         new = _apply_rules(k[len(pr_prefix):], _PREDICTOR_RULES)
         if new is None:
@@ -261,10 +264,7 @@ def convert_official_state_dict(sd: Dict[str, Tensor], with_3d: bool = True) -> 
     used: set = set()
     _convert_backbone(sd, out, used, with_3d)
     _convert_head(sd, out, used, with_3d)
-    for k in sd:
-        if k in DROPPED_KEYS:
-            used.add(k)
-    unmapped = [k for k in sd if k not in used]
+    unmapped = [k for k in sd if k not in used and not _is_dropped(k)]
     if unmapped:
         raise ConversionError(f'{len(unmapped)} unmapped official keys, e.g. {unmapped[:5]}')
     return out
