@@ -102,10 +102,12 @@ def main(argv=None) -> int:
     except RGBDFolderError as e:
         print(f'\nerror: {e}', file=sys.stderr)
         return 2
-    model = init_odin_model(cfg, args.checkpoint, device=args.device, sensor_points=True)
     try:
+        # a missing model file (e.g. the RoBERTa folder of an open-vocabulary model) or a
+        # vocabulary the model cannot take
+        model = init_odin_model(cfg, args.checkpoint, device=args.device, sensor_points=True)
         classes = set_vocabulary(model, args.classes)
-    except ValueError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     result = inference_recording(model, prepared)

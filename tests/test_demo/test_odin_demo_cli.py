@@ -196,6 +196,13 @@ def test_demo_open_vocabulary_classes(tmp_path, tiny_open_vocab, tiny_checkpoint
     assert doc['num_instances'] > 0
     assert all(r['class_name'] == CLASSES[r['label']] for r in doc['instances'])
     capsys.readouterr()
+    # the RoBERTa folder missing: exit 2, the message names the path and the remedy
+    assert _demo_module().main([str(folder), OV_CONFIG, ckpt, '--out-dir', str(tmp_path / 'x'),
+                                '--image-size', '24', '32', '--cfg-options',
+                                'model.decode_head.open_vocab_cfg.text_encoder.pretrained='
+                                f'{tmp_path / "no_roberta"}']) == 2
+    err = capsys.readouterr().err
+    assert 'cannot load RoBERTa' in err and 'no_roberta' in err and 'save_pretrained' in err
     # a closed-set model cannot take a new vocabulary: exit 2 with the reason
     assert _run(folder, tiny_checkpoint, tmp_path / 'closed', '--classes', *vocab) == 2
     assert 'predicts 20 classes, 3 names were given' in capsys.readouterr().err
