@@ -216,7 +216,7 @@ def demo_image_size(cfg, seq: RGBDSequence,
     """Model input size for a recording: the config's test-time resize applied to its frames.
 
     The ``ODINResize`` (``ResizeShortestEdge`` semantics) of the config's test pipeline is applied
-    to the size of the recording's first depth image; without one, ``default`` is used.
+    to the recording's depth size (``seq.depth_hw``); without one, ``default`` is used.
 
     Args:
         cfg: the model's config (``model.cfg``).
@@ -232,12 +232,9 @@ def demo_image_size(cfg, seq: RGBDSequence,
     except (AttributeError, KeyError):
         pass
     resize = next((t for t in pipeline if t.get('type') == 'ODINResize'), None)
-    if resize is None or len(seq) == 0:
+    if resize is None or len(seq) == 0 or seq.depth_hw is None:
         return default
-    depth = cv2.imread(seq.depth_paths[0], cv2.IMREAD_UNCHANGED)
-    if depth is None:
-        return default
-    h0, w0 = depth.shape[:2]
+    h0, w0 = seq.depth_hw
     short_edge, max_size = resize.get('short_edge', 320), resize.get('max_size', 320)
     scale = short_edge / min(h0, w0)
     if max(h0, w0) * scale > max_size:
