@@ -299,7 +299,7 @@ def test_nan_inf_poses_are_skipped_and_logged(room, tmp_path, caplog, poses):
     assert 'frame frame_00001: pose is not finite' in caplog.text
 
 
-def test_colour_and_depth_sizes_need_both_intrinsics(room, tmp_path):
+def test_colour_and_depth_sizes_need_both_intrinsics(room, tmp_path, caplog):
     root = write_plain(room, tmp_path / 'rec')
     cv2.imwrite(str(root / 'rgb' / 'frame_00001.png'), room.color[1][:, :, ::-1])
     seq = load_rgbd_folder(str(root))
@@ -312,6 +312,12 @@ def test_colour_and_depth_sizes_need_both_intrinsics(room, tmp_path):
     np.savetxt(root / 'intrinsic_depth.txt', room.k_depth)
     np.savetxt(root / 'intrinsic_color.txt', room.k_color)
     assert load_rgbd_folder(str(root)).load_frame(1)[0].shape == (18, 24, 3)
+    assert 'differ from the depth intrinsics' not in caplog.text
+    bad = room.k_color.copy()
+    bad[0, 0] *= 1.5  # a colour camera that a plain resize does not register to the depth
+    np.savetxt(root / 'intrinsic_color.txt', bad)
+    load_rgbd_folder(str(root)).load_frame(1)
+    assert 'differ from the depth intrinsics' in caplog.text
 
 
 def test_empty_depth(room, tmp_path):
@@ -369,3 +375,14 @@ def test_transforms_json_without_depth_and_uint8_depth(room, tmp_path):
     seq = load_rgbd_folder(str(root), depth_scale=100)
     assert '--depth-scale' in seq.depth_units
     assert seq.load_frame(0)[1].max() == pytest.approx(0.01)
+
+
+def test_truncated_sens_and_scene_names(room, tmp_path):
+    path = write_sens(room, tmp_path / 'scene0001_00.sens')
+    assert load_rgbd_folder(str(path)).scene_name == 'scene0001_00'
+    ns = write_transforms_json(room, tmp_path / 'my_capture')
+    assert load_rgbd_folder(str(ns / 'transforms.json')).scene_name == 'my_capture'
+    data = path.read_bytes()
+    path.write_bytes(data[:-20])  # the last frame's depth is cut short
+    with pytest.raises(RGBDFolderError, match='scene0001_00.sens: truncated file in frame 2/3'):
+        load_rgbd_folder(str(path))

@@ -111,7 +111,7 @@ def prepare_recording(seq: RGBDSequence,
         points=torch.from_numpy(points))
     h, w = images.shape[1:3]
     metainfo = dict(
-        scene_id=osp.basename(osp.normpath(seq.folder)), sample_idx=0, num_views=len(imgs),
+        scene_id=seq.scene_name, sample_idx=0, num_views=len(imgs),
         img_path=list(seq.color_paths), depth_path=list(seq.depth_paths), img_shape=(h, w),
         ori_shape=(h, w), pad_shape=(h, w), cam2img=[k for k in np.stack(intrs)],
         cam2global=[p for p in seq.poses], axis_align_matrix=np.eye(4),

@@ -76,6 +76,15 @@ class RGBDSequence:
     def __len__(self) -> int:
         return len(self.frame_ids)
 
+    @property
+    def scene_name(self) -> str:
+        """The recording's name: its folder's, a ``.sens`` file's stem, a JSON file's folder's."""
+        path = osp.normpath(self.folder)
+        if osp.isfile(path):
+            stem, ext = osp.splitext(osp.basename(path))
+            return osp.basename(osp.dirname(osp.abspath(path))) if ext == '.json' else stem
+        return osp.basename(path)
+
     def select(self, keep: Sequence[int]) -> 'RGBDSequence':
         """Return the sequence restricted to the frames ``keep`` (indices into this one)."""
         keep = list(keep)
