@@ -83,8 +83,7 @@ def main(argv=None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(f'{seq.layout} recording: {len(seq)} frames ({len(seq.skipped)} skipped), '
-          f'depth {seq.depth_hw[1]}x{seq.depth_hw[0]}, {seq.depth_units} '
-          f'(depth scale {seq.depth_scale:g})')
+          f'depth {seq.depth_hw[1]}x{seq.depth_hw[0]}, {seq.depth_units}')
     from projects.odin.apis.inference import (
         demo_image_size,
         inference_recording,

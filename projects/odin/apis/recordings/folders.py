@@ -240,7 +240,7 @@ class PlainFolderReader(RecordingReader):
             raise RGBDFolderError(
                 f'{folder}: no pose list; expected groundtruth.txt, *pose*.txt or traj*.txt with '
                 'one camera-to-world pose per line (timestamp tx ty tz qx qy qz qw, 12 or 16 '
-                'numbers)')
+                'numbers); a ScanNet export keeps its poses in pose/<i>.txt')
         _, _, mats, _ = read_pose_list(pose_list)
         c_keys = sorted(colors, key=natural_key)
         d_keys = sorted(depths, key=natural_key)
