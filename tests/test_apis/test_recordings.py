@@ -192,6 +192,46 @@ def test_sens_pose_rows_header_and_stream(room, tmp_path):
     assert detect_layout(str(tmp_path)) == 'sens'
 
 
+def test_sens_bytes_as_scannet_sensordata_reads_them(tmp_path):
+    """A .sens written field by field in the order of ScanNet's SensorData.load / RGBDFrame.load
+    (not with our writer): the pose is 16 float32 row-major, camera-to-world; depth / shift."""
+    import struct
+    import zlib
+    pose = np.array([[0, -1, 0, 1], [1, 0, 0, 2], [0, 0, 1, 3], [0, 0, 0, 1]], np.float32)
+    k_depth = np.array([[10, 0, 2.5, 0], [0, 10, 1.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+    k_color = k_depth.copy()
+    k_color[:2, :3] *= 2
+    ok, jpeg = cv2.imencode('.jpg', np.full((8, 12, 3), 128, np.uint8))
+    depth = zlib.compress(np.full((4, 6), 3000, np.uint16).tobytes())
+    data = struct.pack('I', 4) + struct.pack('Q', 3) + b'cam'
+    for m in (k_color, np.eye(4), k_depth, np.eye(4)):
+        data += struct.pack('f' * 16, *np.asarray(m, np.float32).reshape(-1))
+    data += struct.pack('ii', 2, 1)  # jpeg colour, zlib_ushort depth
+    data += struct.pack('IIII', 12, 8, 6, 4) + struct.pack('f', 1000.0) + struct.pack('Q', 1)
+    data += struct.pack('f' * 16, *pose.reshape(-1)) + struct.pack('QQQQ', 0, 0, len(jpeg),
+                                                                    len(depth))
+    data += jpeg.tobytes() + depth + struct.pack('Q', 0)
+    (tmp_path / 'scene.sens').write_bytes(data)
+    seq = load_rgbd_folder(str(tmp_path / 'scene.sens'))
+    np.testing.assert_array_equal(seq.poses[0], pose)
+    np.testing.assert_array_equal(seq.intrinsics[0], k_depth)
+    rgb, d = seq.load_frame(0)
+    assert rgb.shape == (4, 6, 3) and np.allclose(d, 3.0)
+    # SensorData.export_poses / export_intrinsics write the same matrices as '%f' text rows
+    root = tmp_path / 'export'
+    for sub in ('color', 'depth', 'pose', 'intrinsic'):
+        os.makedirs(root / sub)
+    cv2.imwrite(str(root / 'color' / '0.jpg'), np.full((8, 12, 3), 128, np.uint8))
+    cv2.imwrite(str(root / 'depth' / '0.png'), np.full((4, 6), 3000, np.uint16))
+    np.savetxt(root / 'pose' / '0.txt', pose, fmt='%f')
+    np.savetxt(root / 'intrinsic' / 'intrinsic_depth.txt', k_depth, fmt='%f')
+    np.savetxt(root / 'intrinsic' / 'intrinsic_color.txt', k_color, fmt='%f')
+    exp = load_rgbd_folder(str(root))
+    assert exp.layout == 'scannet'
+    np.testing.assert_array_equal(exp.poses, seq.poses)
+    np.testing.assert_array_equal(exp.load_frame(0)[1], d)
+
+
 def test_7scenes_invalid_depth_and_published_intrinsics(tmp_path):
     root = tmp_path / 'seq-01'
     os.makedirs(root)
