@@ -431,9 +431,20 @@ def associate(first: Sequence[float], second: Sequence[float],
     a, b = np.asarray(first, np.float64), np.asarray(second, np.float64)
     if not len(a) or not len(b):
         return {}
-    diff = np.abs(a[:, None] - b[None, :])
-    ia, ib = np.nonzero(diff < max_difference)
-    order = np.lexsort((ib, ia, diff[ia, ib]))
+    # candidate pairs within the window only (a 100 Hz ground truth makes a full matrix large)
+    order_b = np.argsort(b, kind='stable')
+    sb = b[order_b]
+    lo = np.searchsorted(sb, a - max_difference, side='left')
+    hi = np.searchsorted(sb, a + max_difference, side='right')
+    counts = hi - lo
+    ia = np.repeat(np.arange(len(a)), counts)
+    pos = np.concatenate([np.arange(s, e) for s, e in zip(lo, hi)]) if counts.sum() else \
+        np.zeros(0, np.int64)
+    ib = order_b[pos.astype(np.int64)]
+    diff = np.abs(a[ia] - b[ib])
+    keep = diff < max_difference
+    ia, ib, diff = ia[keep], ib[keep], diff[keep]
+    order = np.lexsort((ib, ia, diff))
     out, used = {}, set()
     for i, j in zip(ia[order].tolist(), ib[order].tolist()):
         if i not in out and j not in used:
