@@ -1,5 +1,4 @@
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -7,8 +6,10 @@ import torch
 
 from projects.odin.layers import idw_interpolate, multiscale_xyz, unproject_depth, voxelize
 from projects.odin.ops import knn, use_backend
+from projects.odin.testing import reference_dir
 
-REF = Path(os.environ.get('ODIN_REFERENCE_DIR', '/work/shared/reference'))
+# ../shared/reference beside the checkout (or $ODIN_REFERENCE_DIR), as every golden test
+REF = Path(reference_dir())
 GOLDEN_SCENE = REF / 'golden_scannet_resnet.pt'
 GOLDEN_BLOCK = REF / 'golden_crossview_block.pt'
 needs_scene = pytest.mark.skipif(not GOLDEN_SCENE.exists(), reason=f'{GOLDEN_SCENE} not present')
