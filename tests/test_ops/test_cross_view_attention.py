@@ -13,6 +13,7 @@ from projects.odin.models.parity import fill_value, knn_differences
 from projects.odin.ops import ext_available, knn, scatter_mean, use_backend
 from projects.odin.testing import reference_dir
 
+# ../shared/reference beside the checkout (or $ODIN_REFERENCE_DIR), as every golden test
 REF = Path(reference_dir())
 GOLDEN_BLOCK = REF / 'golden_crossview_block.pt'
 
@@ -109,15 +110,24 @@ def test_gradcheck_fast_block():
     assert torch.autograd.gradcheck(fn, tuple(params[n] for n in names), fast_mode=True)
 
 
-def test_dropout_and_train_mode_run():
+def test_dropout_acts_in_train_mode_only():
     block = CrossViewAttention(16, num_layers=1, num_heads=2, ffn_dims=32, num_neighbors=3,
                                dropout=0.5)
     feats, xyz, idx = random_voxels([20], 16, 3, seed=5, dtype=torch.float32)
+    block.eval()
+    with torch.no_grad():
+        ref = block(feats, xyz, idx)
+        torch.testing.assert_close(block(feats, xyz, idx), ref, rtol=0, atol=0)
     block.train()
+    torch.manual_seed(0)
     out = block(feats, xyz, idx)
     out.sum().backward()
     assert out.shape == (20, 16) and torch.isfinite(out).all()
-    assert all(p.grad is not None for p in block.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters())
+    # dropout is active: the train-mode output differs from eval and from another draw
+    assert (out.detach() - ref).abs().max() > 1e-3
+    with torch.no_grad():
+        assert (block(feats, xyz, idx) - out.detach()).abs().max() > 1e-3
 
 
 def test_converter_and_input_errors():

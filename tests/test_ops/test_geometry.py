@@ -9,6 +9,7 @@ from projects.odin.models.parity import knn_differences
 from projects.odin.ops import knn, use_backend
 from projects.odin.testing import reference_dir
 
+# ../shared/reference beside the checkout (or $ODIN_REFERENCE_DIR), as every golden test
 REF = Path(reference_dir())
 GOLDEN_SCENE = REF / 'golden_scannet_resnet.pt'
 GOLDEN_BLOCK = REF / 'golden_crossview_block.pt'
