@@ -253,7 +253,10 @@ def toy_cfg(tmp_path_factory):
 
 
 def run_test_py(cfg, ckpt, work_dir, *extra):
-    return load_script('tools/test.py').main([cfg, ckpt, '--work-dir', str(work_dir), *extra])
+    # a distinct experiment name per run: mmengine's logger/visualiser instances are per name
+    return load_script('tools/test.py').main([
+        cfg, ckpt, '--work-dir', str(work_dir), *extra, '--cfg-options',
+        f'experiment_name=ckptfit_{osp.basename(str(work_dir))}'])
 
 
 def read_metric(work_dir):
