@@ -4,7 +4,7 @@ Usage:
     python demo/odin_demo.py RECORDING CONFIG CHECKPOINT --out-dir OUT [--max-frames N]
         [--device cpu|cuda] [--layout auto|sens|nerfstudio|arkitscenes|scannet|tum|7scenes|plain]
         [--depth-scale S] [--frame-stride K] [--intrinsics FILE] [--image-size H W]
-        [--score-thr T] [--classes NAME [NAME ...]] [--cfg-options KEY=VALUE ...]
+        [--score-thr T] [--classes NAME [NAME ...]] [--allow-partial] [--cfg-options KEY=VALUE ...]
 
 RECORDING is a folder (ScanNet export, TUM, 7-Scenes, ARKitScenes, nerfstudio ``transforms.json``,
 or a plain ``rgb/ depth/ + pose list + intrinsics`` folder), a ScanNet ``.sens`` file or a
@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--classes', nargs='+', default=None, metavar='NAME',
                         help='open-vocabulary model: the class names to find (default: its '
                         'training classes); closed-set model: new names for its classes')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='run with a checkpoint that does not fit the config (the tensors '
+                        'that fit are loaded, the others stay random); refused by default')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='config overrides, e.g. model.decode_head.open_vocab_cfg.'
                         'text_encoder.pretrained=/data/roberta-base')
@@ -110,9 +113,11 @@ def main(argv=None) -> int:
         print(f'\nerror: {e}', file=sys.stderr)
         return 2
     try:
-        # a missing model file (e.g. the RoBERTa folder of an open-vocabulary model) or a
+        # a missing model file (e.g. the RoBERTa folder of an open-vocabulary model), a checkpoint
+        # that is unreadable or does not fit the config (CheckpointError is a ValueError) or a
         # vocabulary the model cannot take
-        model = init_odin_model(cfg, args.checkpoint, device=args.device, sensor_points=True)
+        model = init_odin_model(cfg, args.checkpoint, device=args.device, sensor_points=True,
+                                allow_partial=args.allow_partial)
         classes = set_vocabulary(model, args.classes)
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)

@@ -121,7 +121,8 @@ def prepare_recording(seq: RGBDSequence,
 
 
 def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu',
-                    cfg_options: Optional[dict] = None, sensor_points: bool = False) -> nn.Module:
+                    cfg_options: Optional[dict] = None, sensor_points: bool = False,
+                    allow_partial: bool = False) -> nn.Module:
     """Build an ODIN model from a config and load a checkpoint (mmdet3d's ``init_model``).
 
     Args:
@@ -132,14 +133,23 @@ def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu
         sensor_points: predict on the fused sensor points given as ``inputs['points']`` (the demo;
             ``use_ghost_points=False``) whatever mode the config trains in. The weights are the
             same in both modes. Defaults to False.
+        allow_partial: load a checkpoint that does not fit the config's model (the tensors that
+            fit; a warning lists the rest) instead of raising. Defaults to False.
 
     Returns:
         The model in eval mode, with the config as ``model.cfg``.
+
+    Raises:
+        FileNotFoundError: no such config or checkpoint.
+        projects.odin.utils.CheckpointReadError: the checkpoint file cannot be read.
+        projects.odin.utils.CheckpointMismatchError: the checkpoint does not fit the model (see
+            :func:`projects.odin.utils.check_checkpoint`) and ``allow_partial`` is False.
     """
     from mmdet3d.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
+
+    from projects.odin.utils.checkpoint import load_checked_checkpoint
     if isinstance(config, str) and not osp.isfile(config):
         raise FileNotFoundError(f'config not found: {config}')
     if checkpoint is not None and not osp.isfile(checkpoint):
@@ -147,6 +157,7 @@ def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu
     # mmdet3d.apis.init_model builds ODIN configs too (tests/test_apis/test_init_model.py); this
     # variant also switches to sensor points, needs no test dataloader in the config and falls
     # back to the config's class names.
+    config_path = config if isinstance(config, str) else getattr(config, 'filename', None)
     cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -157,7 +168,8 @@ def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu
     model = MODELS.build(cfg.model)
     model.dataset_meta = {}
     if checkpoint is not None:
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+        ckpt = load_checked_checkpoint(model, checkpoint, config=config_path,
+                                       allow_partial=allow_partial)
         meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
         model.dataset_meta = dict(meta.get('dataset_meta') or {})
     if not model.dataset_meta.get('classes') and cfg.get('class_names'):
