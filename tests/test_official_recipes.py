@@ -59,7 +59,8 @@ def _frames(pipeline: list) -> dict:
 
 def _superpoints(cfg: Config) -> tuple:
     """USE_SEGMENTS as ours: the model flag and the loader flag of both pipelines (if any)."""
-    out = [bool(cfg.model.use_superpoints)]
+    points = cfg.model.prediction_points
+    out = [points.type == 'MeshPoints' and bool(points.get('superpoints', True))]
     for pipe in (_train(cfg), _test(cfg)):
         sp = [t for t in pipe if t['type'] == 'LoadODINSuperpoints']
         out.append(bool(sp[0].get('use_superpoints', True)) if sp else False)
@@ -201,18 +202,18 @@ RECIPE: List[Row] = [
     # ---- 3D
     Row('voxel_sizes', lambda o: list(o['INPUT']['VOXEL_SIZE']),
         lambda c: list(c.model.voxel_sizes), 'INPUT.VOXEL_SIZE (res2..res5) = model.voxel_sizes'),
-    Row('knn', lambda o: (o['MODEL']['KNN'],) * 3,
-        lambda c: (c.model.num_neighbors, c.model.backbone.fusion_cfg.num_neighbors,
-                   c.model.decode_head.pixel_decoder.fusion_cfg.num_neighbors),
-        'MODEL.KNN = k of the 3D attention (model, backbone and pixel-decoder fusion)'),
-    Row('interp_neighbors', lambda o: (o['INTERP_NEIGHBORS'],) * 2,
-        lambda c: (c.model.decode_head.num_neighbors,
-                   c.model.decode_head.pixel_decoder.num_neighbors),
-        'INTERP_NEIGHBORS = k of the IDW interpolations (decoder masks, pixel decoder)'),
-    Row('visibility_thresh', lambda o: o['KNN_THRESH'], lambda c: c.model.visibility_thresh,
-        'KNN_THRESH = model.visibility_thresh'),
-    Row('ghost_points', lambda o: o['USE_GHOST_POINTS'], lambda c: c.model.use_ghost_points,
-        'USE_GHOST_POINTS = model.use_ghost_points'),
+    Row('knn', lambda o: o['MODEL']['KNN'], lambda c: c.model.num_neighbors,
+        'MODEL.KNN = model.num_neighbors, the k of every 3D attention k-NN graph'),
+    Row('interp_neighbors', lambda o: o['INTERP_NEIGHBORS'], lambda c: c.model.num_neighbors,
+        'INTERP_NEIGHBORS = model.num_neighbors, the k of every IDW interpolation (decoder '
+        'masks, pixel decoder, sensor-point logits)'),
+    Row('visibility_thresh', lambda o: o['KNN_THRESH'] if o['USE_GHOST_POINTS'] else None,
+        lambda c: c.model.prediction_points.get('visibility_thresh'),
+        'KNN_THRESH = model.prediction_points.visibility_thresh (mesh points; sensor points '
+        'have none)'),
+    Row('ghost_points', lambda o: o['USE_GHOST_POINTS'],
+        lambda c: c.model.prediction_points.type == 'MeshPoints',
+        'USE_GHOST_POINTS = model.prediction_points is MeshPoints (else SensorPoints)'),
     Row('superpoints', lambda o: (o['USE_SEGMENTS'], o['USE_SEGMENTS'] and o['USE_GHOST_POINTS'],
                                   o['USE_SEGMENTS'] and o['USE_GHOST_POINTS']),
         _superpoints,

@@ -11,7 +11,7 @@ model = dict(
         zero_init_residual=False,
         base_channels=16,
         fusion_layers=(1, 1, 1),
-        fusion_cfg=dict(embed_dims=dims, num_heads=4, ffn_dims=64, num_neighbors=8,
+        fusion_cfg=dict(embed_dims=dims, num_heads=4, ffn_dims=64,
                         num_groups=8)),
     decode_head=dict(
         in_channels=[16, 32, 64, 128],
@@ -23,7 +23,7 @@ model = dict(
         max_train_points=200,
         pixel_decoder=dict(
             norm_cfg=dict(type='GN', num_groups=8),
-            fusion_cfg=dict(num_layers=1, num_heads=4, ffn_dims=64, num_neighbors=8),
+            fusion_cfg=dict(num_layers=1, num_heads=4, ffn_dims=64),
             encoder=dict(
                 num_layers=1,
                 layer_cfg=dict(

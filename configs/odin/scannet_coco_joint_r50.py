@@ -27,8 +27,8 @@ _base_ = [
 num_classes = 20  # ScanNet; open vocabulary: K is the batch's vocabulary size (20 or 80)
 roberta_path = 'checkpoints/roberta-base'  # local RoBERTa-base folder (never downloaded)
 model = dict(
-    use_ghost_points=True,
-    use_superpoints=True,
+    prediction_points=dict(type='MeshPoints', voxel_size=0.02, superpoints=True,
+                           visibility_thresh=1e-3),  # USE_GHOST_POINTS, USE_SEGMENTS True
     decode_head=dict(
         num_things_classes=num_classes,
         # class weights: 1 per class, last entry = no-object weight (0.1), resized per batch

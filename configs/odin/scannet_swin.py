@@ -12,8 +12,8 @@ _base_ = [
 
 num_classes = 20
 model = dict(
-    use_ghost_points=True,  # mesh vertices (USE_GHOST_POINTS)
-    use_superpoints=True,  # USE_SEGMENTS
+    prediction_points=dict(type='MeshPoints', voxel_size=0.02, superpoints=True,
+                           visibility_thresh=1e-3),  # USE_GHOST_POINTS, USE_SEGMENTS True
     decode_head=dict(
         num_things_classes=num_classes,
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),

@@ -35,7 +35,7 @@ model = dict(
         norm_eval=False,
         fusion_stages=(1, 2, 3),
         fusion_layers=(1, 1, 1),
-        fusion_cfg=dict(embed_dims=feat, num_heads=4, ffn_dims=2 * feat, num_neighbors=8,
+        fusion_cfg=dict(embed_dims=feat, num_heads=4, ffn_dims=2 * feat,
                         num_groups=8)),
     decode_head=dict(
         in_channels=[32, 64, 128, 256],
@@ -47,7 +47,7 @@ model = dict(
         max_train_points=20000,
         pixel_decoder=dict(
             norm_cfg=dict(type='GN', num_groups=16),
-            fusion_cfg=dict(num_layers=1, num_heads=4, ffn_dims=2 * feat, num_neighbors=8),
+            fusion_cfg=dict(num_layers=1, num_heads=4, ffn_dims=2 * feat),
             encoder=dict(
                 num_layers=1,
                 layer_cfg=dict(
@@ -62,7 +62,7 @@ model = dict(
                 cross_attn_cfg=dict(embed_dims=feat, num_heads=4),
                 ffn_cfg=dict(embed_dims=feat, feedforward_channels=4 * feat))),
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
-    test_cfg=dict(topk=num_queries, max_per_image=num_queries))
+    test_cfg=dict(topk=num_queries))
 
 # synthetic_mv.py's pipelines with this config's view count and crop size
 train_pipeline = [

@@ -22,7 +22,7 @@ def _build(**overrides):
     cfg = Config.fromfile(CFG)
     model_cfg = copy.deepcopy(cfg.model)
     for k, v in overrides.items():
-        if isinstance(v, dict) and k in model_cfg:
+        if isinstance(v, dict) and k in model_cfg and k != 'prediction_points':
             model_cfg[k].update(v)
         else:
             model_cfg[k] = v
@@ -84,7 +84,7 @@ def test_predict_3d_ghost_points_output_format():
 
 
 def test_predict_3d_sensor_points_and_skip_classes():
-    model = _build(use_ghost_points=False, test_cfg=dict(skip_classes=(2, 3)))
+    model = _build(prediction_points=dict(type='SensorPoints'), test_cfg=dict(skip_classes=(2, 3)))
     model.eval()
     data = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=120,
                               num_superpoints=None)
@@ -96,7 +96,7 @@ def test_predict_3d_sensor_points_and_skip_classes():
 
 
 def test_sensor_mode_trains():
-    model = _build(use_ghost_points=False)
+    model = _build(prediction_points=dict(type='SensorPoints'))
     model.train()
     data = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=150,
                               num_superpoints=None)

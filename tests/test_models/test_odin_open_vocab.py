@@ -161,7 +161,7 @@ def test_background_tokens_give_the_no_object_logit(roberta_dir):
     from mmengine.structures import InstanceData
     targets = [InstanceData(labels=torch.zeros(0, dtype=torch.long),
                             masks=torch.zeros(0, 5, dtype=torch.bool))]
-    losses = head.loss_3d([cls], [torch.randn(1, 8, 5)], [5], targets)
+    losses = head.loss_by_feat_3d([cls], [torch.randn(1, 8, 5)], [5], targets)
     expected = -cls.log_softmax(-1)[..., -1].mean() * head.loss_cls.loss_weight
     torch.testing.assert_close(losses['loss_cls'], expected)
     # the per-batch K is restored after the loss
@@ -246,4 +246,6 @@ def test_open_vocab_3d_training_frozen_encoder_and_predictions(roberta_dir):
     with torch.no_grad():
         inst = model(**model.data_preprocessor(d2, False), mode='predict')[0].pred_instances
     assert len(inst.labels) == 10 and inst.labels.max() < 6
-    assert model.fusion_head_2d.num_classes == 4  # restored after the batch
+    # the per-batch K is not stored anywhere: the configured 2D fusion head keeps no K
+    assert 'num_things_classes' not in model.decode_head.fusion_head_2d
+    assert model.decode_head.num_classes == 4

@@ -160,9 +160,8 @@ def main(argv=None) -> int:
     n_vert = len(inputs['points'][0])
     img = inputs['imgs'][0]
     with torch.no_grad():
-        geometry = ours.build_geometry(inputs, samples)
-        ghost, _ = ours.build_ghost_points(inputs['points'], inputs.get('superpoints'),
-                                           geometry)
+        points = ours.extract_feat_3d(inputs, samples)[1]
+        geometry, ghost = points.geometry, points.mesh_voxels
     voxels = {f'res{i + 2}': int(lvl.voxel_xyz.shape[0])
               for i, lvl in enumerate(geometry.levels)}
     print(f'input: {img.shape[0]} views of {img.shape[-2]}x{img.shape[-1]} (padded), '

@@ -24,6 +24,6 @@ model = dict(
         convert_weights=False,
         fusion_stages=(1, 2, 3),
         fusion_layers=(2, 6, 2),
-        fusion_cfg=dict(embed_dims=256, num_heads=8, ffn_dims=1024, num_neighbors=8),
+        fusion_cfg=dict(embed_dims=256, num_heads=8, ffn_dims=1024),
         init_cfg=None),
     decode_head=dict(in_channels=[128, 256, 512, 1024]))

@@ -14,6 +14,7 @@ if importlib.util.find_spec('mmdet3d') is not None:  # register when the OpenMML
     from mmdet3d.registry import MODELS
 
     MODELS.register_module(module=CrossViewAttention, force=True)
+    MODELS.register_module(module=NaiveCrossViewAttention, force=True)
 
 __all__ = [
     'CrossViewAttention', 'KNNCrossAttentionLayer', 'RelativePositionMLP',

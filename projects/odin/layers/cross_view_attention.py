@@ -27,7 +27,7 @@ only their inputs for backward (``P_ij`` and ``r`` are recomputed), which keeps 
 memory low. Forward and backward go through autograd.
 """
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -155,12 +155,14 @@ class CrossViewAttention(nn.Module):
             decoder).
         num_heads: attention heads (8).
         ffn_dims: FFN hidden channels (1024).
-        num_neighbors: ``k`` the caller's kNN uses (8); checked against ``neighbor_idx``.
+        num_neighbors: ``k`` the caller's kNN uses, checked against ``neighbor_idx``; None
+            accepts the caller's k (the model configures k once, on the detector).
         dropout: dropout probability (official 0.0).
     """
 
     def __init__(self, embed_dims: int = 256, num_layers: int = 1, num_heads: int = 8,
-                 ffn_dims: int = 1024, num_neighbors: int = 8, dropout: float = 0.0) -> None:
+                 ffn_dims: int = 1024, num_neighbors: Optional[int] = None,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.embed_dims = embed_dims
         self.num_neighbors = num_neighbors
@@ -187,8 +189,9 @@ class CrossViewAttention(nn.Module):
                              f'got {tuple(voxel_feats.shape)}')
         if voxel_xyz.shape != (n, 3):
             raise ValueError(f'voxel_xyz must be ({n}, 3), got {tuple(voxel_xyz.shape)}')
-        if neighbor_idx.dim() != 2 or neighbor_idx.shape != (n, self.num_neighbors):
-            raise ValueError(f'neighbor_idx must be ({n}, {self.num_neighbors}), '
+        k = self.num_neighbors if self.num_neighbors is not None else neighbor_idx.shape[-1]
+        if neighbor_idx.dim() != 2 or neighbor_idx.shape != (n, k):
+            raise ValueError(f'neighbor_idx must be ({n}, {k}), '
                              f'got {tuple(neighbor_idx.shape)}')
         neighbor_idx = neighbor_idx.long()
         if n and (int(neighbor_idx.min()) < 0 or int(neighbor_idx.max()) >= n):

@@ -13,46 +13,39 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
-from projects.odin.layers.cross_view_attention import CrossViewAttention
-
 from .multiview import LevelGeometry, MultiViewGeometry
 
 
 class ResidualFusionBlock(BaseModule):
     """Residual 3D cross-view fusion block inserted after a backbone stage.
 
-    ``x + out_proj(broadcast(CrossViewAttention(pool(in_proj(x)))))`` with 1x1 conv + GroupNorm
-    projections to ``embed_dims`` and back (reference §2.5; the residual branch is not
+    ``x + out_proj(broadcast(fusion(pool(in_proj(x)))))`` with 1x1 conv + GroupNorm
+    projections to ``embed_dims`` and back (specification §2.5; the residual branch is not
     zero-initialised).
 
     Args:
         in_channels: channels of the stage output.
         num_layers: attention layers of the block.
         embed_dims: width of the 3D attention.
-        num_heads: attention heads.
-        ffn_dims: hidden width of the FFN.
-        num_neighbors: k of the voxel k-NN graph.
         num_groups: GroupNorm groups of the projections.
+        init_cfg: initialisation config.
+        **fusion_cfg: the 3D fusion layer's config: ``type`` (default ``'CrossViewAttention'``)
+            and its arguments (``num_heads``, ``ffn_dims``, ...).
     """
 
     def __init__(self,
                  in_channels: int,
                  num_layers: int,
                  embed_dims: int = 256,
-                 num_heads: int = 8,
-                 ffn_dims: int = 1024,
-                 num_neighbors: int = 8,
                  num_groups: int = 32,
-                 init_cfg=None) -> None:
+                 init_cfg=None,
+                 **fusion_cfg) -> None:
         super().__init__(init_cfg=init_cfg)
         self.in_proj = nn.Sequential(
             nn.Conv2d(in_channels, embed_dims, 1), nn.GroupNorm(num_groups, embed_dims))
-        self.attn = CrossViewAttention(
-            embed_dims=embed_dims,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            ffn_dims=ffn_dims,
-            num_neighbors=num_neighbors)
+        cfg = dict(type='CrossViewAttention', embed_dims=embed_dims, num_layers=num_layers)
+        cfg.update(fusion_cfg)
+        self.attn = MODELS.build(cfg)
         self.out_proj = nn.Sequential(
             nn.Conv2d(embed_dims, in_channels, 1), nn.GroupNorm(num_groups, in_channels))
 
@@ -122,9 +115,10 @@ class ODINResNet(ResNet):
         Returns:
             list[Tensor]: res2..res5 (those in ``out_indices``), each (B*V, C_i, H/s, W/s).
         """
-        x = self.conv1(x)
-        x = self.norm1(x)
-        x = self.relu(x)
+        if self.deep_stem:
+            x = self.stem(x)
+        else:
+            x = self.relu(self.norm1(self.conv1(x)))
         x = self.maxpool(x)
         outs = []
         for i, layer_name in enumerate(self.res_layers):

@@ -49,8 +49,8 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
         if depths is not None and len(depths) != len(inputs['img']):
             raise ValueError('a batch must be all-3D (with depths) or all-2D (without): got '
                              f'{len(depths)} depth stacks for {len(inputs["img"])} samples')
-        extras = {k: inputs[k] for k in ('depths', 'poses', 'intrinsics', 'superpoints',
-                                         'multi_scale_xyz') if inputs.get(k) is not None}
+        extras = {k: inputs[k] for k in ('depths', 'poses', 'intrinsics', 'superpoints')
+                  if inputs.get(k) is not None}
         out = super().simple_process(data, training)
         if not extras:
             return out
@@ -70,10 +70,4 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
                 batch_inputs[key] = torch.stack([x.float() for x in extras[key]])
         if 'superpoints' in extras:
             batch_inputs['superpoints'] = list(extras['superpoints'])
-        if 'multi_scale_xyz' in extras:
-            # optional precomputed xyz maps (res2..res5 per sample) -> per level (B, V, h, w, 3)
-            per_sample = extras['multi_scale_xyz']
-            batch_inputs['multi_scale_xyz'] = [
-                torch.stack([s[i] for s in per_sample]) for i in range(len(per_sample[0]))
-            ]
         return out

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from projects.odin.layers.geometry import multiscale_xyz, unproject_depth, voxelize
 from projects.odin.ops import scatter_mean
+from projects.odin.ops.utils import scene_ranges
 
 from . import neighbors
 
@@ -54,13 +55,12 @@ class LevelGeometry:
     @property
     def voxel_counts(self) -> List[int]:
         """Number of voxels of every scene."""
-        ends = self.voxel_offsets.tolist()
-        return [e - s for s, e in zip([0] + ends[:-1], ends)]
+        return [e - s for s, e in scene_ranges(self.voxel_offsets)]
 
     @property
     def voxel_starts(self) -> List[int]:
         """First global voxel id of every scene."""
-        return [0] + self.voxel_offsets.tolist()[:-1]
+        return [s for s, _ in scene_ranges(self.voxel_offsets)]
 
     def pool(self, feats: Tensor) -> Tensor:
         """Average pixel features into voxels.
@@ -145,12 +145,35 @@ def build_level_geometry(xyz: Tensor, voxel_size: float,
 
 @dataclass
 class MultiViewGeometry:
-    """Geometry of all feature levels, indexed like the backbone outputs (res2..res5)."""
+    """Geometry of all feature levels, indexed like the backbone outputs (res2..res5).
+
+    Attributes:
+        levels: one :class:`LevelGeometry` per level, res2 (stride 4) first.
+        num_neighbors: k of the voxel k-NN graphs and of every IDW interpolation of the model
+            (the detector's ``num_neighbors``, the one place it is configured).
+    """
 
     levels: List[LevelGeometry]
+    num_neighbors: int = 8
 
     def __getitem__(self, i: int) -> LevelGeometry:
         return self.levels[i]
+
+    def idw(self, src_feats: Tensor, src: LevelGeometry, tgt_xyz: Tensor,
+            tgt_offsets: Tensor) -> Tensor:
+        """IDW-interpolate voxel features of level ``src`` onto target points (k nearest).
+
+        Args:
+            src_feats: ``(N_vox, C)`` features of the voxels of ``src``.
+            src: the source level.
+            tgt_xyz: ``(N_t, 3)`` target points of all scenes.
+            tgt_offsets: ``(B,)`` cumulative target count per scene.
+
+        Returns:
+            ``(N_t, C)`` interpolated features.
+        """
+        return neighbors.idw(src_feats, src.voxel_xyz, src.voxel_offsets, tgt_xyz, tgt_offsets,
+                             self.num_neighbors)
 
 
 def build_multiview_geometry(multi_scale_xyz: Sequence[Tensor],
@@ -171,7 +194,7 @@ def build_multiview_geometry(multi_scale_xyz: Sequence[Tensor],
     levels = []
     for i, (xyz, size) in enumerate(zip(multi_scale_xyz, voxel_sizes)):
         levels.append(build_level_geometry(xyz, size, num_neighbors if i in knn_levels else None))
-    return MultiViewGeometry(levels)
+    return MultiViewGeometry(levels, num_neighbors)
 
 
 def pad_to(x: Tensor, size: int, dim: int = -1, value: float = 0.0) -> Tensor:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from mmdet.models.dense_heads import Mask2FormerHead
 from mmdet.utils import reduce_mean
 from mmdet3d.registry import MODELS
+from mmdet3d.structures import PointData
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor
@@ -35,9 +36,10 @@ from torch import Tensor
 from projects.odin.ops import scatter_mean
 
 from . import neighbors
-from .multiview import MultiViewGeometry, pad_to
+from .multiview import LevelGeometry, MultiViewGeometry, pad_to
 from .open_vocab import TextCrossAttentionLayer, open_vocab_class_logits
-from .pixel_decoder import GhostPoints
+from .postprocess import instance_inference, semantic_inference
+from .prediction_points import PredictionPointSet
 
 
 def _to_cfg(cfg):
@@ -50,8 +52,10 @@ class ODINHead(Mask2FormerHead):
 
     Args:
         sample_sizes: training-time number of memory keys kept per level (res5, res4, res3).
-        num_neighbors: k of the IDW interpolation of attention masks.
         max_train_points: points per scene used for matching and mask losses.
+        fusion_head_2d: config of the 2D instance fusion (mmdet's ``MaskFormerFusionHead``;
+            its class count is set per batch from the logits and its ``max_per_image`` from
+            ``test_cfg.topk``, the instances kept in 2D and 3D).
         open_vocab_cfg: None for closed-set logits (``Linear(C, K+1)``), or a dict enabling the
             open-vocabulary class head: ``text_encoder`` (an :class:`ODINTextEncoder` config,
             ``pretrained`` = RoBERTa folder or cached hub name), ``temperature`` (0.07),
@@ -63,8 +67,8 @@ class ODINHead(Mask2FormerHead):
 
     def __init__(self,
                  sample_sizes: Sequence[int] = (800, 3200, 12800),
-                 num_neighbors: int = 8,
                  max_train_points: int = 50000,
+                 fusion_head_2d: Optional[dict] = None,
                  open_vocab_cfg: Optional[dict] = None,
                  class_names: Optional[Sequence[str]] = None,
                  **kwargs) -> None:
@@ -72,8 +76,14 @@ class ODINHead(Mask2FormerHead):
         super().__init__(**kwargs)
         feat_channels = kwargs['feat_channels']
         self.sample_sizes = tuple(sample_sizes)
-        self.num_neighbors = num_neighbors
         self.max_train_points = max_train_points
+        self.fusion_head_2d = dict(fusion_head_2d or dict(
+            type='mmdet.MaskFormerFusionHead',
+            test_cfg=dict(panoptic_on=False, semantic_on=False, instance_on=True, iou_thr=0.8,
+                          filter_low_score=False)))
+        self.attn_mask_3d = AttentionMask3D()
+        self._loss_cls_cfg = dict(kwargs['loss_cls'])
+        self._vocab_losses: Dict[int, nn.Module] = {}
         # learned absolute-xyz positional encoding of the 3D memory keys
         self.pos_embed_3d = nn.Sequential(
             nn.Conv1d(3, feat_channels, 1), nn.GroupNorm(1, feat_channels), nn.ReLU(inplace=True),
@@ -254,9 +264,23 @@ class ODINHead(Mask2FormerHead):
             return super().loss_by_feat(all_cls_scores, all_mask_preds, batch_gt_instances,
                                         batch_img_metas)
 
+    # ------------------------------------------------------------------ 2D inference
+    def predict_2d(self, feats: List[Tensor], batch_data_samples: Sequence) -> List[InstanceData]:
+        """2D instances: mmdet's prediction + the configured fusion head (K from the logits).
+
+        Returns:
+            list[InstanceData]: per image mmdet's ``ins_results``.
+        """
+        cls, masks = self.predict(feats, batch_data_samples)
+        cfg = dict(self.fusion_head_2d, num_things_classes=cls.shape[-1] - 1, num_stuff_classes=0)
+        cfg['test_cfg'] = dict(cfg.get('test_cfg') or {},
+                               max_per_image=(self.test_cfg or {}).get('topk', 100))
+        fusion = MODELS.build(cfg)
+        results = fusion.predict(cls, masks, batch_data_samples, rescale=True)
+        return [r['ins_results'] for r in results]
+
     # ------------------------------------------------------------------ 3D forward
-    def _memory_3d(self, multi_scale: List[Tensor], geometry: MultiViewGeometry,
-                   record: Optional[dict]) -> List[dict]:
+    def _memory_3d(self, multi_scale: List[Tensor], geometry: MultiViewGeometry) -> List[dict]:
         """Voxel memory, positional encodings and key padding of every decoder level."""
         levels = []
         num_geo = len(geometry.levels)
@@ -283,121 +307,69 @@ class ODINHead(Mask2FormerHead):
             if self.training and i < len(self.sample_sizes) and n_max > self.sample_sizes[i]:
                 keep = torch.randperm(n_max, device=mem.device)[:self.sample_sizes[i]]
                 mem_b, pos_b, pad = mem_b[:, keep], pos_b[:, keep], pad[:, keep]
-            if record is not None and i < 3:
-                record[f'decoder.layer{i}.cross_attn.memory'] = mem_b.transpose(0, 1)
-                record[f'decoder.layer{i}.cross_attn.memory_pos'] = pos_b.transpose(0, 1)
             levels.append(dict(geo=geo, memory=mem_b, pos=pos_b, pad=pad, keep=keep))
         return levels
 
     def _head_3d(self, query: Tensor, mask_feats: Tensor, pred_counts: List[int],
-                 point_logits_fn, src_xyz: Tensor, src_offsets: Tensor,
-                 level: dict, text: Optional[Dict[str, Tensor]] = None
-                 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+                 points: PredictionPointSet, level: dict,
+                 text: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Prediction head after a decoder layer, plus the next level's attention mask.
 
         Args:
             query: shape (B, Q, C).
             mask_feats: mask features of the prediction points, padded, shape (B, C, N_max).
             pred_counts: valid prediction points per scene.
-            point_logits_fn: maps one scene's (Q, N_pred_b) logits to its mask-feature points.
-            src_xyz: xyz of all mask-feature points, shape (N_src, 3).
-            src_offsets: cumulative mask-feature point count per scene, shape (B,).
+            points: the batch's prediction points.
             level: next decoder level (from :meth:`_memory_3d`).
             text: text tokens of the batch (open vocabulary) or None.
 
         Returns:
-            tuple: cls logits (B, Q, K+1), mask logits (B, Q, N_max), raw attention mask
-            (B, Q, N_vox_max) (True = masked, before the all-masked fix) and the attention mask
+            tuple: cls logits (B, Q, K+1), mask logits (B, Q, N_max) and the attention mask
             repeated over heads and key-subsampled (B*heads, Q, N_keys).
         """
         out = self.transformer_decoder.post_norm(query)
         cls_pred = self._class_logits(out, text)
         mask_embed = self.mask_embed(out)
         mask_pred = torch.einsum('bqc,bcn->bqn', mask_embed, mask_feats)
-        geo = level['geo']
         src = torch.cat([
-            point_logits_fn(j, mask_pred[j, :, :n]).t() for j, n in enumerate(pred_counts)
+            points.to_source(j, mask_pred[j, :, :n]).t() for j, n in enumerate(pred_counts)
         ])
-        tgt = neighbors.idw(src.detach(), src_xyz, src_offsets, geo.voxel_xyz,
-                            geo.voxel_offsets, self.num_neighbors)  # (N_vox, Q)
-        n_max = max(geo.voxel_counts)
-        raw = torch.ones(query.shape[0], query.shape[1], n_max, dtype=torch.bool,
-                         device=query.device)
-        for j, (s, n) in enumerate(zip(geo.voxel_starts, geo.voxel_counts)):
-            raw[j, :, :n] = tgt[s:s + n].t().sigmoid() < 0.5
+        raw = self.attn_mask_3d(src.detach(), points.src_xyz, points.src_offsets,
+                                level['geo'], points.geometry.num_neighbors)
         attn = raw if level['keep'] is None else raw[:, :, level['keep']]
         attn = attn.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
-        return cls_pred, mask_pred, raw, attn.detach()
+        return cls_pred, mask_pred, attn.detach()
 
-    def forward_3d(self,
-                   feats: List[Tensor],
-                   geometry: MultiViewGeometry,
-                   ghost: Optional[GhostPoints] = None,
-                   record: Optional[dict] = None,
+    def forward_3d(self, feats: List[Tensor], points: PredictionPointSet,
                    batch_data_samples: Optional[Sequence] = None
                    ) -> Tuple[List[Tensor], List[Tensor], List[int]]:
         """3D forward.
 
         Args:
             feats: backbone levels res2..res5, each (B*V, C_i, h_i, w_i).
-            geometry: voxel geometry of res2..res5.
-            ghost: mesh voxels in ghost-point mode, None for sensor points.
-            record: if a dict, intermediate tensors are stored in it (parity checks).
+            points: the batch's prediction points (and its geometry).
             batch_data_samples: data samples (their ``metainfo['classes']`` is the vocabulary
                 in open-vocabulary mode).
 
         Returns:
             tuple: per prediction (initial + one per layer) the class logits (B, Q, K+1) and
-            mask logits (B, Q, N_max), and the valid prediction points per scene (superpoints,
-            mesh voxels or res2 voxels).
+            mask logits (B, Q, N_max) over the prediction points, and the number of valid
+            prediction points of every scene.
         """
-        mask_features, multi_scale = self.pixel_decoder(feats, geometry, ghost)
-        if record is not None:
-            record['pixel_decoder.multi_scale_features'] = multi_scale
-            record['pixel_decoder.mask_features'] = mask_features
-        if ghost is not None:
-            per_scene = list(mask_features)  # (C, N_mv_b)
-            src_xyz, src_offsets = ghost.voxel_xyz, ghost.voxel_offsets
-            if ghost.segments is not None:
-                per_scene = [
-                    scatter_mean(f.t(), seg, int(seg.max()) + 1).t()
-                    for f, seg in zip(per_scene, ghost.segments)
-                ]
-
-                def point_logits_fn(j, logits):
-                    return logits[:, ghost.segments[j]]
-            else:
-
-                def point_logits_fn(j, logits):
-                    return logits
-        else:
-            res2 = geometry[0]
-            voxel_feats = res2.pool(mask_features)
-            per_scene = [
-                voxel_feats[s:s + n].t() for s, n in zip(res2.voxel_starts, res2.voxel_counts)
-            ]
-            src_xyz, src_offsets = res2.voxel_xyz, res2.voxel_offsets
-
-            def point_logits_fn(j, logits):
-                return logits
-
+        geometry = points.geometry
+        mask_features, multi_scale = self.pixel_decoder(feats, geometry, points.mesh_voxels)
+        per_scene = points.pool_features(mask_features)
         pred_counts = [f.shape[1] for f in per_scene]
         n_max = max(pred_counts)
         mask_feats = torch.stack([pad_to(f, n_max) for f in per_scene])
-        if record is not None:
-            record['decoder.in.mask_features_xyz'] = src_xyz
-        levels = self._memory_3d(multi_scale, geometry, record)
+        levels = self._memory_3d(multi_scale, geometry)
         batch_size = mask_feats.shape[0]
         query = self.query_feat.weight.unsqueeze(0).repeat(batch_size, 1, 1)
         query_embed = self.query_embed.weight.unsqueeze(0).repeat(batch_size, 1, 1)
         text = self.encode_text(batch_data_samples, batch_size)
-        cls_list, mask_list, raw_list = [], [], []
-        cls_pred, mask_pred, raw, attn = self._head_3d(query, mask_feats, pred_counts,
-                                                       point_logits_fn, src_xyz, src_offsets,
-                                                       levels[0], text)
-        cls_list.append(cls_pred)
-        mask_list.append(mask_pred)
-        raw_list.append(raw)
+        cls_pred, mask_pred, attn = self._head_3d(query, mask_feats, pred_counts, points,
+                                                  levels[0], text)
+        cls_list, mask_list = [cls_pred], [mask_pred]
         for i in range(self.num_transformer_decoder_layers):
             level = levels[i % self.num_transformer_feat_level]
             # fully masked rows attend to every (non-padded) key
@@ -415,49 +387,118 @@ class ODINHead(Mask2FormerHead):
                 query_key_padding_mask=None,
                 key_padding_mask=None)
             nxt = levels[(i + 1) % self.num_transformer_feat_level]
-            cls_pred, mask_pred, raw, attn = self._head_3d(query, mask_feats, pred_counts,
-                                                           point_logits_fn, src_xyz, src_offsets,
-                                                           nxt, text)
+            cls_pred, mask_pred, attn = self._head_3d(query, mask_feats, pred_counts, points,
+                                                      nxt, text)
             cls_list.append(cls_pred)
             mask_list.append(mask_pred)
-            raw_list.append(raw)
-        if record is not None:
-            record['decoder_heads.attn_mask_next_level'] = raw_list
         return cls_list, mask_list, pred_counts
 
+    # ------------------------------------------------------------------ 3D inference
+    def predict_3d(self, feats: List[Tensor], points: PredictionPointSet,
+                   batch_data_samples: Sequence,
+                   eval_points: Optional[Sequence[Tensor]] = None) -> List[PointData]:
+        """3D instances and semantics of every scene, on its evaluation points.
+
+        Args:
+            feats: backbone levels res2..res5.
+            points: the batch's prediction points.
+            batch_data_samples: data samples.
+            eval_points: per scene the points to label (sensor mode; None = the res2 pixels).
+
+        Returns:
+            list[PointData]: per scene ``pts_semantic_mask``, ``pts_instance_mask``,
+            ``instance_labels``, ``instance_scores``.
+        """
+        cls_list, mask_list, pred_counts = self.forward_3d(feats, points, batch_data_samples)
+        results = []
+        for b, n in enumerate(pred_counts):
+            logits = points.lift_logits(b, mask_list[-1][b, :, :n],
+                                        None if eval_points is None else eval_points[b])
+            results.append(self.postprocess_3d(cls_list[-1][b], logits))
+        return results
+
+    def postprocess_3d(self, cls_logits: Tensor, point_logits: Tensor) -> PointData:
+        """Instance (top-k, no NMS) and semantic predictions of one scene (specification §2.11).
+
+        Args:
+            cls_logits: shape (Q, K+1).
+            point_logits: shape (Q, N).
+
+        Returns:
+            PointData: predictions over the N points.
+        """
+        cfg = self.test_cfg or {}
+        masks, labels, scores = instance_inference(cls_logits, point_logits,
+                                                   cfg.get('topk', 100),
+                                                   cfg.get('skip_classes', ()))
+        return PointData(
+            pts_semantic_mask=semantic_inference(cls_logits, point_logits),
+            pts_instance_mask=masks,
+            instance_labels=labels,
+            instance_scores=scores)
+
     # ------------------------------------------------------------------ 3D loss
-    def loss_3d(self, cls_list: List[Tensor], mask_list: List[Tensor], pred_counts: List[int],
-                targets: List[InstanceData]) -> Dict[str, Tensor]:
+    def loss_3d(self, feats: List[Tensor], points: PredictionPointSet,
+                batch_data_samples: Sequence, input_points: Sequence[Tensor]
+                ) -> Dict[str, Tensor]:
         """Deep-supervised Hungarian losses on 3D masks.
 
         Args:
-            cls_list: per prediction, class logits (B, Q, K+1); K may be the batch's
-                vocabulary size (open vocabulary).
-            mask_list: per prediction, mask logits (B, Q, N_max).
-            pred_counts: valid prediction points per scene.
-            targets: per scene ``labels`` (M,) and boolean ``masks`` (M, N_b).
+            feats: backbone levels res2..res5.
+            points: the batch's prediction points.
+            batch_data_samples: samples with ``gt_pts_seg`` over ``input_points``.
+            input_points: per scene the input points (N_b, 3+).
 
         Returns:
             dict[str, Tensor]: ``loss_cls/loss_mask/loss_dice`` of the last prediction and
             ``d{i}.loss_*`` of the earlier ones.
         """
-        with self._vocab_size(cls_list[0].shape[-1] - 1):
-            return self._loss_3d(cls_list, mask_list, pred_counts, targets)
+        cls_list, mask_list, pred_counts = self.forward_3d(feats, points, batch_data_samples)
+        num_classes = cls_list[0].shape[-1] - 1  # K of the batch (open vocabulary: varies)
+        targets = points.build_targets(batch_data_samples, input_points, num_classes)
+        return self.loss_by_feat_3d(cls_list, mask_list, pred_counts, targets)
 
-    def _loss_3d(self, cls_list: List[Tensor], mask_list: List[Tensor], pred_counts: List[int],
-                 targets: List[InstanceData]) -> Dict[str, Tensor]:
+    def loss_by_feat_3d(self, cls_list: List[Tensor], mask_list: List[Tensor],
+                        pred_counts: List[int],
+                        targets: List[InstanceData]) -> Dict[str, Tensor]:
+        """Losses of every prediction against per-scene targets on the prediction points.
+
+        Args:
+            cls_list: per prediction, class logits (B, Q, K+1).
+            mask_list: per prediction, mask logits (B, Q, N_max).
+            pred_counts: valid prediction points per scene.
+            targets: per scene ``labels`` (M,) and boolean ``masks`` (M, N_b).
+
+        Returns:
+            dict[str, Tensor]: the losses.
+        """
         num_masks = sum(len(t.labels) for t in targets)
         num_masks = max(reduce_mean(cls_list[0].new_tensor([float(num_masks)])).item(), 1.0)
+        loss_cls = self._loss_cls_for(cls_list[0].shape[-1] - 1)
         losses = {}
         num = len(cls_list)
         for i, (cls_pred, mask_pred) in enumerate(zip(cls_list, mask_list)):
             l_cls, l_mask, l_dice = self._loss_3d_single(cls_pred, mask_pred, pred_counts,
-                                                         targets, num_masks)
+                                                         targets, num_masks, loss_cls)
             prefix = '' if i == num - 1 else f'd{i}.'
             losses[prefix + 'loss_cls'] = l_cls
             losses[prefix + 'loss_mask'] = l_mask
             losses[prefix + 'loss_dice'] = l_dice
         return losses
+
+    def _loss_cls_for(self, num_classes: int) -> nn.Module:
+        """The classification loss for K = ``num_classes`` (no-object weight kept).
+
+        The configured module when K is the head's ``num_classes``; else (open vocabulary) the
+        same loss config built with class weights ``[1] * K + [w_noobj]``.
+        """
+        if num_classes == self.num_classes:
+            return self.loss_cls
+        if num_classes not in self._vocab_losses:
+            weights = [1.0] * num_classes + [float(self.class_weight[-1])]
+            self._vocab_losses[num_classes] = MODELS.build(
+                dict(self._loss_cls_cfg, class_weight=weights))
+        return self._vocab_losses[num_classes]
 
     def _subsample(self, n: int, device) -> Optional[Tensor]:
         if n <= self.max_train_points:
@@ -465,16 +506,17 @@ class ODINHead(Mask2FormerHead):
         return torch.randperm(n, device=device)[:self.max_train_points]
 
     def _loss_3d_single(self, cls_pred: Tensor, mask_pred: Tensor, pred_counts: List[int],
-                        targets: List[InstanceData], num_masks: float):
+                        targets: List[InstanceData], num_masks: float, loss_cls: nn.Module):
         batch_size = cls_pred.shape[0]
-        labels = cls_pred.new_full(cls_pred.shape[:2], self.num_classes, dtype=torch.long)
-        bce_terms, dice_terms = [], []
+        num_classes = cls_pred.shape[-1] - 1
+        labels = cls_pred.new_full(cls_pred.shape[:2], num_classes, dtype=torch.long)
+        mask_terms, dice_terms = [], []
         for b in range(batch_size):
             n = pred_counts[b]
             pred_m = mask_pred[b, :, :n]
             gt = targets[b]
             if len(gt.labels) == 0:
-                bce_terms.append(pred_m.sum() * 0)
+                mask_terms.append(pred_m.sum() * 0)
                 continue
             gt_m = gt.masks.float()
             with torch.no_grad():
@@ -490,19 +532,46 @@ class ODINHead(Mask2FormerHead):
             sel = self._subsample(n, pred_m.device)
             pm = pred_m[pos] if sel is None else pred_m[pos][:, sel]
             gm = gt_m[gt_idx] if sel is None else gt_m[gt_idx][:, sel]
-            bce = F.binary_cross_entropy_with_logits(pm, gm, reduction='none').mean(1)
-            bce_terms.append(bce.sum())
-            dice_terms.append(self.loss_dice(pm, gm, reduction_override='sum') /
-                              self.loss_dice.loss_weight)
-        class_weight = cls_pred.new_tensor(self.class_weight)
+            # per matched mask the BCE mean over its points, summed; Dice summed; both / #masks
+            mask_terms.append(self.loss_mask(pm, gm, avg_factor=pm.shape[1] * num_masks))
+            dice_terms.append(self.loss_dice(pm, gm, avg_factor=num_masks))
+        class_weight = cls_pred.new_tensor(loss_cls.class_weight)
         flat_labels = labels.flatten()
-        loss_cls = self.loss_cls(
-            cls_pred.flatten(0, 1),
-            flat_labels,
-            avg_factor=class_weight[flat_labels].sum())
-        loss_mask = self.loss_mask.loss_weight * torch.stack(bce_terms).sum() / num_masks
-        if dice_terms:
-            loss_dice = self.loss_dice.loss_weight * torch.stack(dice_terms).sum() / num_masks
-        else:
-            loss_dice = mask_pred.sum() * 0
-        return loss_cls, loss_mask, loss_dice
+        l_cls = loss_cls(cls_pred.flatten(0, 1), flat_labels,
+                         avg_factor=class_weight[flat_labels].sum())
+        l_mask = torch.stack(mask_terms).sum()
+        l_dice = torch.stack(dice_terms).sum() if dice_terms else mask_pred.sum() * 0
+        return l_cls, l_mask, l_dice
+
+
+class AttentionMask3D(nn.Module):
+    """Masked-attention mask of a 3D decoder level (specification §2.8).
+
+    The mask logits of the prediction points are IDW-interpolated (k nearest) to the level's
+    voxel centroids; a voxel is masked for a query when ``sigmoid(logit) < 0.5``. A module (no
+    parameters) so that tools can observe the masks with forward hooks.
+    """
+
+    def forward(self, src_logits: Tensor, src_xyz: Tensor, src_offsets: Tensor,
+                geo: LevelGeometry, num_neighbors: int) -> Tensor:
+        """Attention mask of every scene.
+
+        Args:
+            src_logits: ``(N_src, Q)`` logits of the mask-feature points of all scenes.
+            src_xyz: ``(N_src, 3)`` their xyz.
+            src_offsets: ``(B,)`` cumulative count per scene.
+            geo: the decoder level's voxel geometry.
+            num_neighbors: k of the IDW.
+
+        Returns:
+            ``(B, Q, N_vox_max)`` bool, True = masked (padding voxels masked), before the
+            fully-masked-row fix of the decoder.
+        """
+        tgt = neighbors.idw(src_logits, src_xyz, src_offsets, geo.voxel_xyz, geo.voxel_offsets,
+                            num_neighbors)  # (N_vox, Q)
+        counts = geo.voxel_counts
+        raw = torch.ones(len(counts), src_logits.shape[1], max(counts), dtype=torch.bool,
+                         device=src_logits.device)
+        for j, (s, n) in enumerate(zip(geo.voxel_starts, counts)):
+            raw[j, :, :n] = tgt[s:s + n].t().sigmoid() < 0.5
+        return raw

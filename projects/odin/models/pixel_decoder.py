@@ -4,15 +4,14 @@ Per view, the 6-layer multi-scale deformable encoder runs exactly as in Mask2For
 batches every encoder level is then replaced by the output of a 1-layer 3D attention block over
 the level's voxels, and the stride-4 level is built in 3D (reference §2.6):
 
-* ghost-point mode: backbone res2 features and the fused res3 level are IDW-interpolated (k=8)
-  onto the 2 cm mesh voxels ("ghost points"), so mask features live on mesh voxels;
+* mesh prediction points: backbone res2 features and the fused res3 level are IDW-interpolated
+  (k nearest) onto the 2 cm mesh voxels ("ghost points"), so mask features live on mesh voxels;
 * sensor-point mode: the fused res3 level is IDW-interpolated onto the 2 cm res2 voxels and
   broadcast to the res2 pixels instead of bilinear upsampling;
 * 2D mode: Mask2Former's bilinear FPN step.
 
 The stride-4 output conv is 1x1 (not 3x3) as in every 3D-capable official model.
 """
-from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
@@ -23,34 +22,8 @@ from mmdet3d.registry import MODELS
 from mmengine.model import ModuleList
 from torch import Tensor
 
-from projects.odin.layers.cross_view_attention import CrossViewAttention
-
-from . import neighbors
 from .multiview import MultiViewGeometry
-
-
-@dataclass
-class GhostPoints:
-    """Mesh ("ghost") points of a batch, voxelised at 2 cm.
-
-    Attributes:
-        voxel_xyz: mesh-voxel centroids of all scenes concatenated, shape (N_mv, 3).
-        voxel_offsets: cumulative mesh-voxel count per scene, shape (B,).
-        p2v: per scene, mesh vertex -> local mesh-voxel id, each (N_b,).
-        segments: per scene, mesh voxel -> local segment id (0..S_b-1), each (N_mv_b,), or None
-            when masks are predicted per mesh voxel.
-    """
-
-    voxel_xyz: Tensor
-    voxel_offsets: Tensor
-    p2v: List[Tensor]
-    segments: Optional[List[Tensor]] = None
-
-    @property
-    def voxel_counts(self) -> List[int]:
-        """Number of mesh voxels of every scene."""
-        ends = self.voxel_offsets.tolist()
-        return [e - s for s, e in zip([0] + ends[:-1], ends)]
+from .prediction_points import MeshVoxels
 
 
 @MODELS.register_module()
@@ -58,11 +31,11 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
     """MSDeformAttn pixel decoder with per-level 3D fusion and 3D upsampling.
 
     Args:
-        fusion_cfg: arguments of the per-level :class:`CrossViewAttention` (e.g.
-            ``dict(num_layers=1)``), or None for a decoder without 3D fusion layers (ablation
+        fusion_cfg: config of the per-level 3D fusion layer (e.g.
+            ``dict(type='CrossViewAttention', num_layers=1)``; ``embed_dims`` defaults to
+            ``feat_channels``), or None for a decoder without 3D fusion layers (ablation
             "no 3D fusion").
         output_kernel_size: kernel of the stride-4 output conv (1 in ODIN, 3 in Mask2Former).
-        num_neighbors: k of the IDW interpolations.
         encoder_chunk_size: views per chunk of the deformable encoder (memory bound).
         **kwargs: arguments of mmdet's ``MSDeformAttnPixelDecoder``.
     """
@@ -70,14 +43,12 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
     def __init__(self,
                  fusion_cfg: Optional[dict] = None,
                  output_kernel_size: int = 1,
-                 num_neighbors: int = 8,
                  encoder_chunk_size: int = 100,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         feat_channels = kwargs.get('feat_channels', 256)
         norm_cfg = kwargs.get('norm_cfg', dict(type='GN', num_groups=32))
         act_cfg = kwargs.get('act_cfg', dict(type='ReLU'))
-        self.num_neighbors = num_neighbors
         self.encoder_chunk_size = encoder_chunk_size
         if output_kernel_size != 3:
             self.output_convs = ModuleList([
@@ -92,10 +63,10 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
             ])
         self.fusion_blocks = None
         if fusion_cfg is not None:
-            cfg = dict(embed_dims=feat_channels)
+            cfg = dict(type='CrossViewAttention', embed_dims=feat_channels)
             cfg.update(fusion_cfg)
             self.fusion_blocks = ModuleList(
-                [CrossViewAttention(**cfg) for _ in range(self.num_encoder_levels)])
+                [MODELS.build(cfg) for _ in range(self.num_encoder_levels)])
 
     def encode(self, feats: List[Tensor]) -> List[Tensor]:
         """Run input projections and the deformable encoder per view, in view chunks.
@@ -153,18 +124,18 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
     def forward(self,
                 feats: List[Tensor],
                 geometry: Optional[MultiViewGeometry] = None,
-                ghost: Optional[GhostPoints] = None) -> Tuple[object, List[Tensor]]:
-        """Pixel decoder forward (2D, sensor-point 3D or ghost-point 3D).
+                mesh: Optional[MeshVoxels] = None) -> Tuple[object, List[Tensor]]:
+        """Pixel decoder forward (2D, sensor-point 3D or mesh-point 3D).
 
         Args:
             feats: backbone levels res2..res5, each (B*V, C_i, h_i, w_i).
             geometry: voxel geometry of res2..res5 (3D batches), None in 2D mode.
-            ghost: mesh voxels (ghost-point mode), None otherwise.
+            mesh: the mesh voxels when masks are predicted on mesh points, None otherwise.
 
         Returns:
             tuple: ``mask_features`` and ``multi_scale_features``.
 
-            - mask_features: 2D and sensor mode (B*V, C, H/4, W/4); ghost mode a list with
+            - mask_features: 2D and sensor mode (B*V, C, H/4, W/4); mesh mode a list with
               one (C, N_mv_b) tensor per scene.
             - multi_scale_features: levels res5, res4, res3, each (B*V, C, h, w) (3D batches:
               the fused, voxel-constant features).
@@ -185,22 +156,19 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
         src_geo = geometry[lvl + 1]
         src_feats = voxel_outs[-1]  # fused highest-resolution encoder level, per voxel
         res2_geo = geometry[lvl]
-        if ghost is None:
+        if mesh is None:
             # sensor points: IDW onto the res2 voxels, broadcast to the res2 pixels
-            up = neighbors.idw(src_feats, src_geo.voxel_xyz, src_geo.voxel_offsets,
-                               res2_geo.voxel_xyz, res2_geo.voxel_offsets, self.num_neighbors)
+            up = geometry.idw(src_feats, src_geo, res2_geo.voxel_xyz, res2_geo.voxel_offsets)
             y = self.lateral_convs[lvl](feats[lvl]) + res2_geo.broadcast(up)
             y = self.output_convs[lvl](y)
             return self.mask_feature(y), outs[:self.num_outs]
-        # ghost points: everything on the 2 cm mesh voxels
+        # mesh points: everything on the 2 cm mesh voxels
         res2_voxel = res2_geo.pool(feats[lvl])
-        skip = neighbors.idw(res2_voxel, res2_geo.voxel_xyz, res2_geo.voxel_offsets,
-                             ghost.voxel_xyz, ghost.voxel_offsets, self.num_neighbors)
-        cur = neighbors.idw(src_feats, src_geo.voxel_xyz, src_geo.voxel_offsets,
-                            ghost.voxel_xyz, ghost.voxel_offsets, self.num_neighbors)
+        skip = geometry.idw(res2_voxel, res2_geo, mesh.voxel_xyz, mesh.voxel_offsets)
+        cur = geometry.idw(src_feats, src_geo, mesh.voxel_xyz, mesh.voxel_offsets)
         mask_features = []
         start = 0
-        for n in ghost.voxel_counts:
+        for n in mesh.voxel_counts:
             # shape (N_mv_b, C) -> (1, C, N_mv_b, 1): a 1-pixel-wide image for the 1x1 convs
             s = skip[start:start + n].t()[None, :, :, None]
             c = cur[start:start + n].t()[None, :, :, None]
