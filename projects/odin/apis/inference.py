@@ -36,6 +36,8 @@ class PreparedRecording:
 def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.ndarray) -> np.ndarray:
     """Unproject every pixel of a depth map to world coordinates (integer pixel indices, as ODIN).
 
+    :func:`projects.odin.layers.geometry.unproject_depth` in float64.
+
     Args:
         depth: (H, W) metres.
         intrinsics: (4, 4) or (3, 3) camera matrix.
@@ -44,9 +46,10 @@ def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.nda
     Returns:
         (H, W, 3) float64 world coordinates.
     """
-    from projects.odin.datasets.transforms import unproject
-    h, w = depth.shape
-    return unproject(depth, intrinsics, cam2world, mask=np.ones((h, w), bool)).reshape(h, w, 3)
+    from projects.odin.layers.geometry import unproject_depth
+    return unproject_depth(torch.from_numpy(np.asarray(depth, np.float64))[None],
+                           torch.from_numpy(np.asarray(intrinsics, np.float64))[None],
+                           torch.from_numpy(np.asarray(cam2world, np.float64))[None])[0].numpy()
 
 
 def prepare_recording(seq: RGBDSequence,

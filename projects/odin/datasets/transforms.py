@@ -15,9 +15,12 @@ import math
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from mmcv.transforms import BaseTransform
 from mmdet3d.registry import TRANSFORMS
 from mmdet3d.structures.points import BasePoints, DepthPoints
+
+from projects.odin.layers.geometry import unproject_depth
 
 VIEW_KEYS = ('img', 'depths', 'cam2img', 'cam2global', 'img_path', 'depth_path', 'frame_ids',
              'inst_maps', 'sem_maps', 'scale_factor', 'crop_offset')
@@ -249,6 +252,9 @@ def unproject(depth: np.ndarray, k: np.ndarray, pose: np.ndarray,
               mask: Optional[np.ndarray] = None) -> np.ndarray:
     """Unproject depth pixels to world xyz (integer pixel indices, no +0.5).
 
+    The masked pixels of :func:`projects.odin.layers.geometry.unproject_depth` (the one
+    unprojection of the project), computed in float64 as this pipeline always did.
+
     Args:
         depth (np.ndarray): (H, W) metres.
         k (np.ndarray): (4, 4) intrinsics.
@@ -259,12 +265,10 @@ def unproject(depth: np.ndarray, k: np.ndarray, pose: np.ndarray,
         np.ndarray: (M, 3) float64 world points of the masked pixels (row-major order).
     """
     mask = depth > 0 if mask is None else mask
-    v, u = np.nonzero(mask)
-    z = depth[v, u].astype(np.float64)
-    cam = np.stack([(u - k[0, 2]) * z / k[0, 0], (v - k[1, 2]) * z / k[1, 1], z,
-                    np.ones_like(z)], 1)
-    world = cam @ np.asarray(pose, np.float64).T
-    return world[:, :3] / world[:, 3:4]
+    world = unproject_depth(torch.from_numpy(np.asarray(depth, np.float64))[None],
+                            torch.from_numpy(np.asarray(k, np.float64))[None],
+                            torch.from_numpy(np.asarray(pose, np.float64))[None])[0]
+    return world.numpy()[np.asarray(mask, bool)]
 
 
 @TRANSFORMS.register_module()
@@ -518,7 +522,6 @@ def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> d
         n = np.random.randint(1, min(views) + 1)
         for d in data_batch:
             keep = np.random.choice(d['inputs']['img'].shape[0], n, replace=False)
-            import torch
             idx = torch.as_tensor(keep, dtype=torch.long)
             for key in ('img', 'depths', 'poses', 'intrinsics'):
                 if key in d['inputs']:
