@@ -390,14 +390,36 @@ def select_views(results: dict, keep: Sequence[int]) -> dict:
     return results
 
 
+def draw_camera_drop(num_views: Sequence[int], prob: float) -> Optional[List[np.ndarray]]:
+    """Draw the official camera drop: which views each sample keeps, or None to keep them all.
+
+    The one implementation behind :class:`ODINCameraDrop` (one sample) and :func:`odin_collate`
+    (a batch). Nothing is drawn unless every sample has more than one view; then with probability
+    ``prob`` one n ~ U{1..min(num_views)} is drawn for all samples and every sample keeps n
+    random views (in random-choice order), so the views of a batch still stack. Uses numpy's
+    global generator (``rand``, ``randint``, then one ``choice`` per sample).
+
+    Args:
+        num_views: number of views of every sample.
+        prob: probability of dropping views.
+
+    Returns:
+        ``[keep_0, keep_1, ...]`` view indices per sample, or None (no drop).
+    """
+    if not num_views or min(num_views) <= 1 or np.random.rand() >= prob:
+        return None
+    n = np.random.randint(1, min(num_views) + 1)
+    return [np.random.choice(v, n, replace=False) for v in num_views]
+
+
 @TRANSFORMS.register_module()
 class ODINCameraDrop(BaseTransform):
     """Randomly keep a subset of the views of a sample (per-sample camera drop).
 
     With probability ``prob`` a number n ~ U{1..V} is drawn and n random views are kept (in
-    random-choice order). The official code draws one n per batch so that scenes stack; use the
-    ``odin_collate`` collate function (``camera_drop_prob``) for that behaviour, or this
-    transform with batch size 1 / a padding preprocessor.
+    random-choice order), by :func:`draw_camera_drop`. The official code draws one n per batch so
+    that scenes stack; use the ``odin_collate`` collate function (``camera_drop_prob``, the same
+    draw) for that behaviour, or this transform with batch size 1 / a padding preprocessor.
 
     Modified keys: every per-view list (``img``, ``depths``, ``cam2img``, ``cam2global``, paths,
     ids, label maps), ``num_views``.
@@ -408,11 +430,8 @@ class ODINCameraDrop(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         """Drop views."""
-        v = len(results['img'])
-        if v <= 1 or np.random.rand() >= self.prob:
-            return results
-        n = np.random.randint(1, v + 1)
-        return select_views(results, np.random.choice(v, n, replace=False))
+        keep = draw_camera_drop([len(results['img'])], self.prob)
+        return results if keep is None else select_views(results, keep[0])
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(prob={self.prob})'
@@ -504,7 +523,8 @@ def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> d
     """``pseudo_collate`` with the official per-batch camera drop.
 
     With probability ``camera_drop_prob`` one n ~ U{1..V_min} is drawn for the whole batch and
-    every sample keeps n random views (inputs ``img``, ``depths``, ``poses``, ``intrinsics`` and
+    every sample keeps n random views (:func:`draw_camera_drop`; inputs ``img``, ``depths``,
+    ``poses``, ``intrinsics`` and
     the per-view metainfo lists), so the views still stack.
 
     Args:
@@ -517,11 +537,10 @@ def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> d
     from mmengine.dataset import pseudo_collate
     views = [d['inputs']['img'].shape[0] for d in data_batch
              if 'img' in d['inputs'] and 'depths' in d['inputs']]
-    if views and len(views) == len(data_batch) and min(views) > 1 and \
-            np.random.rand() < camera_drop_prob:
-        n = np.random.randint(1, min(views) + 1)
-        for d in data_batch:
-            keep = np.random.choice(d['inputs']['img'].shape[0], n, replace=False)
+    keeps = draw_camera_drop(views, camera_drop_prob) if len(views) == len(data_batch) else None
+    if keeps is not None:
+        n = len(keeps[0])
+        for d, keep in zip(data_batch, keeps):
             idx = torch.as_tensor(keep, dtype=torch.long)
             for key in ('img', 'depths', 'poses', 'intrinsics'):
                 if key in d['inputs']:
@@ -552,6 +571,6 @@ _register_collate()
 
 __all__: List[str] = [
     'ODINRandomResizeCrop', 'ODINResize', 'ODINColorJitter', 'ODINGlobalAug3D', 'ODINCameraDrop',
-    'ODINPointSegClassMapping', 'ODINSensorPoints', 'odin_collate', 'unproject',
-    'scale_intrinsics', 'nearest_resize', 'select_views'
+    'ODINPointSegClassMapping', 'ODINSensorPoints', 'odin_collate', 'draw_camera_drop',
+    'unproject', 'scale_intrinsics', 'nearest_resize', 'select_views'
 ]
