@@ -108,7 +108,7 @@ def create_odin_inputs(num_views: int = 2,
                        mode: str = '3d',
                        batch_size: int = 1,
                        seed: int = 0) -> dict:
-    """Build a tiny packed batch as the data pipeline produces it (DATA_CONTRACT.md).
+    """Build a tiny packed batch as the data pipeline produces it (docs/data_contract.md).
 
     3D mode: ``num_views`` posed RGB-D views of a synthetic box room (depth ray-cast onto a
     plane-and-boxes scene is approximated by a tilted plane per view), the mesh ``points``

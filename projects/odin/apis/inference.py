@@ -21,7 +21,7 @@ class PreparedRecording:
     Attributes:
         inputs: ``img`` (V,3,H,W) uint8, ``depths`` (V,H,W) float32 metres, ``poses`` (V,4,4)
             camera-to-world, ``intrinsics`` (V,4,4), ``points`` (N,6) xyz + rgb/255 of the fused
-            cloud (see DATA_CONTRACT in docs/model.md).
+            cloud (see docs/data_contract.md).
         metainfo: data-sample metainfo (``scene_id``, ``img_path``, ``num_views``...).
         images: (V,H,W,3) uint8 resized RGB frames (for overlays).
         pixel_to_point: (V,H,W) int64 index of each pixel's fused point, -1 for invalid depth.
