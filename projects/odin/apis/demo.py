@@ -183,8 +183,8 @@ def run_recording_demo(folder: str, config: str, checkpoint: str, out_dir: str, 
     log(f'input size {image_size[0]}x{image_size[1]}')
     try:
         prepared = prepare_recording(seq, image_size=image_size, max_depth=max_depth,
-                                     progress=True)
-    except RGBDFolderError as e:
+                                     progress=True, cfg=cfg)
+    except (RGBDFolderError, ValueError) as e:  # unreadable frames, no valid depth at all
         raise DemoError(str(e), after_progress=True) from None
     try:
         # a missing model file (e.g. the RoBERTa folder of an open-vocabulary model), a checkpoint

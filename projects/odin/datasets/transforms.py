@@ -39,9 +39,14 @@ def nearest_resize(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     return arr[ys[:, None], xs[None, :]]
 
 
-def scale_intrinsics(k: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Intrinsics after resizing the image by (sx, sy): rows scaled as in the official code."""
-    k = np.array(k, dtype=np.float32, copy=True)
+def scale_intrinsics(k: np.ndarray, sx: float, sy: float,
+                     dtype: np.dtype = np.float32) -> np.ndarray:
+    """Intrinsics after resizing the image by (sx, sy): rows scaled as in the official code.
+
+    Computed in ``dtype`` (float32; a recording's float64 intrinsics stay float64, see
+    ``_resize_view``).
+    """
+    k = np.array(k, dtype=dtype, copy=True)
     k[0, :3] *= sx
     k[1, :3] *= sy
     return k
@@ -60,7 +65,9 @@ def _resize_view(results: dict, i: int, hw: Tuple[int, int]) -> None:
     for key in ('inst_maps', 'sem_maps'):
         if key in results:
             results[key][i] = nearest_resize(results[key][i], hw)
-    results['cam2img'][i] = scale_intrinsics(results['cam2img'][i], w / w0, h / h0)
+    k = results['cam2img'][i]
+    results['cam2img'][i] = scale_intrinsics(k, w / w0, h / h0,
+                                             np.result_type(np.asarray(k).dtype, np.float32))
 
 
 def _crop_pad_view(results: dict, i: int, off: Tuple[int, int], size: Tuple[int, int],
@@ -157,21 +164,31 @@ class ODINResize(BaseTransform):
     Args:
         short_edge (int): Target of the shorter side. Defaults to 320.
         max_size (int): Cap on the longer side. Defaults to 320.
+        size (tuple[int, int], optional): A fixed output (H, W) instead of the shortest-edge
+            rule (the demo's ``--image-size``). Defaults to None.
     """
 
-    def __init__(self, short_edge: int = 320, max_size: int = 320) -> None:
+    def __init__(self, short_edge: int = 320, max_size: int = 320,
+                 size: Optional[Sequence[int]] = None) -> None:
         self.short_edge = short_edge
         self.max_size = max_size
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+
+    def output_size(self, h0: int, w0: int) -> Tuple[int, int]:
+        """The (H, W) a view of (h0, w0) pixels is resized to."""
+        if self.size is not None:
+            return self.size
+        scale = self.short_edge / min(h0, w0)
+        if max(h0, w0) * scale > self.max_size:
+            scale = self.max_size / max(h0, w0)
+        return int(round(h0 * scale)), int(round(w0 * scale))
 
     def transform(self, results: dict) -> dict:
         """Resize all views."""
         results['scale_factor'] = []
         for i in range(len(results['img'])):
             h0, w0 = results['img'][i].shape[:2]
-            scale = self.short_edge / min(h0, w0)
-            if max(h0, w0) * scale > self.max_size:
-                scale = self.max_size / max(h0, w0)
-            h, w = int(round(h0 * scale)), int(round(w0 * scale))
+            h, w = self.output_size(h0, w0)
             _resize_view(results, i, (h, w))
             results['scale_factor'].append((w / w0, h / h0))
         results['img_shape'] = results['img'][0].shape[:2]
@@ -179,7 +196,8 @@ class ODINResize(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return f'{self.__class__.__name__}(short_edge={self.short_edge}, max_size={self.max_size})'
+        return (f'{self.__class__.__name__}(short_edge={self.short_edge}, '
+                f'max_size={self.max_size}, size={self.size})')
 
 
 @TRANSFORMS.register_module()
@@ -485,17 +503,25 @@ class ODINSensorPoints(BaseTransform):
     ``pts_semantic_mask``, ``pts_instance_mask``, ``superpoints`` (one per point),
     ``eval_ann_info`` copies in test mode.
 
+    With ``voxel_size`` the fused cloud is thinned to the first point (in view, row, column
+    order) of every ``voxel_size`` voxel, keys computed in float64 before the float32 cast (the
+    demo's fusion of a recording); ``pixel_to_point`` (V, H, W) int64 then gives every pixel's
+    point (-1: no valid depth or not sampled) and the points come sorted by voxel key.
+
     Args:
         stride (int): Pixel subsampling (official half resolution: 2). Defaults to 1.
+        voxel_size (float, optional): Fuse the points into voxels of this size (metres).
+            Defaults to None (every sampled pixel is a point).
     """
 
-    def __init__(self, stride: int = 1) -> None:
+    def __init__(self, stride: int = 1, voxel_size: Optional[float] = None) -> None:
         self.stride = stride
+        self.voxel_size = voxel_size
 
     def transform(self, results: dict) -> dict:
         """Unproject the views."""
         s = self.stride
-        xyz, rgb, inst, sem = [], [], [], []
+        xyz, rgb, inst, sem, owner = [], [], [], [], []
         for i, (d, k, p) in enumerate(zip(results['depths'], results['cam2img'],
                                           results['cam2global'])):
             mask = np.zeros(d.shape, bool)
@@ -503,9 +529,16 @@ class ODINSensorPoints(BaseTransform):
             mask &= d > 0
             xyz.append(unproject(d, k, p, mask))
             rgb.append(results['img'][i][mask].astype(np.float64))
+            owner.append(np.flatnonzero(mask.ravel()) + i * d.size)
             if 'inst_maps' in results:
                 inst.append(results['inst_maps'][i][mask])
                 sem.append(results['sem_maps'][i][mask])
+        if not sum(len(x) for x in xyz):
+            raise ValueError(f'scene {results.get("scene_id", results.get("sample_idx"))}: no '
+                             'view has a pixel with valid depth, no sensor points')
+        if self.voxel_size is not None:
+            xyz, rgb, inst, sem = self._fuse(results, np.concatenate(xyz), np.concatenate(rgb),
+                                             inst, sem, np.concatenate(owner))
         pts = np.concatenate([np.concatenate(xyz), np.concatenate(rgb)], 1).astype(np.float32)
         results['points'] = DepthPoints(pts, points_dim=6, attribute_dims=dict(color=[3, 4, 5]))
         results['superpoints'] = np.arange(len(pts), dtype=np.int64)
@@ -517,6 +550,20 @@ class ODINSensorPoints(BaseTransform):
                     pts_instance_mask=results['pts_instance_mask'].copy(),
                     pts_semantic_mask=results['pts_semantic_mask'].copy())
         return results
+
+    def _fuse(self, results: dict, xyz: np.ndarray, rgb: np.ndarray, inst: list, sem: list,
+              owner: np.ndarray):
+        """Keep the first point of every voxel; set ``results['pixel_to_point']``."""
+        keys = np.floor(xyz / self.voxel_size).astype(np.int64)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        v = len(results['depths'])
+        h, w = results['depths'][0].shape[:2]
+        pixel_to_point = np.full(v * h * w, -1, np.int64)
+        pixel_to_point[owner] = inverse.ravel()
+        results['pixel_to_point'] = pixel_to_point.reshape(v, h, w)
+        if inst:
+            inst, sem = [np.concatenate(inst)[first]], [np.concatenate(sem)[first]]
+        return [xyz[first]], [rgb[first]], inst, sem
 
 
 def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> dict:
