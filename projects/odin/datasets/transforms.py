@@ -196,8 +196,10 @@ class ODINResize(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(short_edge={self.short_edge}, '
-                f'max_size={self.max_size}, size={self.size})')
+        args = f'short_edge={self.short_edge}, max_size={self.max_size}'
+        if self.size is not None:
+            args += f', size={self.size}'
+        return f'{self.__class__.__name__}({args})'
 
 
 @TRANSFORMS.register_module()
