@@ -20,24 +20,14 @@ With an open-vocabulary model (the joint 2D-3D one) ``--classes`` names what to 
 ``--classes chair "coffee table" plant``.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
-from projects.odin.apis import (  # noqa: E402
-    RGBDFolderError,
-    flatten_instances,
-    load_rgbd_folder,
-    overlay_instances,
-    write_instance_ply,
-    write_instances_json,
-)
+from projects.odin.apis.demo import DemoError, run_recording_demo  # noqa: E402
 from projects.odin.apis.rgbd_folder import LAYOUTS  # noqa: E402
 
 
@@ -77,78 +67,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Run the demo (:func:`projects.odin.apis.demo.run_recording_demo`); 2 on a user error."""
     args = parse_args(argv)
     try:
-        seq = load_rgbd_folder(args.folder, layout=args.layout, depth_scale=args.depth_scale,
-                               frame_stride=args.frame_stride, max_frames=args.max_frames,
-                               intrinsics_file=args.intrinsics)
-    except RGBDFolderError as e:
-        print(f'error: {e}', file=sys.stderr)
+        run_recording_demo(
+            args.folder, args.config, args.checkpoint, args.out_dir,
+            max_frames=args.max_frames, device=args.device, layout=args.layout,
+            depth_scale=args.depth_scale, frame_stride=args.frame_stride,
+            intrinsics=args.intrinsics, image_size=args.image_size, max_depth=args.max_depth,
+            score_thr=args.score_thr, min_points=args.min_points, classes=args.classes,
+            allow_partial=args.allow_partial, cfg_options=args.cfg_options)
+    except DemoError as e:
+        print(e.cli_line(), file=sys.stderr)
         return 2
-    print(f'{seq.layout} recording: {len(seq)} frames ({len(seq.skipped)} skipped), '
-          f'depth {seq.depth_hw[1]}x{seq.depth_hw[0]}, {seq.depth_units}')
-    from projects.odin.apis.inference import (
-        demo_image_size,
-        inference_recording,
-        init_odin_model,
-        prepare_recording,
-        select_instances,
-        set_vocabulary,
-    )
-    for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
-        if not osp.isfile(path):
-            print(f'error: {what} not found: {path}', file=sys.stderr)
-            return 2
-    from mmengine.config import Config
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    image_size = tuple(args.image_size) if args.image_size else demo_image_size(cfg, seq)
-    print(f'input size {image_size[0]}x{image_size[1]}')
-    # every frame is read (and checked) before the model is built
-    try:
-        prepared = prepare_recording(seq, image_size=image_size, max_depth=args.max_depth,
-                                     progress=True)
-    except RGBDFolderError as e:
-        print(f'\nerror: {e}', file=sys.stderr)
-        return 2
-    try:
-        # a missing model file (e.g. the RoBERTa folder of an open-vocabulary model), a checkpoint
-        # that is unreadable or does not fit the config (CheckpointError is a ValueError) or a
-        # vocabulary the model cannot take
-        model = init_odin_model(cfg, args.checkpoint, device=args.device, sensor_points=True,
-                                allow_partial=args.allow_partial)
-        classes = set_vocabulary(model, args.classes)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    result = inference_recording(model, prepared)
-    masks, labels, scores = select_instances(result.pred_pts_seg, args.score_thr, args.min_points)
-    # one instance per point (highest score wins); instances left with < min_points are dropped,
-    # so the PLY's instance ids and the JSON's records are the same set
-    inst_ids, labels, scores, counts = flatten_instances(masks, labels, scores, args.min_points)
-    if not classes:
-        classes = [str(i) for i in range(int(labels.max(initial=0)) + 1)]
-    scene = prepared.metainfo['scene_id']
-    os.makedirs(osp.join(args.out_dir, 'views'), exist_ok=True)
-    points = prepared.inputs['points'].numpy()
-    ply_path = osp.join(args.out_dir, f'{scene}_instances.ply')
-    point_labels = np.full(len(inst_ids), -1, np.int64)
-    point_labels[inst_ids >= 0] = labels[inst_ids[inst_ids >= 0]]
-    write_instance_ply(ply_path, points[:, :3], inst_ids,
-                       rgb=(points[:, 3:6] * 255).round().astype(np.uint8), labels=point_labels)
-    for v, frame_id in enumerate(seq.frame_ids):
-        p2p = prepared.pixel_to_point[v]
-        view_ids = np.where(p2p >= 0, inst_ids[np.maximum(p2p, 0)], -1)
-        overlay = overlay_instances(prepared.images[v], view_ids)
-        cv2.imwrite(osp.join(args.out_dir, 'views', f'{frame_id}.png'), overlay[:, :, ::-1])
-    json_path = osp.join(args.out_dir, f'{scene}_instances.json')
-    write_instances_json(json_path, labels, scores, counts, classes,
-                         extra=dict(scene=scene, folder=osp.abspath(args.folder),
-                                    num_points=int(len(points)), num_views=len(seq),
-                                    score_thr=args.score_thr))
-    print(f'{len(scores)} instances → {ply_path}, {json_path}, '
-          f'{len(seq)} overlays in {osp.join(args.out_dir, "views")}')
     return 0
 
 

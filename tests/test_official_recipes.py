@@ -24,7 +24,7 @@ REF = reference_dir()  # ../shared/reference beside the checkout, or $ODIN_REFER
 DATASET_CONFIGS = ('scannet_r50', 'scannet_swin', 'scannet200_r50', 'scannet200_swin',
                    's3dis_r50', 's3dis_swin', 'matterport3d_r50', 'matterport3d_swin',
                    'ai2thor_r50', 'ai2thor_swin')
-#: every official script trains on 2 GPUs (odin_reference.md §5); IMS_PER_BATCH is the total
+#: every official script trains on 2 GPUs (docs/specification.md §5); IMS_PER_BATCH is the total
 OFFICIAL_GPUS = 2
 
 needs_reference = pytest.mark.skipif(

@@ -77,17 +77,26 @@ def test_project_package_registers():
 
 @pytest.mark.parametrize('scheme_path', ['relative', 'absolute'])
 def test_trusted_loader_reads_mmengine_checkpoint(tmp_path, monkeypatch, scheme_path):
-    """A checkpoint with mmengine objects inside loads through mmengine under torch 2.13."""
+    """A checkpoint with mmengine objects inside loads through mmengine under torch 2.13, inside
+    the scoped trusted loader; outside it (and after importing projects.odin) mmengine's own
+    loader is in place again."""
     from mmengine.logging import HistoryBuffer
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
+    before = CheckpointLoader._schemes['']
     import projects.odin  # noqa: F401
+    from projects.odin.utils.checkpoint import trusted_checkpoint_loading
+    assert CheckpointLoader._schemes[''] is before  # importing the package patches nothing
     ckpt = {'state_dict': {'w': torch.ones(2)}, 'message_hub': {'h': HistoryBuffer()}}
     torch.save(ckpt, tmp_path / 'ckpt.pth')
     monkeypatch.chdir(tmp_path)
     path = 'ckpt.pth' if scheme_path == 'relative' else str(tmp_path / 'ckpt.pth')
-    loaded = _load_checkpoint(path, map_location='cpu')
-    assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
-    assert isinstance(loaded['message_hub']['h'], HistoryBuffer)
-    with pytest.raises(FileNotFoundError, match='missing.pth'):
-        _load_checkpoint(str(tmp_path / 'missing.pth'))
+    with trusted_checkpoint_loading():
+        loaded = _load_checkpoint(path, map_location='cpu')
+        assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
+        assert isinstance(loaded['message_hub']['h'], HistoryBuffer)
+        with pytest.raises(FileNotFoundError, match='missing.pth'):
+            _load_checkpoint(str(tmp_path / 'missing.pth'))
+    assert CheckpointLoader._schemes[''] is before  # restored on exit
+    with pytest.raises(Exception, match='[Ww]eights only load failed'):
+        _load_checkpoint(path, map_location='cpu')  # torch's safe default outside the scope

@@ -10,7 +10,10 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4000, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # ODIN's masks over points: PLYs + renders + view overlays (tools/test.py --show-dir DIR)
-    visualization=dict(type='ODINVisualizationHook'))
+    visualization=dict(type='ODINVisualizationHook'),
+    # lets load_from/resume read mmengine's checkpoints under torch >= 2.6, during loading only
+    # (scoped trusted local loader, projects/odin/utils/checkpoint.py)
+    trusted_checkpoint=dict(type='TrustedCheckpointHook'))
 
 # Restores python/numpy/torch RNG states on resume (mmengine only restores the seed).
 custom_hooks = [dict(type='RNGStateHook')]

@@ -1,5 +1,5 @@
 # ODIN ResNet-50 in 2D mode on COCO instance segmentation (the 2D half of the official joint
-# COCO+ScanNet recipe, odin_reference.md §3.6): mmdet's pipeline and CocoMetric, LSJ 1024 crops,
+# COCO+ScanNet recipe, docs/specification.md §3.6): mmdet's pipeline and CocoMetric, LSJ 1024 crops,
 # 80 classes. 2D batches skip every 3D layer; the same weights run on posed RGB-D scenes.
 _base_ = [
     '../_base_/models/odin_r50.py', '../_base_/schedules/adamw_iter.py',

@@ -1,5 +1,5 @@
 # ODIN ResNet-50 on matterport3d: the official recipe of scripts/matterport3d/matterport_resnet.sh
-# (odin_reference.md §5): AdamW 1e-4, weight decay 0.05 (0 for norms/embeddings), backbone lr x0.1
+# (docs/specification.md §5): AdamW 1e-4, weight decay 0.05 (0 for norms/embeddings), backbone lr x0.1
 # except the inserted 3D layers, grad-norm clip 0.01, AMP, constant LR. Published checkpoints:
 # 84k at 1e-4, then +13k at 1e-5.
 # Second phase: optim_wrapper.optimizer.lr=1e-5, load_from=<1e-4 checkpoint>, keep the best on val.

@@ -1,5 +1,5 @@
 # ODIN ResNet-50 on s3dis: the official recipe of scripts/s3dis/s3dis_resnet_scratch.sh
-# (odin_reference.md §5): AdamW 1e-4, weight decay 0.05 (0 for norms/embeddings), backbone lr x0.1
+# (docs/specification.md §5): AdamW 1e-4, weight decay 0.05 (0 for norms/embeddings), backbone lr x0.1
 # except the inserted 3D layers, grad-norm clip 0.01, AMP, constant LR. Published checkpoints:
 # 24k at 1e-4 from Mask2Former COCO, then +1.5k at 1e-5 (no superpoints).
 # Second phase: optim_wrapper.optimizer.lr=1e-5, load_from=<1e-4 checkpoint>, keep the best on val.

@@ -1,6 +1,6 @@
 # ODIN ResNet-50 trained jointly on ScanNet (3D) and COCO (2D) with the open-vocabulary class
 # head: the official recipe of scripts/joint_coco_scannet/scannet_coco_resnet.sh
-# (odin_reference.md §2.9, §3.6, §5; checkpoint scannet_coco_joint_49.1_41.2: ScanNet mAP 49.1,
+# (docs/specification.md §2.9, §3.6, §5; checkpoint scannet_coco_joint_49.1_41.2: ScanNet mAP 49.1,
 # COCO mAP 41.2). Every iteration is entirely 3D or entirely 2D on all GPUs (30 % ScanNet
 # batches of 6 scenes x 25 frames at 256x256, 70 % COCO batches of 16 images with large-scale
 # jitter to 1024x1024, half of them at the 3D crop scale 256x256), the smaller dataset tiled;
@@ -9,7 +9,7 @@
 # Init from the ScanNet R50 ODIN checkpoint, AdamW 1e-4 (official: 88k iterations, then a
 # restart at 1e-5, best at +19k: optim_wrapper.optimizer.lr=1e-5 load_from=<88k checkpoint>).
 #
-# Differences from the official script (which cannot build its model, reference §7): the
+# Differences from the official script (which cannot build its model, docs/specification.md §7): the
 # undefined keys get explicit values -- PASS_2D_CROSS_VIEW=False and ADD_TEMPORAL=False (2D
 # batches run plain Mask2Former on single images: no 3D or cross-view/temporal layer is ever
 # applied to a 2D batch), USE_CONV1D=False; the ScanNet "train_eval" monitoring split is not

@@ -1,5 +1,5 @@
 # ODIN ResNet-50 on scannet: the official recipe of scripts/scannet/scannet_resnet.sh
-# (odin_reference.md §5): AdamW 1e-4, weight decay 0.05 (0 for norms/embeddings), backbone lr x0.1
+# (docs/specification.md §5): AdamW 1e-4, weight decay 0.05 (0 for norms/embeddings), backbone lr x0.1
 # except the inserted 3D layers, grad-norm clip 0.01, AMP, constant LR. Published checkpoints:
 # 32k at 1e-4, best at +1.5k at 1e-5 (scannet_resnet_47.8_73.3_32k_1.5k.pth).
 # Second phase: optim_wrapper.optimizer.lr=1e-5, load_from=<1e-4 checkpoint>, keep the best on val.

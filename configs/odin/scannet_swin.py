@@ -1,5 +1,5 @@
 # ODIN Swin-B on scannet: the official recipe of scripts/scannet/scannet_swin.sh
-# (odin_reference.md §5): AdamW 1e-4, weight decay 0.05 (0 for norms/embeddings), backbone lr x0.1
+# (docs/specification.md §5): AdamW 1e-4, weight decay 0.05 (0 for norms/embeddings), backbone lr x0.1
 # except the inserted 3D layers, grad-norm clip 0.01, AMP, constant LR. Published checkpoints:
 # 64k at 1e-4, then +6k (instance) / +2k (semantic) at 1e-5.
 # Second phase: optim_wrapper.optimizer.lr=1e-5, load_from=<1e-4 checkpoint>, keep the best on val.

@@ -108,7 +108,7 @@ def create_odin_inputs(num_views: int = 2,
                        mode: str = '3d',
                        batch_size: int = 1,
                        seed: int = 0) -> dict:
-    """Build a tiny packed batch as the data pipeline produces it (DATA_CONTRACT.md).
+    """Build a tiny packed batch as the data pipeline produces it (docs/data_contract.md).
 
     3D mode: ``num_views`` posed RGB-D views of a synthetic box room (depth ray-cast onto a
     plane-and-boxes scene is approximated by a tilted plane per view), the mesh ``points``
@@ -132,6 +132,8 @@ def create_odin_inputs(num_views: int = 2,
     from mmdet.structures.mask import BitmapMasks
     from mmdet3d.structures import Det3DDataSample, PointData
     from mmengine.structures import InstanceData
+
+    from projects.odin.layers.geometry import unproject_depth
     rng = np.random.RandomState(seed)
     h, w = img_hw
     samples: List = []
@@ -168,13 +170,11 @@ def create_odin_inputs(num_views: int = 2,
             ys, xs = np.mgrid[0:h, 0:w]
             depth = 1.3 + 0.3 * (ys / h) + 0.1 * np.sin(xs / 3.0) + rng.uniform(0, 0.02, (h, w))
             depth[rng.rand(h, w) < 0.02] = 0.0
-            X = (xs - K[0, 2]) * depth / f
-            Y = (ys - K[1, 2]) * depth / f
-            cam = np.stack([X, Y, depth, np.ones_like(depth)], -1).reshape(-1, 4)
-            world = cam @ pose.T
+            world = unproject_depth(torch.from_numpy(depth)[None], torch.from_numpy(K)[None],
+                                    torch.from_numpy(pose)[None]).numpy().reshape(-1, 3)  # float64
             valid = depth.reshape(-1) > 0
-            xyz_all.append(world[valid, :3])
-            img = np.clip(128 + 100 * np.sin(world[:, :3] * 3).reshape(h, w, 3), 0, 255)
+            xyz_all.append(world[valid])
+            img = np.clip(128 + 100 * np.sin(world * 3).reshape(h, w, 3), 0, 255)
             imgs.append(torch.from_numpy(img.transpose(2, 0, 1).astype(np.uint8)))
             depths.append(torch.from_numpy(depth.astype(np.float32)))
             poses.append(torch.from_numpy(pose.astype(np.float32)))

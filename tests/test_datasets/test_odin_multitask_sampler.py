@@ -276,7 +276,8 @@ def _runner(work_dir, seen, max_iters, resume=False):
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0)),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4),
-                           logger=dict(type='LoggerHook', interval=100)),
+                           logger=dict(type='LoggerHook', interval=100),
+                           trusted_checkpoint=dict(type='TrustedCheckpointHook')),
         randomness=dict(seed=3), default_scope='mmdet3d', resume=resume,
         load_from=str(work_dir / 'iter_4.pth') if resume else None, log_level='WARNING',
         experiment_name=f'mt_{work_dir.name}_{max_iters}_{resume}')

@@ -8,7 +8,7 @@ from mmengine.runner import Runner
 from torch import nn
 from torch.utils.data import Dataset
 
-import projects.odin  # noqa: F401  (registers the trusted loader and RNGStateHook)
+import projects.odin  # noqa: F401  (registers TrustedCheckpointHook and RNGStateHook)
 
 
 class ToyDataset(Dataset):
@@ -56,7 +56,8 @@ def make_runner(work_dir, max_iters, load_from=None, resume=False):
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(
             checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=3),
-            logger=dict(type='LoggerHook', interval=100)),
+            logger=dict(type='LoggerHook', interval=100),
+            trusted_checkpoint=dict(type='TrustedCheckpointHook')),  # as default_runtime.py
         custom_hooks=[dict(type='RNGStateHook')],
         randomness=dict(seed=7),
         default_scope='mmdet3d',
@@ -129,7 +130,29 @@ def test_load_from_initialises_weights_only(straight, tmp_path):
     work_dir, _ = straight
     ckpt = torch.load(work_dir / 'iter_3.pth', weights_only=False)
     runner = make_runner(tmp_path, max_iters=1, load_from=str(work_dir / 'iter_3.pth'))
+    runner.call_hook('before_run')  # as Runner.train does (TrustedCheckpointHook opens its scope)
     runner.load_or_resume()
     for name, value in runner.model.state_dict().items():
         assert torch.equal(value, ckpt['state_dict'][name]), name
     assert runner.iter == 0
+
+
+def test_trusted_loader_is_scoped_to_loading(straight, tmp_path):
+    """TrustedCheckpointHook opens the trusted loader for the Runner's loading only."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    work_dir, _ = straight
+    own = CheckpointLoader._schemes['']
+    runner = make_runner(tmp_path, max_iters=1, load_from=str(work_dir / 'iter_3.pth'))
+    seen = []
+    orig = runner.load_checkpoint
+
+    def spy(*args, **kwargs):
+        seen.append(CheckpointLoader._schemes[''])
+        return orig(*args, **kwargs)
+
+    runner.load_checkpoint = spy
+    runner.train()
+    assert len(seen) == 1 and seen[0] is not own
+    assert CheckpointLoader._schemes[''] is own
+    with pytest.raises(Exception, match='[Ww]eights only load failed'):
+        make_runner(tmp_path / 'plain', max_iters=1).load_checkpoint(str(work_dir / 'iter_3.pth'))

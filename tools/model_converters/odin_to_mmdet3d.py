@@ -30,6 +30,7 @@ from projects.odin.models.official_converter import (  # noqa: E402
     load_mask2former_pkl,
     odin_model_cfg,
 )
+from projects.odin.utils.checkpoint import read_checkpoint  # noqa: E402
 
 
 def build_model(arch: dict):
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
             meta.update(kind='mask2former_init', dropped=dropped, arch=arch)
             print(f'dropped (re-initialised): {dropped}')
         else:
-            ckpt = torch.load(args.src, map_location='cpu', weights_only=False)
+            ckpt = read_checkpoint(args.src, map_location='cpu')  # trusted local file
             sd = ckpt.get('model', ckpt.get('state_dict', ckpt))
             arch = infer_architecture(sd)
             out = convert_official_state_dict(sd)

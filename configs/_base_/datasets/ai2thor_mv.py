@@ -1,6 +1,6 @@
 # AI2THOR (117 classes) as posed multi-view RGB-D houses with per-frame 2D instance masks; the
 # ground truth lives on the unprojected depth pixels ("sensor points"), no mesh. Official recipe
-# (odin_reference.md §3.1-3.4, §5, scripts/ai2thor/ai2thor_resnet.sh): train: 15 consecutive
+# (docs/specification.md §3.1-3.4, §5, scripts/ai2thor/ai2thor_resnet.sh): train: 15 consecutive
 # frames, 512x512 crops, colour jitter, 3D augmentation, camera drop, raw depth with depth > 15 m
 # ignored, supervision/evaluation on a half-resolution pixel grid (stride 2); 4 scenes/iteration
 # on 2 GPUs. test: all frames at 512x512.

@@ -1,6 +1,6 @@
 # Matterport3D (160 classes) as posed multi-view RGB-D regions (undistorted frames resized to
 # 512x640, per-frame intrinsics) + region mesh vertices with .vsegs superpoints. Official recipe
-# (odin_reference.md §3.3-3.4, §5, scripts/matterport3d/matterport_resnet.sh): train: 11
+# (docs/specification.md §3.3-3.4, §5, scripts/matterport3d/matterport_resnet.sh): train: 11
 # consecutive frames (Swin-B: 15), random stride 1-4, wrap-around, ResizeScale(0.1-2.0, p=0.5) +
 # 512x512 crop, colour jitter, 3D augmentation, camera drop; 4 scenes/iteration on 2 GPUs;
 # inpainted depth (INPUT.INPAINT_DEPTH True, inherited from configs/scannet_context/3d.yaml).

@@ -1,5 +1,5 @@
 # S3DIS (13 classes, Area 5 = val) as posed multi-view RGB-D rooms (2D-3D-S frames, per-frame
-# intrinsics, 1080x1080) + room points. Official recipe (odin_reference.md §3.3-3.4, §5,
+# intrinsics, 1080x1080) + room points. Official recipe (docs/specification.md §3.3-3.4, §5,
 # scripts/s3dis/s3dis_resnet_scratch.sh): train: 25 consecutive frames (random stride 1-4,
 # wrap-around), per-frame ResizeScale(0.1-2.0, p=0.5) + 256x256 crop, colour jitter, 3D
 # augmentation, camera drop; no superpoints (one segment per point, USE_SEGMENTS False);

@@ -1,5 +1,5 @@
 # ScanNet200 (200 classes, wall/floor last; the 5 train-only classes are ignored) as posed
-# multi-view RGB-D scenes + mesh vertices. Official recipe (odin_reference.md §3.3-3.4, §5,
+# multi-view RGB-D scenes + mesh vertices. Official recipe (docs/specification.md §3.3-3.4, §5,
 # scripts/scannet200/scannet200_resnet.sh): train: 11 consecutive frames (Swin-B: 15), random
 # stride 1-4 with wrap-around, per-frame ResizeScale(0.1-2.0, p=0.5) + 512x512 crop, colour jitter
 # (p=0.8), scene-level 3D augmentation, camera drop (p=0.5, per batch); inpainted depth; fixed mean

@@ -1,5 +1,5 @@
 # ScanNet (20 classes) as posed multi-view RGB-D scenes + mesh vertices ("ghost points").
-# Official recipe (odin_reference.md §3.3-3.4, §5, scripts/scannet/scannet_resnet.sh):
+# Official recipe (docs/specification.md §3.3-3.4, §5, scripts/scannet/scannet_resnet.sh):
 # train: 25 consecutive frames (random stride 1-4, wrap-around), per-frame ResizeScale(0.1-2.0,
 # p=0.5) + 256x256 crop, colour jitter (p=0.8), scene-level 3D augmentation, camera drop (p=0.5,
 # per batch); inpainted depth; fixed mean depth intrinsics; 6 scenes/iteration on 2 GPUs.

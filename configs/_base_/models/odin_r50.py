@@ -1,4 +1,4 @@
-# ODIN with a ResNet-50 backbone (frozen BN), as the official 3d.yaml + scripts (reference §2, §5).
+# ODIN with a ResNet-50 backbone (frozen BN), as the official 3d.yaml + scripts (docs/specification.md §2, §5).
 # Class-count dependent values are set from `num_classes` by the dataset configs.
 num_classes = 20
 num_queries = 100

@@ -1,4 +1,4 @@
-# The official ODIN recipe (odin_reference.md §5): AdamW 1e-4, weight decay 0.05 (0 for norms,
+# The official ODIN recipe (docs/specification.md §5): AdamW 1e-4, weight decay 0.05 (0 for norms,
 # embeddings and Swin position tables), backbone lr x0.1 except the inserted 3D layers,
 # full-model gradient-norm clipping at 0.01, AMP, constant learning rate. The published numbers
 # come from a manual restart at 1e-5 (set `optim_wrapper.optimizer.lr=1e-5 load_from=...`).

@@ -4,7 +4,6 @@ import os.path as osp
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -21,7 +20,7 @@ class PreparedRecording:
     Attributes:
         inputs: ``img`` (V,3,H,W) uint8, ``depths`` (V,H,W) float32 metres, ``poses`` (V,4,4)
             camera-to-world, ``intrinsics`` (V,4,4), ``points`` (N,6) xyz + rgb/255 of the fused
-            cloud (see DATA_CONTRACT in docs/model.md).
+            cloud (see docs/data_contract.md).
         metainfo: data-sample metainfo (``scene_id``, ``img_path``, ``num_views``...).
         images: (V,H,W,3) uint8 resized RGB frames (for overlays).
         pixel_to_point: (V,H,W) int64 index of each pixel's fused point, -1 for invalid depth.
@@ -36,6 +35,8 @@ class PreparedRecording:
 def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.ndarray) -> np.ndarray:
     """Unproject every pixel of a depth map to world coordinates (integer pixel indices, as ODIN).
 
+    :func:`projects.odin.layers.geometry.unproject_depth` in float64.
+
     Args:
         depth: (H, W) metres.
         intrinsics: (4, 4) or (3, 3) camera matrix.
@@ -44,80 +45,113 @@ def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.nda
     Returns:
         (H, W, 3) float64 world coordinates.
     """
-    from projects.odin.datasets.transforms import unproject
-    h, w = depth.shape
-    return unproject(depth, intrinsics, cam2world, mask=np.ones((h, w), bool)).reshape(h, w, 3)
+    from projects.odin.layers.geometry import unproject_depth
+    return unproject_depth(torch.from_numpy(np.asarray(depth, np.float64))[None],
+                           torch.from_numpy(np.asarray(intrinsics, np.float64))[None],
+                           torch.from_numpy(np.asarray(cam2world, np.float64))[None])[0].numpy()
+
+
+#: test-pipeline steps that read a dataset's files and labels: a recording replaces them by
+#: ``LoadRecordingFrames`` (and its points by the fused ``ODINSensorPoints``)
+DATASET_STEPS = ('LoadODINFrames', 'LoadPointsFromFile', 'LoadAnnotations3D',
+                 'LoadODINSuperpoints', 'ODINPointSegClassMapping', 'ODINSensorPoints')
+
+
+def recording_pipeline(cfg=None, image_size: Optional[Tuple[int, int]] = (240, 320),
+                       point_voxel_size: float = 0.02, max_depth: Optional[float] = None,
+                       progress: bool = False) -> List[dict]:
+    """The test pipeline of a config, turned into the pipeline of a posed RGB-D recording.
+
+    As ``mmdet3d.apis.inference_detector`` does for point clouds: the config's
+    ``test_dataloader.dataset.pipeline`` is kept, except that the steps reading the dataset's
+    files and labels (:data:`DATASET_STEPS`) become ``LoadRecordingFrames``, the points are the
+    recording's fused sensor points (``ODINSensorPoints(voxel_size=point_voxel_size)``, placed
+    before the colour normalisation / packing) and ``ODINResize`` gets the fixed ``image_size``.
+    Without a config (or a test pipeline in it) the pipeline is
+    ``LoadRecordingFrames -> ODINResize -> ODINSensorPoints -> NormalizePointsColor ->
+    PackODINInputs``.
+
+    Args:
+        cfg: a model config (``mmengine.Config``) or None.
+        image_size: (H, W) of the model input, or None for the config's test resize (no resize
+            without one).
+        point_voxel_size: voxel size of the fused cloud in metres. Defaults to 0.02.
+        max_depth: depth beyond this (metres) is invalid. Defaults to None.
+        progress: progress bar while reading frames. Defaults to False.
+
+    Returns:
+        list[dict]: transform configs.
+    """
+    from projects.odin.datasets.formatting import ODIN_META_KEYS
+    steps: List[dict] = []
+    try:
+        steps = [dict(t) for t in cfg.test_dataloader.dataset.pipeline]
+    except (AttributeError, KeyError, TypeError):
+        pass
+    if not steps:
+        steps = [dict(type='NormalizePointsColor', color_mean=None),
+                 dict(type='PackODINInputs')]
+    out = [dict(type='LoadRecordingFrames', max_depth=max_depth, progress=progress)]
+    if image_size is not None and not any(t['type'] == 'ODINResize' for t in steps):
+        out.append(dict(type='ODINResize', size=tuple(image_size)))
+    fuse = dict(type='ODINSensorPoints', stride=1, voxel_size=point_voxel_size)
+    for t in steps:
+        if t['type'] in DATASET_STEPS:
+            continue
+        if t['type'] == 'ODINResize' and image_size is not None:
+            t = dict(type='ODINResize', size=tuple(image_size))
+        if t['type'] in ('NormalizePointsColor', 'PackODINInputs') and fuse is not None:
+            out.append(fuse)
+            fuse = None
+        if t['type'] == 'PackODINInputs':
+            t = dict(t, keys=('img', 'depths', 'poses', 'intrinsics', 'points'),
+                     meta_keys=tuple(t.get('meta_keys', ODIN_META_KEYS)) + ('pixel_to_point',))
+        out.append(t)
+    return out
 
 
 def prepare_recording(seq: RGBDSequence,
                       image_size: Optional[Tuple[int, int]] = (240, 320),
                       point_voxel_size: float = 0.02,
                       max_depth: Optional[float] = None,
-                      progress: bool = False) -> PreparedRecording:
-    """Load, resize and fuse the frames of a recording into one ODIN sample.
+                      progress: bool = False,
+                      cfg=None) -> PreparedRecording:
+    """Feed a recording through the (test) pipeline of :func:`recording_pipeline`.
 
-    Every frame is resized to ``image_size`` (colour bilinear, depth nearest, intrinsics scaled),
-    its valid depth is unprojected, and the fused cloud is voxelised at ``point_voxel_size``
-    (first point of each voxel kept): these are the points ODIN labels.
+    Every frame is resized to ``image_size`` (``ODINResize``: colour area/bilinear, depth
+    nearest, intrinsics scaled), its valid depth is unprojected
+    (:func:`projects.odin.layers.geometry.unproject_depth`), and the fused cloud is voxelised at
+    ``point_voxel_size`` (first point of each voxel kept): these are the points ODIN labels.
 
     Args:
         seq: a validated recording (:func:`load_rgbd_folder`).
-        image_size: (H, W) of the model input, or None to keep the depth resolution.
+        image_size: (H, W) of the model input, or None to keep the depth resolution (or use the
+            config's test resize).
         point_voxel_size: voxel size of the output cloud in metres. Defaults to 0.02.
         max_depth: depth beyond this (metres) is treated as invalid. Defaults to None.
         progress: show a progress bar while reading frames. Defaults to False.
+        cfg: the model's config, whose test pipeline is used. Defaults to None.
 
     Returns:
         The prepared sample.
     """
-    frames = range(len(seq))
-    if progress:
-        from tqdm import tqdm
-        frames = tqdm(frames, desc='reading frames', unit='frame')
-    imgs, depths, intrs, xyz_all, rgb_all, owner = [], [], [], [], [], []
-    for i in frames:
-        rgb, depth = seq.load_frame(i)
-        intr = seq.intrinsics[i].copy()
-        if image_size is not None and depth.shape != tuple(image_size):
-            h0, w0 = depth.shape
-            h, w = image_size
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-            depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
-            intr[0, :3] *= w / w0
-            intr[1, :3] *= h / h0
-        if max_depth is not None:
-            depth = np.where(depth > max_depth, 0, depth)
-        xyz = unproject_frame(depth, intr, seq.poses[i])
-        valid = depth > 0
-        xyz_all.append(xyz[valid])
-        rgb_all.append(rgb[valid])
-        owner.append(np.flatnonzero(valid.ravel()) + i * depth.size)
-        imgs.append(rgb)
-        depths.append(depth)
-        intrs.append(intr)
-    xyz = np.concatenate(xyz_all)
-    colors = np.concatenate(rgb_all)
-    keys = np.floor(xyz / point_voxel_size).astype(np.int64)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    pixel_to_point = np.full(len(imgs) * imgs[0].shape[0] * imgs[0].shape[1], -1, np.int64)
-    pixel_to_point[np.concatenate(owner)] = inverse.ravel()
-    points = np.concatenate([xyz[first], colors[first] / 255.0], 1).astype(np.float32)
-    images = np.stack(imgs)
-    inputs = dict(
-        img=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-        depths=torch.from_numpy(np.stack(depths).astype(np.float32)),
-        poses=torch.from_numpy(seq.poses.astype(np.float32)),
-        intrinsics=torch.from_numpy(np.stack(intrs).astype(np.float32)),
-        points=torch.from_numpy(points))
-    h, w = images.shape[1:3]
-    metainfo = dict(
-        scene_id=seq.scene_name, sample_idx=0, num_views=len(imgs),
-        img_path=list(seq.color_paths), depth_path=list(seq.depth_paths), img_shape=(h, w),
-        ori_shape=(h, w), pad_shape=(h, w), cam2img=[k for k in np.stack(intrs)],
-        cam2global=[p for p in seq.poses], axis_align_matrix=np.eye(4),
-        box_type_3d='depth')
+    from mmcv.transforms import Compose
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet3d')
+    import projects.odin.datasets  # noqa: F401  (registers the transforms)
+    pipeline = Compose(recording_pipeline(cfg, image_size, point_voxel_size, max_depth,
+                                          progress))
+    packed = pipeline(dict(recording=seq))
+    sample = packed['data_samples']
+    metainfo = dict(sample.metainfo)
+    pixel_to_point = metainfo.pop('pixel_to_point')
+    metainfo.setdefault('pad_shape', metainfo['img_shape'])
+    metainfo.update(axis_align_matrix=np.eye(4), box_type_3d='depth')
+    inputs = dict(packed['inputs'])
+    inputs['points'] = inputs['points'].float()
+    images = inputs['img'].permute(0, 2, 3, 1).numpy()
     return PreparedRecording(inputs=inputs, metainfo=metainfo, images=images,
-                             pixel_to_point=pixel_to_point.reshape(len(imgs), h, w))
+                             pixel_to_point=pixel_to_point)
 
 
 def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu',
@@ -238,6 +272,7 @@ def demo_image_size(cfg, seq: RGBDSequence,
     Returns:
         (H, W).
     """
+    from projects.odin.datasets.transforms import ODINResize
     pipeline = []
     try:
         pipeline = cfg.test_dataloader.dataset.pipeline
@@ -246,12 +281,8 @@ def demo_image_size(cfg, seq: RGBDSequence,
     resize = next((t for t in pipeline if t.get('type') == 'ODINResize'), None)
     if resize is None or len(seq) == 0 or seq.depth_hw is None:
         return default
-    h0, w0 = seq.depth_hw
-    short_edge, max_size = resize.get('short_edge', 320), resize.get('max_size', 320)
-    scale = short_edge / min(h0, w0)
-    if max(h0, w0) * scale > max_size:
-        scale = max_size / max(h0, w0)
-    return int(round(h0 * scale)), int(round(w0 * scale))
+    return ODINResize(**{k: v for k, v in resize.items() if k != 'type'}).output_size(
+        *seq.depth_hw)
 
 
 @torch.no_grad()
@@ -296,6 +327,6 @@ def _np(x: Union[torch.Tensor, np.ndarray, Sequence]) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-__all__: List[str] = ['PreparedRecording', 'prepare_recording', 'init_odin_model', 'set_vocabulary',
-                      'demo_image_size', 'inference_recording', 'select_instances',
-                      'unproject_frame']
+__all__: List[str] = ['PreparedRecording', 'recording_pipeline', 'prepare_recording',
+                      'init_odin_model', 'set_vocabulary', 'demo_image_size',
+                      'inference_recording', 'select_instances', 'unproject_frame']

@@ -9,11 +9,13 @@ runs a smaller version of the same code:
 2. :func:`load_demo_config` points a config (``configs/odin/synthetic_r18_demo.py``) at it;
 3. :func:`train` trains with MMEngine's ``Runner`` (the ``tools/train.py`` path);
 4. :func:`evaluate` runs the ``tools/test.py`` path (``ODINSegMetric``) on the held-out scenes;
-5. :func:`run_demo` runs ``demo/odin_demo.py`` on the converted frames of a held-out scene.
+5. :func:`run_demo` runs the demo (:mod:`projects.odin.apis.demo`, what ``demo/odin_demo.py``
+   calls) on the converted frames of a held-out scene.
 """
 import json
 import os
 import os.path as osp
+import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -183,16 +185,26 @@ def evaluate(cfg: Config, checkpoint: Optional[str], show_dir: Optional[str] = N
     return out
 
 
-def run_demo(folder: str, config: str, checkpoint: str, out_dir: str,
-             extra_args: Sequence[str] = ()) -> int:
-    """Run ``demo/odin_demo.py`` in-process.
+def run_demo(folder: str, config: str, checkpoint: str, out_dir: str, **options) -> int:
+    """Run the demo (:func:`projects.odin.apis.demo.run_recording_demo`) on a recording.
+
+    Args:
+        folder: the recording.
+        config: model config file.
+        checkpoint: checkpoint file.
+        out_dir: output folder.
+        **options: keyword options of :func:`run_recording_demo` (``score_thr``...).
 
     Returns:
-        The demo's exit status.
+        The demo's exit status (0, or 2 after printing the error as the command line does).
     """
-    from projects.odin.utils import load_script
-    demo = load_script('demo/odin_demo.py')
-    return demo.main([folder, config, checkpoint, '--out-dir', out_dir, *extra_args])
+    from .demo import DemoError, run_recording_demo
+    try:
+        run_recording_demo(folder, config, checkpoint, out_dir, **options)
+    except DemoError as e:
+        print(e.cli_line(), file=sys.stderr)
+        return 2
+    return 0
 
 
 def _read_json(path: str):

@@ -1,6 +1,6 @@
 """ODIN data: multi-view RGB-D datasets, transforms, packing, converters, synthetic world."""
 from .formatting import PackODINInputs
-from .loading import LoadODINFrames, LoadODINSuperpoints
+from .loading import LoadODINFrames, LoadODINSuperpoints, LoadRecordingFrames
 from .multitask import (
                                  ODINMultiTaskBatchSampler,
                                  ODINMultiTaskDataset,
@@ -27,7 +27,8 @@ from .transforms import (
 
 __all__ = [
     'ODINScanNetDataset', 'ODINScanNet200Dataset', 'ODINS3DISDataset', 'ODINMatterport3DDataset',
-    'ODINAI2THORDataset', 'LoadODINFrames', 'LoadODINSuperpoints', 'ODINRandomResizeCrop',
+    'ODINAI2THORDataset', 'LoadODINFrames', 'LoadODINSuperpoints', 'LoadRecordingFrames',
+    'ODINRandomResizeCrop',
     'ODINResize', 'ODINColorJitter', 'ODINGlobalAug3D', 'ODINCameraDrop',
     'ODINPointSegClassMapping', 'ODINSensorPoints', 'PackODINInputs', 'odin_collate',
     'ODINMultiTaskDataset', 'ODINMultiTaskSampler', 'ODINMultiTaskBatchSampler',

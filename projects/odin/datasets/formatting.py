@@ -15,7 +15,7 @@ ODIN_META_KEYS = ('img_path', 'depth_path', 'ori_shape', 'img_shape', 'pad_shape
 
 @TRANSFORMS.register_module()
 class PackODINInputs(Pack3DDetInputs):
-    """Pack a scene chunk of V posed RGB-D frames (see ``DATA_CONTRACT``).
+    """Pack a scene chunk of V posed RGB-D frames (see ``docs/data_contract.md``).
 
     ``inputs``: ``img`` (V, 3, H, W) uint8, ``depths`` (V, H, W) float32 metres (0 = invalid),
     ``poses`` (V, 4, 4) float32 camera-to-world (after 3D augmentation), ``intrinsics``

@@ -209,3 +209,54 @@ class LoadODINSuperpoints(BaseTransform):
             sp = np.arange(n, dtype=np.int64)
         results['superpoints'] = sp
         return results
+
+
+@TRANSFORMS.register_module()
+class LoadRecordingFrames(BaseTransform):
+    """Read every frame of a posed RGB-D recording (the demo's ``LoadODINFrames``).
+
+    The inference API (:func:`projects.odin.apis.inference.prepare_recording`) puts this step
+    in place of a test pipeline's loading steps, as ``mmdet3d.apis.inference_detector`` puts
+    ``LoadPointsFromDict`` in place of ``LoadPointsFromFile``.
+
+    Required keys: ``recording`` (a validated
+    :class:`projects.odin.apis.rgbd_folder.RGBDSequence`: ``load_frame(i)``, ``intrinsics``,
+    ``poses``, ``color_paths``, ``depth_paths``, ``frame_ids``, ``scene_name``).
+    Added keys: as :class:`LoadODINFrames` (``img``, ``depths``, ``cam2img``, ``cam2global``,
+    ``img_path``, ``depth_path``, ``frame_ids``, ``num_views``, ``img_shape``, ``ori_shape``),
+    plus ``scene_id`` and ``sample_idx`` (0).
+
+    Args:
+        max_depth (float, optional): Depth beyond this (metres) is set to 0 (invalid).
+            Defaults to None.
+        progress (bool): Show a progress bar while reading. Defaults to False.
+    """
+
+    def __init__(self, max_depth: Optional[float] = None, progress: bool = False) -> None:
+        self.max_depth = max_depth
+        self.progress = progress
+
+    def transform(self, results: dict) -> dict:
+        """Read the frames (errors of the recording's reader propagate)."""
+        seq = results['recording']
+        frames = range(len(seq))
+        if self.progress:
+            from tqdm import tqdm
+            frames = tqdm(frames, desc='reading frames', unit='frame')
+        imgs, depths = [], []
+        for i in frames:
+            rgb, depth = seq.load_frame(i)
+            if self.max_depth is not None:
+                depth = np.where(depth > self.max_depth, 0, depth)
+            imgs.append(rgb)
+            depths.append(depth)
+        results.update(
+            img=imgs, depths=depths, cam2img=[np.asarray(k).copy() for k in seq.intrinsics],
+            cam2global=[np.asarray(p) for p in seq.poses], img_path=list(seq.color_paths),
+            depth_path=list(seq.depth_paths), frame_ids=list(seq.frame_ids),
+            num_views=len(imgs), scene_id=seq.scene_name, sample_idx=0,
+            img_shape=imgs[0].shape[:2], ori_shape=imgs[0].shape[:2])
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(max_depth={self.max_depth}, progress={self.progress})'

@@ -1,6 +1,6 @@
 """Joint 2D-3D training data: a task-tagged concatenation, a single-task batch sampler, collate.
 
-ODIN's joint recipe (odin_reference.md §3.6) mixes a 3D dataset (posed RGB-D scene chunks, e.g.
+ODIN's joint recipe (docs/specification.md §3.6) mixes a 3D dataset (posed RGB-D scene chunks, e.g.
 ScanNet) with a 2D one (single images, COCO). Every iteration is entirely 3D or entirely 2D on
 all GPUs (30 % / 70 %), with per-task batch sizes (3D 6 / 2D 16 scenes or images per iteration),
 and the smaller dataset's indices are tiled to the larger one's size.

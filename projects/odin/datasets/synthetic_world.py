@@ -702,14 +702,20 @@ def raycast(scene: Scene, origin: np.ndarray, dirs: np.ndarray, chunk: int = 819
 def pixel_rays(pose: np.ndarray, k: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     """World-frame ray directions with unit camera-z for every pixel (integer pixel coords).
 
+    The unprojection of depth 1 by the pose's rotation
+    (:func:`projects.odin.layers.geometry.unproject_depth`, float64).
+
     Returns:
         np.ndarray: (H*W, 3), row-major.
     """
-    h, w = hw
-    v, u = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
-                       indexing='ij')
-    cam = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], -1)
-    return cam.reshape(-1, 3) @ pose[:3, :3].T
+    import torch
+
+    from projects.odin.layers.geometry import unproject_depth
+    rot = np.eye(4)
+    rot[:3, :3] = pose[:3, :3]  # directions: the rotation only, camera z = 1 (float64)
+    return unproject_depth(torch.ones((1, *hw), dtype=torch.float64),
+                           torch.from_numpy(np.asarray(k, np.float64))[None],
+                           torch.from_numpy(rot)[None]).numpy().reshape(-1, 3)
 
 
 def _slab(o_loc: np.ndarray, d_loc: np.ndarray, half: np.ndarray, inside: bool):

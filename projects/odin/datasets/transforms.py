@@ -15,9 +15,12 @@ import math
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from mmcv.transforms import BaseTransform
 from mmdet3d.registry import TRANSFORMS
 from mmdet3d.structures.points import BasePoints, DepthPoints
+
+from projects.odin.layers.geometry import unproject_depth
 
 VIEW_KEYS = ('img', 'depths', 'cam2img', 'cam2global', 'img_path', 'depth_path', 'frame_ids',
              'inst_maps', 'sem_maps', 'scale_factor', 'crop_offset')
@@ -36,9 +39,14 @@ def nearest_resize(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     return arr[ys[:, None], xs[None, :]]
 
 
-def scale_intrinsics(k: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Intrinsics after resizing the image by (sx, sy): rows scaled as in the official code."""
-    k = np.array(k, dtype=np.float32, copy=True)
+def scale_intrinsics(k: np.ndarray, sx: float, sy: float,
+                     dtype: np.dtype = np.float32) -> np.ndarray:
+    """Intrinsics after resizing the image by (sx, sy): rows scaled as in the official code.
+
+    Computed in ``dtype`` (float32; a recording's float64 intrinsics stay float64, see
+    ``_resize_view``).
+    """
+    k = np.array(k, dtype=dtype, copy=True)
     k[0, :3] *= sx
     k[1, :3] *= sy
     return k
@@ -57,7 +65,9 @@ def _resize_view(results: dict, i: int, hw: Tuple[int, int]) -> None:
     for key in ('inst_maps', 'sem_maps'):
         if key in results:
             results[key][i] = nearest_resize(results[key][i], hw)
-    results['cam2img'][i] = scale_intrinsics(results['cam2img'][i], w / w0, h / h0)
+    k = results['cam2img'][i]
+    results['cam2img'][i] = scale_intrinsics(k, w / w0, h / h0,
+                                             np.result_type(np.asarray(k).dtype, np.float32))
 
 
 def _crop_pad_view(results: dict, i: int, off: Tuple[int, int], size: Tuple[int, int],
@@ -154,21 +164,31 @@ class ODINResize(BaseTransform):
     Args:
         short_edge (int): Target of the shorter side. Defaults to 320.
         max_size (int): Cap on the longer side. Defaults to 320.
+        size (tuple[int, int], optional): A fixed output (H, W) instead of the shortest-edge
+            rule (the demo's ``--image-size``). Defaults to None.
     """
 
-    def __init__(self, short_edge: int = 320, max_size: int = 320) -> None:
+    def __init__(self, short_edge: int = 320, max_size: int = 320,
+                 size: Optional[Sequence[int]] = None) -> None:
         self.short_edge = short_edge
         self.max_size = max_size
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+
+    def output_size(self, h0: int, w0: int) -> Tuple[int, int]:
+        """The (H, W) a view of (h0, w0) pixels is resized to."""
+        if self.size is not None:
+            return self.size
+        scale = self.short_edge / min(h0, w0)
+        if max(h0, w0) * scale > self.max_size:
+            scale = self.max_size / max(h0, w0)
+        return int(round(h0 * scale)), int(round(w0 * scale))
 
     def transform(self, results: dict) -> dict:
         """Resize all views."""
         results['scale_factor'] = []
         for i in range(len(results['img'])):
             h0, w0 = results['img'][i].shape[:2]
-            scale = self.short_edge / min(h0, w0)
-            if max(h0, w0) * scale > self.max_size:
-                scale = self.max_size / max(h0, w0)
-            h, w = int(round(h0 * scale)), int(round(w0 * scale))
+            h, w = self.output_size(h0, w0)
             _resize_view(results, i, (h, w))
             results['scale_factor'].append((w / w0, h / h0))
         results['img_shape'] = results['img'][0].shape[:2]
@@ -176,7 +196,10 @@ class ODINResize(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return f'{self.__class__.__name__}(short_edge={self.short_edge}, max_size={self.max_size})'
+        args = f'short_edge={self.short_edge}, max_size={self.max_size}'
+        if self.size is not None:
+            args += f', size={self.size}'
+        return f'{self.__class__.__name__}({args})'
 
 
 @TRANSFORMS.register_module()
@@ -249,6 +272,9 @@ def unproject(depth: np.ndarray, k: np.ndarray, pose: np.ndarray,
               mask: Optional[np.ndarray] = None) -> np.ndarray:
     """Unproject depth pixels to world xyz (integer pixel indices, no +0.5).
 
+    The masked pixels of :func:`projects.odin.layers.geometry.unproject_depth` (the one
+    unprojection of the project), computed in float64 as this pipeline always did.
+
     Args:
         depth (np.ndarray): (H, W) metres.
         k (np.ndarray): (4, 4) intrinsics.
@@ -259,12 +285,10 @@ def unproject(depth: np.ndarray, k: np.ndarray, pose: np.ndarray,
         np.ndarray: (M, 3) float64 world points of the masked pixels (row-major order).
     """
     mask = depth > 0 if mask is None else mask
-    v, u = np.nonzero(mask)
-    z = depth[v, u].astype(np.float64)
-    cam = np.stack([(u - k[0, 2]) * z / k[0, 0], (v - k[1, 2]) * z / k[1, 1], z,
-                    np.ones_like(z)], 1)
-    world = cam @ np.asarray(pose, np.float64).T
-    return world[:, :3] / world[:, 3:4]
+    world = unproject_depth(torch.from_numpy(np.asarray(depth, np.float64))[None],
+                            torch.from_numpy(np.asarray(k, np.float64))[None],
+                            torch.from_numpy(np.asarray(pose, np.float64))[None])[0]
+    return world.numpy()[np.asarray(mask, bool)]
 
 
 @TRANSFORMS.register_module()
@@ -386,14 +410,36 @@ def select_views(results: dict, keep: Sequence[int]) -> dict:
     return results
 
 
+def draw_camera_drop(num_views: Sequence[int], prob: float) -> Optional[List[np.ndarray]]:
+    """Draw the official camera drop: which views each sample keeps, or None to keep them all.
+
+    The one implementation behind :class:`ODINCameraDrop` (one sample) and :func:`odin_collate`
+    (a batch). Nothing is drawn unless every sample has more than one view; then with probability
+    ``prob`` one n ~ U{1..min(num_views)} is drawn for all samples and every sample keeps n
+    random views (in random-choice order), so the views of a batch still stack. Uses numpy's
+    global generator (``rand``, ``randint``, then one ``choice`` per sample).
+
+    Args:
+        num_views: number of views of every sample.
+        prob: probability of dropping views.
+
+    Returns:
+        ``[keep_0, keep_1, ...]`` view indices per sample, or None (no drop).
+    """
+    if not num_views or min(num_views) <= 1 or np.random.rand() >= prob:
+        return None
+    n = np.random.randint(1, min(num_views) + 1)
+    return [np.random.choice(v, n, replace=False) for v in num_views]
+
+
 @TRANSFORMS.register_module()
 class ODINCameraDrop(BaseTransform):
     """Randomly keep a subset of the views of a sample (per-sample camera drop).
 
     With probability ``prob`` a number n ~ U{1..V} is drawn and n random views are kept (in
-    random-choice order). The official code draws one n per batch so that scenes stack; use the
-    ``odin_collate`` collate function (``camera_drop_prob``) for that behaviour, or this
-    transform with batch size 1 / a padding preprocessor.
+    random-choice order), by :func:`draw_camera_drop`. The official code draws one n per batch so
+    that scenes stack; use the ``odin_collate`` collate function (``camera_drop_prob``, the same
+    draw) for that behaviour, or this transform with batch size 1 / a padding preprocessor.
 
     Modified keys: every per-view list (``img``, ``depths``, ``cam2img``, ``cam2global``, paths,
     ids, label maps), ``num_views``.
@@ -404,11 +450,8 @@ class ODINCameraDrop(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         """Drop views."""
-        v = len(results['img'])
-        if v <= 1 or np.random.rand() >= self.prob:
-            return results
-        n = np.random.randint(1, v + 1)
-        return select_views(results, np.random.choice(v, n, replace=False))
+        keep = draw_camera_drop([len(results['img'])], self.prob)
+        return results if keep is None else select_views(results, keep[0])
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(prob={self.prob})'
@@ -462,17 +505,25 @@ class ODINSensorPoints(BaseTransform):
     ``pts_semantic_mask``, ``pts_instance_mask``, ``superpoints`` (one per point),
     ``eval_ann_info`` copies in test mode.
 
+    With ``voxel_size`` the fused cloud is thinned to the first point (in view, row, column
+    order) of every ``voxel_size`` voxel, keys computed in float64 before the float32 cast (the
+    demo's fusion of a recording); ``pixel_to_point`` (V, H, W) int64 then gives every pixel's
+    point (-1: no valid depth or not sampled) and the points come sorted by voxel key.
+
     Args:
         stride (int): Pixel subsampling (official half resolution: 2). Defaults to 1.
+        voxel_size (float, optional): Fuse the points into voxels of this size (metres).
+            Defaults to None (every sampled pixel is a point).
     """
 
-    def __init__(self, stride: int = 1) -> None:
+    def __init__(self, stride: int = 1, voxel_size: Optional[float] = None) -> None:
         self.stride = stride
+        self.voxel_size = voxel_size
 
     def transform(self, results: dict) -> dict:
         """Unproject the views."""
         s = self.stride
-        xyz, rgb, inst, sem = [], [], [], []
+        xyz, rgb, inst, sem, owner = [], [], [], [], []
         for i, (d, k, p) in enumerate(zip(results['depths'], results['cam2img'],
                                           results['cam2global'])):
             mask = np.zeros(d.shape, bool)
@@ -480,9 +531,16 @@ class ODINSensorPoints(BaseTransform):
             mask &= d > 0
             xyz.append(unproject(d, k, p, mask))
             rgb.append(results['img'][i][mask].astype(np.float64))
+            owner.append(np.flatnonzero(mask.ravel()) + i * d.size)
             if 'inst_maps' in results:
                 inst.append(results['inst_maps'][i][mask])
                 sem.append(results['sem_maps'][i][mask])
+        if not sum(len(x) for x in xyz):
+            raise ValueError(f'scene {results.get("scene_id", results.get("sample_idx"))}: no '
+                             'view has a pixel with valid depth, no sensor points')
+        if self.voxel_size is not None:
+            xyz, rgb, inst, sem = self._fuse(results, np.concatenate(xyz), np.concatenate(rgb),
+                                             inst, sem, np.concatenate(owner))
         pts = np.concatenate([np.concatenate(xyz), np.concatenate(rgb)], 1).astype(np.float32)
         results['points'] = DepthPoints(pts, points_dim=6, attribute_dims=dict(color=[3, 4, 5]))
         results['superpoints'] = np.arange(len(pts), dtype=np.int64)
@@ -495,12 +553,27 @@ class ODINSensorPoints(BaseTransform):
                     pts_semantic_mask=results['pts_semantic_mask'].copy())
         return results
 
+    def _fuse(self, results: dict, xyz: np.ndarray, rgb: np.ndarray, inst: list, sem: list,
+              owner: np.ndarray):
+        """Keep the first point of every voxel; set ``results['pixel_to_point']``."""
+        keys = np.floor(xyz / self.voxel_size).astype(np.int64)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        v = len(results['depths'])
+        h, w = results['depths'][0].shape[:2]
+        pixel_to_point = np.full(v * h * w, -1, np.int64)
+        pixel_to_point[owner] = inverse.ravel()
+        results['pixel_to_point'] = pixel_to_point.reshape(v, h, w)
+        if inst:
+            inst, sem = [np.concatenate(inst)[first]], [np.concatenate(sem)[first]]
+        return [xyz[first]], [rgb[first]], inst, sem
+
 
 def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> dict:
     """``pseudo_collate`` with the official per-batch camera drop.
 
     With probability ``camera_drop_prob`` one n ~ U{1..V_min} is drawn for the whole batch and
-    every sample keeps n random views (inputs ``img``, ``depths``, ``poses``, ``intrinsics`` and
+    every sample keeps n random views (:func:`draw_camera_drop`; inputs ``img``, ``depths``,
+    ``poses``, ``intrinsics`` and
     the per-view metainfo lists), so the views still stack.
 
     Args:
@@ -513,12 +586,10 @@ def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> d
     from mmengine.dataset import pseudo_collate
     views = [d['inputs']['img'].shape[0] for d in data_batch
              if 'img' in d['inputs'] and 'depths' in d['inputs']]
-    if views and len(views) == len(data_batch) and min(views) > 1 and \
-            np.random.rand() < camera_drop_prob:
-        n = np.random.randint(1, min(views) + 1)
-        for d in data_batch:
-            keep = np.random.choice(d['inputs']['img'].shape[0], n, replace=False)
-            import torch
+    keeps = draw_camera_drop(views, camera_drop_prob) if len(views) == len(data_batch) else None
+    if keeps is not None:
+        n = len(keeps[0])
+        for d, keep in zip(data_batch, keeps):
             idx = torch.as_tensor(keep, dtype=torch.long)
             for key in ('img', 'depths', 'poses', 'intrinsics'):
                 if key in d['inputs']:
@@ -549,6 +620,6 @@ _register_collate()
 
 __all__: List[str] = [
     'ODINRandomResizeCrop', 'ODINResize', 'ODINColorJitter', 'ODINGlobalAug3D', 'ODINCameraDrop',
-    'ODINPointSegClassMapping', 'ODINSensorPoints', 'odin_collate', 'unproject',
-    'scale_intrinsics', 'nearest_resize', 'select_views'
+    'ODINPointSegClassMapping', 'ODINSensorPoints', 'odin_collate', 'draw_camera_drop',
+    'unproject', 'scale_intrinsics', 'nearest_resize', 'select_views'
 ]

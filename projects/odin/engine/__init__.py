@@ -1,5 +1,5 @@
-from .hooks import RNGStateHook
+from .hooks import RNGStateHook, TrustedCheckpointHook
 from .multitask_hooks import ODINTaskLossHook
 from .visualization import ODINVisualizationHook
 
-__all__ = ['RNGStateHook', 'ODINVisualizationHook', 'ODINTaskLossHook']
+__all__ = ['RNGStateHook', 'TrustedCheckpointHook', 'ODINVisualizationHook', 'ODINTaskLossHook']

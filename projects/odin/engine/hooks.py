@@ -68,3 +68,60 @@ class RNGStateHook(Hook):
             if runner.iter > 0:
                 self.set_state(self._pending)
             self._pending = None
+
+
+@HOOKS.register_module()
+class TrustedCheckpointHook(Hook):
+    """Let the Runner read mmengine's own checkpoints (``load_from``, ``resume``) under torch 2.6+.
+
+    mmengine 0.10.7 pickles objects (``HistoryBuffer``, ``ConfigDict``) into the checkpoints it
+    saves and reads them back with ``torch.load``'s default, which torch 2.6 made
+    ``weights_only=True``, so resuming or ``load_from`` fails. This hook opens
+    :func:`projects.odin.utils.checkpoint.trusted_checkpoint_loading` for the Runner's checkpoint
+    loading only: from ``before_run`` (called right before ``Runner.load_or_resume``) until the
+    checkpoint has been read (``after_load_checkpoint``), or at the latest when the loop starts
+    (``before_train``/``before_val``/``before_test``) or the run ends. Outside that window
+    mmengine's loader is untouched. ``configs/_base_/default_runtime.py`` registers it as
+    ``default_hooks.trusted_checkpoint``; read its trust assumption in that module: only load
+    checkpoints you made or obtained from a source you trust.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self) -> None:
+        self._scope: Optional[Any] = None
+
+    def _open(self) -> None:
+        from projects.odin.utils.checkpoint import trusted_checkpoint_loading
+        self._close()
+        self._scope = trusted_checkpoint_loading()
+        self._scope.__enter__()
+
+    def _close(self) -> None:
+        if self._scope is not None:
+            scope, self._scope = self._scope, None
+            scope.__exit__(None, None, None)
+
+    def before_run(self, runner) -> None:
+        """Open the trusted window: ``load_or_resume`` comes next."""
+        self._open()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """The checkpoint has been read: close the window."""
+        self._close()
+
+    def before_train(self, runner) -> None:
+        """Close the window (nothing was loaded)."""
+        self._close()
+
+    def before_val(self, runner) -> None:
+        """Close the window (nothing was loaded)."""
+        self._close()
+
+    def before_test(self, runner) -> None:
+        """Close the window (nothing was loaded)."""
+        self._close()
+
+    def after_run(self, runner) -> None:
+        """Close the window (safety net)."""
+        self._close()

@@ -1,6 +1,6 @@
 """kNN cross-view attention over voxels (ODIN's 3D fusion block), exact and fast.
 
-The official layer (odin_reference.md section 2.4) computes for every voxel ``i`` and its ``k``
+The official layer (docs/specification.md §2.4) computes for every voxel ``i`` and its ``k``
 neighbours ``j``::
 
     MHA(query = LN(f_i) + PE(0), key = f_j + PE(x_j - x_i), value = f_j)

@@ -1,6 +1,6 @@
 """Straightforward re-implementation of the official cross-view layers (reference for tests/bench).
 
-Written from the description in odin_reference.md section 2.4, with the official module and
+Written from the description in docs/specification.md §2.4, with the official module and
 parameter names, so an official ``CrossViewPAnet`` state dict loads into it unchanged. It does what
 the official code does: gather the ``k`` neighbour features, add the relative-position encoding,
 and run ``nn.MultiheadAttention`` with one query and ``k`` keys per voxel - i.e. it projects every

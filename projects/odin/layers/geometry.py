@@ -1,7 +1,7 @@
 """2D -> 3D geometry of ODIN: unprojection, multi-scale xyz maps, voxelisation, IDW interpolation.
 
 Pure torch + :mod:`projects.odin.ops`; every function reproduces the official implementation
-(odin_reference.md sections 2.2, 2.3 and 2.6), including its quirks (invalid depth is not masked,
+(docs/specification.md §2.2, §2.3 and §2.6), including its quirks (invalid depth is not masked,
 nearest downsampling picks the top-left pixel of each stride cell, voxel ids follow the sorted
 raveled voxel key).
 """

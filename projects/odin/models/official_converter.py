@@ -26,6 +26,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .model_cfgs import SWIN_B, SWIN_B_IN_CHANNELS, odin_r50_model
+
 __all__ = [
     'ConversionError', 'convert_official_state_dict', 'convert_mask2former_state_dict',
     'infer_architecture', 'odin_model_cfg', 'check_state_dict'
@@ -379,26 +381,6 @@ def infer_architecture(sd: Dict[str, Tensor]) -> dict:
         open_vocab=open_vocab)
 
 
-SWIN_B = dict(
-    type='ODINSwinTransformer',
-    pretrain_img_size=384,
-    embed_dims=128,
-    depths=[2, 2, 18, 2],
-    num_heads=[4, 8, 16, 32],
-    window_size=12,
-    mlp_ratio=4,
-    qkv_bias=True,
-    qk_scale=None,
-    drop_rate=0.0,
-    attn_drop_rate=0.0,
-    drop_path_rate=0.3,
-    patch_norm=True,
-    out_indices=(0, 1, 2, 3),
-    with_cp=False,
-    convert_weights=False,
-    init_cfg=None)
-
-
 def odin_model_cfg(backbone: str = 'r50',
                    num_classes: int = 20,
                    num_queries: int = 100,
@@ -409,6 +391,9 @@ def odin_model_cfg(backbone: str = 'r50',
                    roberta: Optional[str] = None,
                    **overrides) -> dict:
     """Full-size ODIN model config for an architecture (as in ``configs/_base_/models``).
+
+    Built from :mod:`projects.odin.models.model_cfgs` (package code; nothing is read from the
+    checkout's ``configs/`` folder).
 
     Args:
         backbone: 'r50' or 'swin' (Swin-B, IN21k-384).
@@ -424,20 +409,15 @@ def odin_model_cfg(backbone: str = 'r50',
     Returns:
         dict: model config (for ``MODELS.build`` under the mmdet3d scope).
     """
-    import os.path as osp
-
-    from mmengine.config import Config
-    root = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-    base = Config.fromfile(osp.join(root, 'configs', '_base_', 'models', 'odin_r50.py'))
-    model = copy.deepcopy(base.model.to_dict())
+    model = odin_r50_model()
     head = model['decode_head']
     if backbone == 'swin':
-        bb = dict(SWIN_B)
+        bb = copy.deepcopy(SWIN_B)
         bb.update(fusion_stages=tuple(fusion_stages),
                   fusion_layers=tuple(backbone_fusion_layers),
                   fusion_cfg=model['backbone']['fusion_cfg'])
         model['backbone'] = bb
-        head['in_channels'] = [128, 256, 512, 1024]
+        head['in_channels'] = list(SWIN_B_IN_CHANNELS)
     else:
         model['backbone'].update(fusion_stages=tuple(fusion_stages),
                                  fusion_layers=tuple(backbone_fusion_layers))

@@ -5,13 +5,13 @@ from .checkpoint import (
                          check_checkpoint,
                          load_checked_checkpoint,
                          read_checkpoint,
-                         register_trusted_local_loader,
+                         trusted_checkpoint_loading,
                          trusted_torch_load,
 )
 from .scripts import REPO_ROOT, load_script
 
 __all__ = [
-    'register_trusted_local_loader', 'trusted_torch_load', 'read_checkpoint', 'check_checkpoint',
+    'trusted_checkpoint_loading', 'trusted_torch_load', 'read_checkpoint', 'check_checkpoint',
     'load_checked_checkpoint', 'CheckpointError', 'CheckpointReadError',
     'CheckpointMismatchError', 'REPO_ROOT', 'load_script'
 ]

@@ -7,12 +7,25 @@ into every checkpoint it saves, and its loaders call ``torch.load`` without ``we
 ``UnpicklingError: Weights only load failed``. Adding safe globals is not enough (the pickles also
 reference ``getattr``).
 
-Trust assumption: a checkpoint file is a pickle, and unpickling runs code. The loader registered
+Trust assumption: a checkpoint file is a pickle, and unpickling runs code. The trusted loader
 here unpickles **local files only** with ``weights_only=False``, exactly as torch < 2.6 and
 mmengine always did. Only load checkpoints you made or obtained from a source you trust (e.g. the
 official ODIN release converted by ``tools/model_converters/odin_to_mmdet3d.py``). Remote
 (``http(s)://``) checkpoints keep torch's safe default. A file that cannot be read (truncated,
 corrupt, not a checkpoint) raises :class:`CheckpointReadError`, one line naming the file.
+
+Scope: importing :mod:`projects.odin` changes nothing in mmengine. The trusted loader is used
+where ODIN loads checkpoints and nowhere else:
+
+- our own readers call :func:`read_checkpoint` directly (``init_odin_model``, the demo,
+  :func:`check_checkpoint`, the converter);
+- mmengine's loaders (``load_checkpoint``, ``Runner(load_from=...)``, ``resume=True``) see it only
+  inside :func:`trusted_checkpoint_loading`, a context manager that registers it as mmengine's
+  local-file loader and puts the previous loader back on exit;
+- :class:`projects.odin.engine.TrustedCheckpointHook` (``default_hooks.trusted_checkpoint`` of
+  ``configs/_base_/default_runtime.py``) opens that context for the Runner's own checkpoint
+  loading only (from ``before_run`` until the checkpoint is read), so ``tools/train.py --resume``,
+  ``load_from`` and ``tools/test.py`` read mmengine's checkpoints.
 
 Fitting: mmengine loads with ``strict=False`` and only *logs* missing, unexpected and mis-shaped
 keys, so a checkpoint of another architecture (e.g. ScanNet R50 weights with the Swin-B config)
@@ -23,6 +36,7 @@ converter recorded in ``meta['arch']``; ``allow_partial=True`` (``--allow-partia
 ``tools/test.py`` and the demo) only logs it. ``tools/test.py``, ``demo/odin_demo.py`` and
 :func:`projects.odin.apis.inference.init_odin_model` use it.
 """
+import contextlib
 import glob
 import logging
 import os
@@ -30,12 +44,11 @@ import os.path as osp
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-_REGISTERED = False
 _logger = logging.getLogger(__name__)
 #: keys a model may lack in a checkpoint (BatchNorm counters; mmengine ignores them too)
 IGNORED_MISSING = re.compile(r'(^|\.)num_batches_tracked$')
@@ -109,22 +122,35 @@ def trusted_torch_load(filename: str | os.PathLike,
     return read_checkpoint(filename, map_location=map_location)
 
 
-def register_trusted_local_loader() -> None:
-    """Replace mmengine's local-file checkpoint loader by :func:`trusted_torch_load`.
+def _trusted_local_loader(filename: str, map_location: Any = None) -> Any:
+    """Read a local file for mmengine (its loader signature) via :func:`trusted_torch_load`."""
+    return trusted_torch_load(filename, map_location=map_location)
 
-    Idempotent. Affects every mmengine code path that reads a local checkpoint
-    (``load_checkpoint``, ``Runner.load_checkpoint``, ``load_from``, ``resume``).
+
+@contextlib.contextmanager
+def trusted_checkpoint_loading() -> Iterator[None]:
+    """Let mmengine's checkpoint loaders read trusted local files, inside this block only.
+
+    Registers :func:`trusted_torch_load` as mmengine's local-file loader (the ``''`` scheme of
+    ``mmengine.runner.checkpoint.CheckpointLoader``) and restores the loader that was there
+    before on exit, also on error. Nested blocks are fine. Remote schemes are untouched. Inside
+    the block, ``load_checkpoint``, ``_load_checkpoint`` and ``Runner.load_checkpoint`` unpickle
+    local files fully; see the module docstring for the trust assumption.
+
+    Example:
+        >>> with trusted_checkpoint_loading():
+        ...     runner.load_checkpoint('work_dirs/x/iter_4000.pth')
     """
-    global _REGISTERED
-    if _REGISTERED:
-        return
     from mmengine.runner.checkpoint import CheckpointLoader
-
-    def _load_local(filename: str, map_location: Any = None) -> Any:
-        return trusted_torch_load(filename, map_location=map_location)
-
-    CheckpointLoader.register_scheme(prefixes='', loader=_load_local, force=True)
-    _REGISTERED = True
+    previous = CheckpointLoader._schemes.get('')
+    CheckpointLoader.register_scheme(prefixes='', loader=_trusted_local_loader, force=True)
+    try:
+        yield
+    finally:
+        if previous is None:
+            CheckpointLoader._schemes.pop('', None)
+        else:
+            CheckpointLoader.register_scheme(prefixes='', loader=previous, force=True)
 
 
 # ------------------------------------------------------------------------------------ fitting
