@@ -8,9 +8,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ('projects', 'tools', 'configs')
 SUFFIXES = {'.py', '.sh', '.md', '.yml', '.yaml', '.txt', '.cu', '.cpp', '.h'}
-#: files whose citations still say "reference §x.y" (their owner renames the document); their
-#: section numbers must still exist in docs/specification.md
-LEGACY_NAME = ('projects/odin/models/',)
 SECTION = r'\d+(?:\.\d+)*'
 CITATION = re.compile(rf'§\s*({SECTION})(?:\s*[-–]\s*({SECTION}))?')
 DOCUMENT = re.compile(r'([\w./-]+\.md)\b')
@@ -57,20 +54,16 @@ def test_sections_of_the_documents():
 
 def test_every_section_citation_resolves_in_docs():
     found, bad = 0, []
-    spec = sections(ROOT / 'docs' / 'specification.md')
     for rel, no, line, name, nums in citations():
         found += 1
-        if name is None and rel.startswith(LEGACY_NAME):
-            have = spec
-        else:
-            doc = resolve(name) if name else None
-            if doc is None:
-                bad.append(f'{rel}:{no}: no document of docs/ named before § ({line})')
-                continue
-            have = sections(doc)
+        doc = resolve(name) if name else None
+        if doc is None:
+            bad.append(f'{rel}:{no}: no document of docs/ named before § ({line})')
+            continue
+        have = sections(doc)
         missing = [n for n in nums if n not in have]
         if missing:
-            bad.append(f'{rel}:{no}: {name or "docs/specification.md"} has no section '
+            bad.append(f'{rel}:{no}: {name} has no section '
                        f'{", ".join(missing)} ({line})')
     assert found > 20  # the scan sees the citations
     assert not bad, '\n'.join(bad)

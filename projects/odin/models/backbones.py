@@ -1,9 +1,9 @@
 """ODIN backbones: mmdet ResNet / Swin Transformer with residual 3D fusion blocks.
 
-After stages res3, res4 and res5 (2, 6 and 2 attention layers, reference §2.5) a residual block
-``x + out_proj(3D-attention(in_proj(x)))`` fuses the features of all views of a scene in 3D. The
-blocks live under ``backbone.fusion_blocks`` so that the optimiser keeps their full learning rate
-while the 2D backbone is trained with a x0.1 multiplier.
+After stages res3, res4 and res5 (2, 6 and 2 attention layers, docs/specification.md §2.5) a
+residual block ``x + out_proj(3D-attention(in_proj(x)))`` fuses the features of all views of a scene
+in 3D. The blocks live under ``backbone.fusion_blocks`` so that the optimiser keeps their full
+learning rate while the 2D backbone is trained with a x0.1 multiplier.
 """
 from typing import List, Optional, Sequence
 
@@ -20,7 +20,7 @@ class ResidualFusionBlock(BaseModule):
     """Residual 3D cross-view fusion block inserted after a backbone stage.
 
     ``x + out_proj(broadcast(fusion(pool(in_proj(x)))))`` with 1x1 conv + GroupNorm
-    projections to ``embed_dims`` and back (specification §2.5; the residual branch is not
+    projections to ``embed_dims`` and back (docs/specification.md §2.5; the residual branch is not
     zero-initialised).
 
     Args:
@@ -135,7 +135,7 @@ class ODINSwinTransformer(SwinTransformer):
     """mmdet Swin Transformer with 3D fusion blocks at the end of stages 2-4.
 
     The fusion block runs after the stage's Swin blocks, before patch merging and before the
-    stage's output LayerNorm (reference §2.5).
+    stage's output LayerNorm (docs/specification.md §2.5).
 
     Args:
         fusion_stages: stages (0 = res2) followed by a fusion block.

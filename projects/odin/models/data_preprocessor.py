@@ -9,7 +9,7 @@ from mmdet3d.registry import MODELS
 
 @MODELS.register_module()
 class ODINDataPreprocessor(Det3DDataPreprocessor):
-    """Stack and normalise multi-view RGB-D samples (DATA_CONTRACT.md).
+    """Stack and normalise multi-view RGB-D samples (docs/data_contract.md).
 
     ``inputs['img']`` (V, 3, H, W) per sample becomes ``imgs`` (B, V, 3, Hp, Wp), normalised and
     zero padded (after normalisation) to a multiple of ``pad_size_divisor``. ``depths`` (V, H, W)

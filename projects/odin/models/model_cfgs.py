@@ -56,10 +56,8 @@ def odin_r50_model(num_classes: int = 20, num_queries: int = 100) -> Dict[str, A
             mask_pad_value=0),
         voxel_sizes=(0.02, 0.04, 0.08, 0.16),
         num_neighbors=8,
-        use_ghost_points=True,
-        use_superpoints=True,
-        mesh_voxel_size=0.02,
-        visibility_thresh=1e-3,
+        prediction_points=dict(
+            type='MeshPoints', voxel_size=0.02, superpoints=True, visibility_thresh=1e-3),
         backbone=dict(
             type='ODINResNet',
             depth=50,
@@ -71,7 +69,7 @@ def odin_r50_model(num_classes: int = 20, num_queries: int = 100) -> Dict[str, A
             style='pytorch',
             fusion_stages=(1, 2, 3),
             fusion_layers=(2, 6, 2),
-            fusion_cfg=dict(embed_dims=256, num_heads=8, ffn_dims=1024, num_neighbors=8),
+            fusion_cfg=dict(embed_dims=256, num_heads=8, ffn_dims=1024),
             init_cfg=None),
         decode_head=dict(
             type='ODINHead',
@@ -84,17 +82,20 @@ def odin_r50_model(num_classes: int = 20, num_queries: int = 100) -> Dict[str, A
             num_queries=num_queries,
             num_transformer_feat_level=3,
             sample_sizes=(800, 3200, 12800),
-            num_neighbors=8,
             max_train_points=50000,
+            fusion_head_2d=dict(
+                type='mmdet.MaskFormerFusionHead',
+                test_cfg=dict(panoptic_on=False, semantic_on=False, instance_on=True,
+                              iou_thr=0.8, filter_low_score=False)),
             pixel_decoder=dict(
                 type='ODINPixelDecoder',
                 num_outs=3,
                 norm_cfg=dict(type='GN', num_groups=32),
                 act_cfg=dict(type='ReLU'),
                 output_kernel_size=1,
-                num_neighbors=8,
                 encoder_chunk_size=100,
-                fusion_cfg=dict(num_layers=1, num_heads=8, ffn_dims=1024, num_neighbors=8),
+                fusion_cfg=dict(type='CrossViewAttention', num_layers=1, num_heads=8,
+                                ffn_dims=1024),
                 encoder=dict(
                     num_layers=6,
                     layer_cfg=dict(
@@ -148,13 +149,7 @@ def odin_r50_model(num_classes: int = 20, num_queries: int = 100) -> Dict[str, A
         test_cfg=dict(
             topk=100,
             skip_classes=(),
-            max_frames=-1,
-            panoptic_on=False,
-            semantic_on=False,
-            instance_on=True,
-            max_per_image=100,
-            iou_thr=0.8,
-            filter_low_score=False))
+            max_frames=-1))
 
 
 def odin_swin_model(num_classes: int = 20, num_queries: int = 100) -> Dict[str, Any]:

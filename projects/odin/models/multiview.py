@@ -4,7 +4,7 @@ One scene chunk has V posed RGB-D views. For every feature level (stride 4, 8, 1
 pixels of all views are unprojected to world xyz, pooled into voxels (2/4/8/16 cm) and, for the
 levels that run 3D attention, linked to their k nearest voxels. This is computed once per forward
 and shared by the backbone fusion blocks, the pixel-decoder fusion layers and the decoder memory
-(reference §2.3: voxel pooling before every 3D operation).
+(docs/specification.md §2.3: voxel pooling before every 3D operation).
 
 Flattening convention: a level's pixel features ``(B*V, C, h, w)`` are flattened to
 ``(B*V*h*w, C)`` in (scene, view, row, column) order; scenes are concatenated and delimited by
@@ -93,19 +93,20 @@ def compute_multiscale_xyz(depths: Tensor,
                            intrinsics: Tensor,
                            poses: Tensor,
                            img_shapes: Sequence[tuple],
-                           strides: Sequence[int] = (32, 16, 8, 4)) -> List[Tensor]:
+                           strides: Sequence[int] = (4, 8, 16, 32)) -> List[Tensor]:
     """Unproject padded depth maps and nearest-downsample the xyz maps.
 
-    As the reference (§2.2): unprojection at full resolution of the unpadded image, padding for
-    size divisibility added afterwards with zeros (the world origin), then nearest downsampling
-    (the pixel at ``stride * i``).
+    As docs/specification.md §2.2 says: unprojection at full resolution of the unpadded image,
+    padding for size divisibility added afterwards with zeros (the world origin), then nearest
+    downsampling (the pixel at ``stride * i``).
 
     Args:
         depths: shape (B, V, Hp, Wp), metres, 0 = invalid.
         intrinsics: shape (B, V, 4, 4).
         poses: camera-to-world, shape (B, V, 4, 4).
         img_shapes: unpadded ``(H, W)`` of every sample.
-        strides: output strides, lowest resolution first.
+        strides: output strides, highest resolution (res2) first, the order of the backbone
+            levels and of :class:`MultiViewGeometry`.
 
     Returns:
         list[Tensor]: one ``(B, V, Hp/s, Wp/s, 3)`` xyz map per stride.

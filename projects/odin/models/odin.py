@@ -89,7 +89,7 @@ class ODIN(Base3DDetector):
                 shape = shape[0]
             shapes.append(tuple(shape[:2]))
         xyz = compute_multiscale_xyz(batch_inputs['depths'], batch_inputs['intrinsics'],
-                                     batch_inputs['poses'], shapes, strides=(4, 8, 16, 32))
+                                     batch_inputs['poses'], shapes)
         knn_levels = tuple(range(1, len(xyz)))
         return build_multiview_geometry(xyz, self.voxel_sizes, self.num_neighbors, knn_levels)
 

@@ -1,7 +1,7 @@
 """ODIN head: Mask2Former's masked-attention decoder over 3D voxels or 2D pixels.
 
 2D batches use mmdet's :class:`Mask2FormerHead` unchanged (sine positional encoding, point-sampled
-losses). 3D batches (reference §2.8, §2.10):
+losses). 3D batches (docs/specification.md §2.8, §2.10):
 
 * memory of level l = the fused pixel-decoder level averaged into its voxels, plus the level
   embedding; key positional encoding = a learned Conv1d-GN-ReLU-Conv1d MLP of every pixel's
@@ -14,9 +14,9 @@ losses). 3D batches (reference §2.8, §2.10):
 * losses: Hungarian matching (mmdet assigner and costs) and CE/BCE/Dice with deep supervision on
   random <= 50k-point subsets, normalised by the mean number of GT masks over GPUs.
 
-Open-vocabulary mode (``open_vocab_cfg``, reference §2.9): the batch's class names become a
-caption encoded by a frozen RoBERTa (:class:`ODINTextEncoder`); before every decoder layer the
-queries cross-attend to the text tokens; class logits are cosine similarities to the tokens
+Open-vocabulary mode (``open_vocab_cfg``, docs/specification.md §2.9): the batch's class names
+become a caption encoded by a frozen RoBERTa (:class:`ODINTextEncoder`); before every decoder layer
+the queries cross-attend to the text tokens; class logits are cosine similarities to the tokens
 averaged per class name, with a background class as no-object, so K varies per batch.
 """
 from contextlib import contextmanager
@@ -418,7 +418,9 @@ class ODINHead(Mask2FormerHead):
         return results
 
     def postprocess_3d(self, cls_logits: Tensor, point_logits: Tensor) -> PointData:
-        """Instance (top-k, no NMS) and semantic predictions of one scene (specification §2.11).
+        """Instance (top-k, no NMS) and semantic predictions of one scene.
+
+        The rules of docs/specification.md §2.11.
 
         Args:
             cls_logits: shape (Q, K+1).
@@ -545,7 +547,7 @@ class ODINHead(Mask2FormerHead):
 
 
 class AttentionMask3D(nn.Module):
-    """Masked-attention mask of a 3D decoder level (specification §2.8).
+    """Masked-attention mask of a 3D decoder level (docs/specification.md §2.8).
 
     The mask logits of the prediction points are IDW-interpolated (k nearest) to the level's
     voxel centroids; a voxel is masked for a query when ``sigmoid(logit) < 0.5``. A module (no

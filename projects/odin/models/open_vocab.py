@@ -1,4 +1,4 @@
-"""Open-vocabulary class logits of ODIN (reference §2.9).
+"""Open-vocabulary class logits of ODIN (docs/specification.md §2.9).
 
 The vocabulary of a batch is turned into one caption: the class names in label order, cleaned
 (parenthesised parts removed, ``_`` -> space, double spaces collapsed) and joined by ``'. '``,

@@ -3,7 +3,7 @@
 A golden (``../shared/reference/golden_<name>.pt`` beside the checkout, made by running the
 official code on CPU) stores the inputs of one eval forward pass and the tensors at every
 stage. This module fills the **official** state-dict keys (``statedict_<name>.tsv``) with the
-deterministic rule of the reference README (§3), converts them with
+deterministic rule of the reference goldens (docs/model.md §3), converts them with
 :func:`convert_official_state_dict`, runs our model on the golden inputs and compares every
 recorded stage. k-NN selections are compared modulo float64 near-ties and the golden's recorded
 ones are injected (:class:`KnnSelections`), so the check gives the same verdict on every CPU.
@@ -117,7 +117,7 @@ def build_parity_model(golden: dict, reference_dir: str):
 
 
 def golden_data(golden: dict) -> dict:
-    """Our data-preprocessor input (DATA_CONTRACT.md) for the golden's batched input."""
+    """Our data-preprocessor input (docs/data_contract.md) for the golden's batched input."""
     from mmdet3d.structures import Det3DDataSample
     bi = golden['inputs']['batched_inputs'][0]
     imgs = torch.stack(bi['images'])
@@ -202,7 +202,7 @@ def official_knn(query: Tensor, support: Tensor, k: int, query_offsets: Tensor,
                  support_offsets: Tensor) -> Tuple[Tensor, Tensor]:
     """The official CPU harness' k-NN selection: ``torch.cdist`` + ``torch.topk`` per scene.
 
-    The reference README §7 describes it (``compute_mode='donot_use_mm_for_euclid_dist'``,
+    docs/model.md §3 describes it (``compute_mode='donot_use_mm_for_euclid_dist'``,
     ``topk(largest=False, sorted=True)``, distances recomputed with the float32 formula of the
     pointops2 kernel, short scenes padded with the scene's first point at distance 1e5). Used by
     the whole-model benchmark as the official formulation. Same signature as

@@ -2,7 +2,7 @@
 
 Per view, the 6-layer multi-scale deformable encoder runs exactly as in Mask2Former. In 3D
 batches every encoder level is then replaced by the output of a 1-layer 3D attention block over
-the level's voxels, and the stride-4 level is built in 3D (reference §2.6):
+the level's voxels, and the stride-4 level is built in 3D (docs/specification.md §2.6):
 
 * mesh prediction points: backbone res2 features and the fused res3 level are IDW-interpolated
   (k nearest) onto the 2 cm mesh voxels ("ghost points"), so mask features live on mesh voxels;

@@ -1,4 +1,4 @@
-"""ODIN inference rules (reference §2.11), written as plain tensor functions."""
+"""ODIN inference rules (docs/specification.md §2.11), written as plain tensor functions."""
 from typing import Sequence, Tuple
 
 import torch

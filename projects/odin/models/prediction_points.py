@@ -1,6 +1,6 @@
 """Prediction points: where ODIN predicts 3D masks, and how they map to evaluation points.
 
-ODIN predicts one mask logit per *prediction point* (specification §2.6, §2.8, §2.11):
+ODIN predicts one mask logit per *prediction point* (docs/specification.md §2.6, §2.8, §2.11):
 
 * **sensor points** (:class:`SensorPoints`): the 2 cm voxels of the stride-4 pixels of all views;
   evaluation points (e.g. the dataset's points) get the logits IDW-interpolated (k nearest voxel
@@ -213,7 +213,10 @@ class PredictionPointSet:
 
 @TASK_UTILS.register_module()
 class SensorPoints:
-    """Predict on the 2 cm voxels of the stride-4 pixels (specification §2.6, sensor points)."""
+    """Predict on the 2 cm voxels of the stride-4 pixels (sensor points).
+
+    See docs/specification.md §2.6.
+    """
 
     def __call__(self, batch_inputs: dict, geometry: MultiViewGeometry,
                  training: bool) -> PredictionPointSet:
@@ -223,7 +226,9 @@ class SensorPoints:
 
 @TASK_UTILS.register_module()
 class MeshPoints:
-    """Predict on the mesh vertices voxelised at ``voxel_size`` (ghost points, §2.6, §2.7).
+    """Predict on the mesh vertices voxelised at ``voxel_size`` (ghost points).
+
+    See docs/specification.md §2.6, §2.7.
 
     Args:
         voxel_size: voxel edge of the mesh points (m).

@@ -1,4 +1,4 @@
-"""Frozen RoBERTa text encoder of ODIN's open-vocabulary class head (reference §2.9).
+"""Frozen RoBERTa text encoder of ODIN's open-vocabulary class head (docs/specification.md §2.9).
 
 The RoBERTa weights and tokenizer are read from ``pretrained``: a local folder (``config.json``,
 weights, tokenizer files) or a hub name found in the user's Hugging Face cache. Nothing is ever
