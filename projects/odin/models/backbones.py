@@ -81,29 +81,35 @@ def _build_fusion_blocks(channels: Sequence[int], fusion_stages: Sequence[int],
     ])
 
 
-@MODELS.register_module()
-class ODINResNet(ResNet):
-    """mmdet ResNet (frozen BN) with 3D fusion blocks after res3/res4/res5.
+class _FusionStages:
+    """Adds ``fusion_blocks`` after some stages of an mmdet backbone (mixin of the two below).
 
-    Args:
-        fusion_stages: indices of the stages (0 = res2) followed by a fusion block.
-        fusion_layers: attention layers of each fusion block.
-        fusion_cfg: extra arguments of :class:`ResidualFusionBlock`.
-        **kwargs: arguments of mmdet's ``ResNet``.
+    Args of the backbones: ``fusion_stages`` (stages followed by a fusion block, 0 = res2),
+    ``fusion_layers`` (attention layers of each block) and ``fusion_cfg`` (extra arguments of
+    :class:`ResidualFusionBlock`); every other argument goes to the mmdet backbone.
     """
 
-    def __init__(self,
-                 fusion_stages: Sequence[int] = (1, 2, 3),
-                 fusion_layers: Sequence[int] = (2, 6, 2),
-                 fusion_cfg: Optional[dict] = None,
-                 **kwargs) -> None:
-        super().__init__(**kwargs)
+    def _add_fusion_blocks(self, channels: Sequence[int], fusion_stages: Sequence[int],
+                           fusion_layers: Sequence[int], fusion_cfg: Optional[dict]) -> None:
         self.fusion_stages = tuple(fusion_stages)
-        channels = [
-            self.block.expansion * self.base_channels * 2**i for i in range(self.num_stages)
-        ]
         self.fusion_blocks = _build_fusion_blocks(channels, self.fusion_stages, fusion_layers,
                                                   fusion_cfg or {})
+
+
+@MODELS.register_module()
+class ODINResNet(_FusionStages, ResNet):
+    """mmdet ResNet (frozen BN) with 3D fusion blocks after res3/res4/res5.
+
+    Fusion arguments as :class:`_FusionStages`.
+    """
+
+    def __init__(self, fusion_stages: Sequence[int] = (1, 2, 3),
+                 fusion_layers: Sequence[int] = (2, 6, 2), fusion_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        channels = [self.block.expansion * self.base_channels * 2**i
+                    for i in range(self.num_stages)]
+        self._add_fusion_blocks(channels, fusion_stages, fusion_layers, fusion_cfg)
 
     def forward(self, x: Tensor, geometry: Optional[MultiViewGeometry] = None) -> List[Tensor]:
         """Extract features; 3D fusion runs only when ``geometry`` is given (3D batches).
@@ -131,28 +137,19 @@ class ODINResNet(ResNet):
 
 
 @MODELS.register_module()
-class ODINSwinTransformer(SwinTransformer):
+class ODINSwinTransformer(_FusionStages, SwinTransformer):
     """mmdet Swin Transformer with 3D fusion blocks at the end of stages 2-4.
 
     The fusion block runs after the stage's Swin blocks, before patch merging and before the
-    stage's output LayerNorm (docs/specification.md §2.5).
-
-    Args:
-        fusion_stages: stages (0 = res2) followed by a fusion block.
-        fusion_layers: attention layers of each fusion block.
-        fusion_cfg: extra arguments of :class:`ResidualFusionBlock`.
-        **kwargs: arguments of mmdet's ``SwinTransformer``.
+    stage's output LayerNorm (docs/specification.md §2.5); fusion arguments as
+    :class:`_FusionStages`.
     """
 
-    def __init__(self,
-                 fusion_stages: Sequence[int] = (1, 2, 3),
-                 fusion_layers: Sequence[int] = (2, 6, 2),
-                 fusion_cfg: Optional[dict] = None,
+    def __init__(self, fusion_stages: Sequence[int] = (1, 2, 3),
+                 fusion_layers: Sequence[int] = (2, 6, 2), fusion_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        self.fusion_stages = tuple(fusion_stages)
-        self.fusion_blocks = _build_fusion_blocks(self.num_features, self.fusion_stages,
-                                                  fusion_layers, fusion_cfg or {})
+        self._add_fusion_blocks(self.num_features, fusion_stages, fusion_layers, fusion_cfg)
 
     def forward(self, x: Tensor, geometry: Optional[MultiViewGeometry] = None) -> List[Tensor]:
         """Extract features; 3D fusion runs only when ``geometry`` is given.

@@ -20,18 +20,10 @@ from projects.odin.ops import knn as ops_knn
 
 def knn(query: Tensor, support: Tensor, k: int, query_offsets: Tensor,
         support_offsets: Tensor) -> Tuple[Tensor, Tensor]:
-    """K nearest support points per query within its scene.
+    """K nearest support points per query within its scene: :func:`projects.odin.ops.knn`.
 
-    Args:
-        query: ``(M, 3)`` query coordinates.
-        support: ``(N, 3)`` support coordinates.
-        k: neighbours per query.
-        query_offsets: ``(B,)`` cumulative end index of each query scene.
-        support_offsets: ``(B,)`` cumulative end index of each support scene.
-
-    Returns:
-        tuple: ``idx`` ``(M, k)`` int64 global support rows (ascending distance) and ``dist``
-        ``(M, k)`` euclidean distances; see :func:`projects.odin.ops.knn` for padding.
+    Same arguments and result (``idx`` ``(M, k)``, ``dist`` ``(M, k)``); the one k-NN entry point
+    of the model, which tools may substitute (see the module docstring).
     """
     return ops_knn(query, support, k, query_offsets, support_offsets)
 

@@ -56,14 +56,8 @@ class ARKitScenesReader(RecordingReader):
     name = 'arkitscenes'
     priority = 25
     summary = 'lowres_wide/, lowres_depth/, lowres_wide_intrinsics/*.pincam, lowres_wide.traj'
-    depth_scale = 1000.0
-    depth_scale_source = 'millimetres, ARKitScenes DATA.md'
-
-    @classmethod
-    def detect(cls, path: str) -> bool:
-        """Whether ``path`` has this layout's files (names only; see the class docstring)."""
-        return (osp.isdir(osp.join(path, 'lowres_depth')) and
-                bool(glob.glob(osp.join(glob.escape(path), '*.traj'))))
+    depth_scale, depth_scale_source = 1000.0, 'millimetres, ARKitScenes DATA.md'
+    markers = ('lowres_depth/', '*.traj')
 
     def _read_traj(self, path: str):
         stamps, mats = [], []

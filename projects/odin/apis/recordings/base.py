@@ -5,6 +5,7 @@ A reader turns one recording format into an :class:`RGBDSequence` whose poses ar
 the **depth** image, and whose frames read as RGB ``uint8`` plus depth in metres (0 = invalid).
 Readers are registered in :data:`RECORDING_READERS` (an MMEngine registry) under their layout name.
 """
+import glob
 import logging
 import os
 import os.path as osp
@@ -466,6 +467,13 @@ def find_file(folder: str, names: Sequence[str]) -> Optional[str]:
 # the reader interface
 
 
+def _has(folder: str, marker: str) -> bool:
+    """Whether ``folder`` holds ``marker`` (a name or glob; trailing ``/`` = a folder)."""
+    pattern = osp.join(glob.escape(folder), marker.rstrip('/'))
+    check = osp.isdir if marker.endswith('/') else osp.exists
+    return any(check(p) for p in glob.glob(pattern))
+
+
 class RecordingReader:
     """One recording format. Subclasses are registered in :data:`RECORDING_READERS`.
 
@@ -484,6 +492,9 @@ class RecordingReader:
     #: raw units per metre of integer depth in this layout, and where that comes from.
     depth_scale: Optional[float] = None
     depth_scale_source: str = ''
+    #: names that identify the layout in a folder, all required (glob patterns allowed; a
+    #: trailing ``/`` asks for a folder); used by the default :meth:`detect`.
+    markers: Tuple[str, ...] = ()
     #: raw depth values meaning "no measurement" besides 0.
     invalid_depth: Tuple[float, ...] = ()
 
@@ -495,8 +506,13 @@ class RecordingReader:
 
     @classmethod
     def detect(cls, path: str) -> bool:
-        """Whether ``path`` looks like a recording of this layout (cheap: file names only)."""
-        raise NotImplementedError
+        """Whether ``path`` looks like a recording of this layout (cheap: file names only).
+
+        The default: ``path`` is a folder with every one of :attr:`markers`.
+        """
+        if not cls.markers or not osp.isdir(path):
+            return False
+        return all(_has(path, m) for m in cls.markers)
 
     def read(self) -> RGBDSequence:
         """Index the recording (poses, intrinsics, file names); images are not read here.

@@ -61,13 +61,8 @@ class ScanNetExportReader(RecordingReader):
     name = 'scannet'
     priority = 30
     summary = 'color/<i>.jpg, depth/<i>.png, pose/<i>.txt, intrinsic/intrinsic_depth.txt'
-    depth_scale = 1000.0
-    depth_scale_source = 'millimetres, ScanNet depth_shift'
-
-    @classmethod
-    def detect(cls, path: str) -> bool:
-        """Whether ``path`` has this layout's files (names only; see the class docstring)."""
-        return all(osp.isdir(osp.join(path, d)) for d in ('color', 'depth', 'pose'))
+    depth_scale, depth_scale_source = 1000.0, 'millimetres, ScanNet depth_shift'
+    markers = ('color/', 'depth/', 'pose/')
 
     def read(self) -> RGBDSequence:
         """Index the recording (see :meth:`RecordingReader.read`)."""
@@ -115,15 +110,10 @@ class SevenScenesReader(RecordingReader):
     name = '7scenes'
     priority = 50
     summary = 'frame-XXXXXX.color.png / .depth.png / .pose.txt (+ camera-intrinsics.txt)'
-    depth_scale = 1000.0
-    depth_scale_source = 'millimetres, 7-Scenes'
+    depth_scale, depth_scale_source = 1000.0, 'millimetres, 7-Scenes'
+    markers = ('frame-*.color.*',)
     invalid_depth = (65535,)
     PUBLISHED_INTRINSICS = (585.0, 585.0, 320.0, 240.0)
-
-    @classmethod
-    def detect(cls, path: str) -> bool:
-        """Whether ``path`` has this layout's files (names only; see the class docstring)."""
-        return bool(glob.glob(osp.join(glob.escape(path), 'frame-*.color.*')))
 
     def read(self) -> RGBDSequence:
         """Index the recording (see :meth:`RecordingReader.read`)."""
@@ -284,13 +274,10 @@ class TUMReader(PlainFolderReader):
     name = 'tum'
     priority = 40
     summary = 'rgb.txt, depth.txt, groundtruth.txt (t tx ty tz qx qy qz qw) and an intrinsics file'
-    depth_scale = 5000.0
-    depth_scale_source = 'TUM RGB-D convention: 5000 = 1 m'
-
-    @classmethod
-    def detect(cls, path: str) -> bool:
-        """Whether ``path`` has this layout's files (names only; see the class docstring)."""
-        return all(osp.isfile(osp.join(path, n)) for n in ('rgb.txt', 'depth.txt'))
+    depth_scale, depth_scale_source = 5000.0, 'TUM RGB-D convention: 5000 = 1 m'
+    markers = ('rgb.txt', 'depth.txt')
+    # the markers, not the plain layout's folder test this class would inherit
+    detect = RecordingReader.__dict__['detect']
 
     def _read_list(self, path: str, what: str):
         if not osp.isfile(path):

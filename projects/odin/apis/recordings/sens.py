@@ -31,9 +31,8 @@ class SensReader(RecordingReader):
     @classmethod
     def detect(cls, path: str) -> bool:
         """Whether ``path`` has this layout's files (names only; see the class docstring)."""
-        if osp.isfile(path):
-            return path.endswith('.sens')
-        return osp.isdir(path) and len(glob.glob(osp.join(glob.escape(path), '*.sens'))) == 1
+        found = glob.glob(osp.join(glob.escape(path), '*.sens')) if osp.isdir(path) else [path]
+        return len(found) == 1 and found[0].endswith('.sens')
 
     def read(self) -> RGBDSequence:
         """Index the recording (see :meth:`RecordingReader.read`)."""

@@ -49,8 +49,7 @@ class TransformsJsonReader(RecordingReader):
     name = 'nerfstudio'
     priority = 20
     summary = 'transforms.json with file_path, depth_file_path and transform_matrix per frame'
-    depth_scale = 1000.0
-    depth_scale_source = 'millimetres, nerfstudio depth_unit_scale_factor 1e-3'
+    depth_scale, depth_scale_source = 1000.0, 'millimetres, nerfstudio depth_unit_scale_factor 1e-3'
 
     @classmethod
     def detect(cls, path: str) -> bool:
