@@ -3,6 +3,8 @@
 Usage:
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--show]
         [--cfg-options key=value ...] [--launcher {none,pytorch,slurm,mpi}]
+
+Distributed testing: ``tools/dist_test.sh`` (torchrun); without a GPU it runs with gloo.
 """
 import argparse
 import os
@@ -14,6 +16,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+
+from projects.odin.utils.device_fallback import distributed_without_accelerator  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -72,7 +76,10 @@ def build_config(args: argparse.Namespace) -> Config:
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = build_config(args)
+    note = distributed_without_accelerator(cfg)  # no GPU: gloo instead of NCCL
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if note:
+        runner.logger.info(note)
     runner.test()
 
 
