@@ -1,14 +1,16 @@
-"""ODIN demo: a posed RGB-D folder → 3D instances.
+"""ODIN demo: a posed RGB-D recording → 3D instances.
 
 Usage:
-    python demo/odin_demo.py FOLDER CONFIG CHECKPOINT --out-dir OUT [--max-frames N]
-        [--device cpu|cuda] [--layout auto|scannet|tum|7scenes] [--depth-scale S]
-        [--frame-stride K] [--intrinsics FILE] [--image-size H W] [--score-thr T]
-        [--classes NAME [NAME ...]] [--cfg-options KEY=VALUE ...]
+    python demo/odin_demo.py RECORDING CONFIG CHECKPOINT --out-dir OUT [--max-frames N]
+        [--device cpu|cuda] [--layout auto|sens|nerfstudio|arkitscenes|scannet|tum|7scenes|plain]
+        [--depth-scale S] [--frame-stride K] [--intrinsics FILE] [--image-size H W]
+        [--score-thr T] [--classes NAME [NAME ...]] [--allow-partial] [--cfg-options KEY=VALUE ...]
 
-Reads ScanNet-style (color/ depth/ pose/ intrinsic/), TUM-style (rgb/ depth/ + lists + pose list +
-intrinsics file) or 7-Scenes-style (frame-XXXXXX.color/.depth/.pose + camera-intrinsics.txt)
-recordings, runs ODIN in sensor-point mode on the fused point cloud and writes to OUT:
+RECORDING is a folder (ScanNet export, TUM, 7-Scenes, ARKitScenes, nerfstudio ``transforms.json``,
+or a plain ``rgb/ depth/ + pose list + intrinsics`` folder), a ScanNet ``.sens`` file or a
+``transforms.json`` (see docs/demo.md for the layouts). The layout, depth unit and frame count are
+printed before the model is loaded. ODIN runs in sensor-point mode on the fused point cloud and
+writes to OUT:
 
 * ``<scene>_instances.ply``  the fused cloud, coloured by instance (``instance``/``label`` fields);
 * ``views/<frame>.png``       per-view overlays of the instances;
@@ -36,20 +38,24 @@ from projects.odin.apis import (  # noqa: E402
     write_instance_ply,
     write_instances_json,
 )
+from projects.odin.apis.rgbd_folder import LAYOUTS  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Run ODIN on a posed RGB-D folder')
-    parser.add_argument('folder', help='recording folder (ScanNet, TUM or 7-Scenes layout)')
+    parser = argparse.ArgumentParser(description='Run ODIN on a posed RGB-D recording')
+    parser.add_argument('folder', metavar='RECORDING',
+                        help='recording folder, ScanNet .sens file or transforms.json '
+                        '(layouts: docs/demo.md)')
     parser.add_argument('config', help='model config')
     parser.add_argument('checkpoint', help='checkpoint (ours, or converted official weights)')
     parser.add_argument('--out-dir', required=True, help='output folder')
     parser.add_argument('--max-frames', type=int, default=60,
                         help='uniform frame cap that bounds memory (default 60)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
-    parser.add_argument('--layout', default='auto', choices=['auto', 'scannet', 'tum', '7scenes'])
+    parser.add_argument('--layout', default='auto', choices=['auto', *LAYOUTS])
     parser.add_argument('--depth-scale', type=float, default=None,
-                        help='raw depth units per metre (default: 1000, TUM 5000)')
+                        help='raw depth units per metre (default: inferred: 16-bit = 1000 unless '
+                        'the layout says otherwise, e.g. TUM 5000; float = metres)')
     parser.add_argument('--frame-stride', type=int, default=1, help='keep every K-th frame')
     parser.add_argument('--intrinsics', default=None, help='3x3/4x4 depth intrinsics file')
     parser.add_argument('--image-size', type=int, nargs=2, default=None, metavar=('H', 'W'),
@@ -61,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--classes', nargs='+', default=None, metavar='NAME',
                         help='open-vocabulary model: the class names to find (default: its '
                         'training classes); closed-set model: new names for its classes')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='run with a checkpoint that does not fit the config (the tensors '
+                        'that fit are loaded, the others stay random); refused by default')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='config overrides, e.g. model.decode_head.open_vocab_cfg.'
                         'text_encoder.pretrained=/data/roberta-base')
@@ -76,6 +85,8 @@ def main(argv=None) -> int:
     except RGBDFolderError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    print(f'{seq.layout} recording: {len(seq)} frames ({len(seq.skipped)} skipped), '
+          f'depth {seq.depth_hw[1]}x{seq.depth_hw[0]}, {seq.depth_units}')
     from projects.odin.apis.inference import (
         demo_image_size,
         inference_recording,
@@ -93,8 +104,7 @@ def main(argv=None) -> int:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     image_size = tuple(args.image_size) if args.image_size else demo_image_size(cfg, seq)
-    print(f'{seq.layout} recording with {len(seq)} frames ({len(seq.skipped)} skipped); '
-          f'input size {image_size[0]}x{image_size[1]}')
+    print(f'input size {image_size[0]}x{image_size[1]}')
     # every frame is read (and checked) before the model is built
     try:
         prepared = prepare_recording(seq, image_size=image_size, max_depth=args.max_depth,
@@ -103,9 +113,11 @@ def main(argv=None) -> int:
         print(f'\nerror: {e}', file=sys.stderr)
         return 2
     try:
-        # a missing model file (e.g. the RoBERTa folder of an open-vocabulary model) or a
+        # a missing model file (e.g. the RoBERTa folder of an open-vocabulary model), a checkpoint
+        # that is unreadable or does not fit the config (CheckpointError is a ValueError) or a
         # vocabulary the model cannot take
-        model = init_odin_model(cfg, args.checkpoint, device=args.device, sensor_points=True)
+        model = init_odin_model(cfg, args.checkpoint, device=args.device, sensor_points=True,
+                                allow_partial=args.allow_partial)
         classes = set_vocabulary(model, args.classes)
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)

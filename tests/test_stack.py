@@ -28,8 +28,11 @@ def test_openmmlab_versions():
 def test_model_registries_import():
     import mmdet.models  # noqa: F401
     import mmdet3d.models  # noqa: F401
+    from mmdet.models.backbones import ResNet
     from mmdet3d.registry import MODELS
-    assert MODELS.build(dict(type='mmdet.ResNet', depth=18)) is not None
+    net = MODELS.build(dict(type='mmdet.ResNet', depth=18, out_indices=(3, )))
+    assert isinstance(net, ResNet)
+    assert net(torch.zeros(1, 3, 64, 64))[0].shape == (1, 512, 2, 2)
 
 
 def test_mmcv_compiled_cpu_op():
@@ -41,19 +44,28 @@ def test_mmcv_compiled_cpu_op():
     assert dets.shape == (2, 5)
 
 
-def test_mmcv_msda_cpu_fallback_runs():
+def test_mmcv_msda_cpu_fallback_samples_the_reference_pixel():
     from mmcv.ops import MultiScaleDeformableAttention
+    torch.manual_seed(0)
     attn = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=1, num_points=2,
-                                         batch_first=True)
+                                         batch_first=True).eval()
+    with torch.no_grad():  # no sampling offsets: every point samples its reference location
+        attn.sampling_offsets.weight.zero_()
+        attn.sampling_offsets.bias.zero_()
     query = torch.randn(1, 16, 32)
     value = torch.randn(1, 16, 32)
-    ref = torch.rand(1, 16, 1, 2)
+    # query i refers to the centre of pixel i of the 4x4 map (normalised, x then y)
+    rows, cols = torch.arange(16) // 4, torch.arange(16) % 4
+    ref = torch.stack([(cols + 0.5) / 4, (rows + 0.5) / 4], -1).view(1, 16, 1, 2)
     shapes = torch.tensor([[4, 4]])
     start = torch.tensor([0])
-    out = attn(query, value=value, reference_points=ref, spatial_shapes=shapes,
-               level_start_index=start)
-    assert out.shape == (1, 16, 32)
-    assert torch.isfinite(out).all()
+    with torch.no_grad():
+        out = attn(query, value=value, reference_points=ref, spatial_shapes=shapes,
+                   level_start_index=start)
+        # bilinear sampling at a pixel centre returns that pixel; the attention weights of the
+        # points sum to one, so the output is the projected value of pixel i plus the identity
+        expect = attn.output_proj(attn.value_proj(value)) + query
+    torch.testing.assert_close(out, expect, rtol=1e-5, atol=1e-5)
 
 
 def test_project_package_registers():

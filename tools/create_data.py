@@ -2,10 +2,14 @@
 
 Examples::
 
-    python tools/create_data.py scannet --root-path data/scannet_raw --out-dir data/scannet
-    python tools/create_data.py scannet200 --root-path data/scannet_raw --out-dir data/scannet200
-    python tools/create_data.py s3dis --root-path data/s3dis_raw --out-dir data/s3dis
-    python tools/create_data.py matterport3d --root-path data/matterport_raw --out-dir data/mp3d
+    python tools/create_data.py scannet --root-path data/scannet_raw --out-dir data/scannet \
+        --inpaint-depth
+    python tools/create_data.py scannet200 --root-path data/scannet_raw \
+        --out-dir data/scannet200 --inpaint-depth
+    python tools/create_data.py s3dis --root-path data/s3dis_raw --out-dir data/s3dis \
+        --inpaint-depth
+    python tools/create_data.py matterport3d --root-path data/matterport_raw \
+        --out-dir data/matterport3d --inpaint-depth
     python tools/create_data.py ai2thor --root-path data/ai2thor_raw --out-dir data/ai2thor
 
 A re-run resumes (finished scenes are skipped). See docs/data.md.
@@ -32,10 +36,12 @@ def parse_args(argv=None):
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.add_argument('--debug', action='store_true',
                         help='show the full traceback of input errors')
+    parser.add_argument('--inpaint-depth', action='store_true',
+                        help='ScanNet / ScanNet200 / S3DIS / Matterport3D: also write '
+                        'OpenCV-inpainted depth (depth_inpainted/), which the configs of these '
+                        'datasets read, as the official recipes do')
     sn = parser.add_argument_group('ScanNet / ScanNet200')
     sn.add_argument('--frame-skip', type=int, default=20, help='keep every N-th .sens frame')
-    sn.add_argument('--inpaint-depth', action='store_true',
-                    help='also write OpenCV-inpainted depth (depth_inpainted/)')
     sn.add_argument('--split-dir', default=None, help='folder with scannetv2_<split>.txt')
     sn.add_argument('--color-interp', default='nearest', choices=['nearest', 'area', 'linear'])
     ot = parser.add_argument_group('S3DIS / Matterport3D / AI2THOR')

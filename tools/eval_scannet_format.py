@@ -2,7 +2,7 @@
 
 Usage:
     python tools/eval_scannet_format.py --gt-dir GT --pred-dir PRED \
-        --dataset {scannet,scannet200} [--json OUT] [--ignore-unknown-labels]
+        --dataset {scannet,scannet200} [--json OUT] [--strict]
 
 GT: ``GT/<scene>.txt``, one integer per mesh vertex (``*_vh_clean_2.ply`` order), ``label_id * 1000
 + instance_id``. Predictions: the benchmark submission format, ``PRED/<scene>.txt`` listing
@@ -11,6 +11,10 @@ GT: ``GT/<scene>.txt``, one integer per mesh vertex (``*_vh_clean_2.ply`` order)
 ``DIR/instance``). The numbers equal ScanNet's ``evaluate_semantic_instance.py``; ``--json`` writes
 AP / AP50 / AP25 as fractions (NaN -> null), per class and, for ScanNet200, for the head / common /
 tail subsets.
+
+Like the official script, a prediction whose label id is not an evaluated instance class is skipped
+(neither a true nor a false positive); those whose id is not a label id of the dataset at all (e.g.
+12 for ScanNet200) are counted in one warning line. ``--strict`` refuses them instead (exit 2).
 """
 import argparse
 import json
@@ -36,8 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='folder of <scene>.txt prediction listings (submission format)')
     parser.add_argument('--dataset', required=True, choices=['scannet', 'scannet200'])
     parser.add_argument('--json', help='write the results to this JSON file')
-    parser.add_argument('--ignore-unknown-labels', action='store_true',
-                        help='skip (instead of failing on) label ids unknown to the dataset')
+    parser.add_argument('--strict', action='store_true',
+                        help='refuse (exit 2) predictions whose label id is not a label id of the '
+                        'dataset; by default they are skipped and counted, as the official '
+                        'script skips them')
+    # the former opt-in to skipping, now the default; still accepted so old command lines work
+    parser.add_argument('--ignore-unknown-labels', action='store_true', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -63,9 +71,12 @@ def to_json_dict(avg: dict, class_info: dict) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     info = get_class_info(args.dataset)
+    if args.strict and args.ignore_unknown_labels:
+        print('error: --strict and --ignore-unknown-labels contradict each other', file=sys.stderr)
+        raise SystemExit(2)
     try:
         avg = evaluate_instance_folder(args.gt_dir, args.pred_dir, info,
-                                       ignore_unknown_labels=args.ignore_unknown_labels,
+                                       strict=args.strict,
                                        log=lambda msg: print(msg, file=sys.stderr))
     except ScanNetFormatError as e:
         print(f'error: {e}', file=sys.stderr)

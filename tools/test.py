@@ -2,8 +2,10 @@
 
 Usage:
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--show]
-        [--cfg-options key=value ...] [--launcher {none,pytorch,slurm,mpi}]
+        [--cfg-options key=value ...] [--launcher {none,pytorch,slurm,mpi}] [--allow-partial]
 
+A checkpoint that does not fit the config's model (missing, unexpected or mis-shaped keys) is
+refused before testing (exit 2) unless ``--allow-partial``; so is an unreadable file.
 Distributed testing: ``tools/dist_test.sh`` (torchrun); without a GPU it runs with gloo.
 """
 import argparse
@@ -36,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='test a checkpoint that does not fit the config (only the tensors '
+                        'that fit are loaded); refused by default')
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -73,15 +78,34 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def main(argv=None) -> None:
+def check_checkpoint_fits(runner: Runner, args: argparse.Namespace) -> None:
+    """Refuse (CheckpointError) a checkpoint that does not fit the runner's model."""
+    from mmengine.model import is_model_wrapper
+
+    from projects.odin.utils.checkpoint import check_checkpoint
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    check_checkpoint(model, args.checkpoint, config=args.config,
+                     allow_partial=args.allow_partial, logger=runner.logger)
+
+
+def main(argv=None) -> int:
+    from projects.odin.utils.checkpoint import CheckpointError
     args = parse_args(argv)
     cfg = build_config(args)
     note = distributed_without_accelerator(cfg)  # no GPU: gloo instead of NCCL
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if note:
         runner.logger.info(note)
-    runner.test()
+    try:
+        check_checkpoint_fits(runner, args)
+        runner.test()
+    except (CheckpointError, FileNotFoundError) as e:
+        if not isinstance(e, CheckpointError) and osp.isfile(args.checkpoint):
+            raise  # a missing data file: keep the traceback
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -21,7 +21,8 @@ model = dict(
 
 # 15 frames per training chunk for Swin-B (the R50 recipe uses the dataset default)
 train_dataloader = dict(dataset=dict(pipeline=[
-    dict(type='LoadODINFrames', num_views=15, sampling='chunk', max_stride=4),
+    dict(type='LoadODINFrames', num_views=15, sampling='chunk', max_stride=4,
+         use_inpainted_depth=True),
     {{_base_.load_points}},
     {{_base_.load_masks}},
     dict(type='LoadODINSuperpoints', use_superpoints=True),

@@ -30,6 +30,8 @@ def make_scannet(root, n=4):
     full = np.eye(4)
     full[:3, :3] = K
     np.savetxt(root / 'intrinsic' / 'intrinsic_depth.txt', full)
+    full[:2, :3] *= 2  # the colour images are twice the depth size (as SensReader's export)
+    np.savetxt(root / 'intrinsic' / 'intrinsic_color.txt', full)
     return root
 
 

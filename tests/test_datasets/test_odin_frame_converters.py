@@ -18,6 +18,7 @@ from projects.odin.datasets.converters.s3dis import convert_s3dis
 from projects.odin.datasets.scannet_raw import write_json, write_mesh_ply
 from projects.odin.datasets.synthetic_world import WorldConfig, build_scene, render
 from projects.odin.datasets.transforms import unproject
+from projects.odin.testing import REPO_ROOT
 
 HW = (48, 64)
 S3DIS_MAP = dict(wall='wall', floor='floor', ceiling='ceiling', chair='chair', table='table',
@@ -289,3 +290,70 @@ def test_ai2thor(scene, tmp_path):
     ev = item['data_samples'].eval_ann_info
     np.testing.assert_array_equal(ev['pts_instance_mask'], gt_inst.numpy())
     assert int(gt_sem.max()) <= len(AI2THOR_CLASSES)
+
+
+# ------------------------------------------------------------------------------ inpainted depth
+
+def _punch_holes(folder, invalid):
+    """Set a 6x6 block of every depth PNG in ``folder`` to the dataset's invalid value."""
+    for name in sorted(os.listdir(folder)):
+        path = str(folder / name)
+        d = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        d[20:26, 30:36] = invalid
+        cv2.imwrite(path, d)
+
+
+@pytest.mark.parametrize('dataset', ['s3dis', 'matterport3d'])
+def test_inpainted_depth_via_create_data(dataset, scene, tmp_path, capsys):
+    """``create_data.py <dataset> --inpaint-depth`` writes filled depth that the configs read."""
+    from projects.odin.datasets.converters.common import inpaint_depth
+    from projects.odin.utils import load_script
+    create_data = load_script('tools/create_data.py').main
+    raw, out = tmp_path / 'raw', tmp_path / 'out'
+    if dataset == 's3dis':
+        _write_s3dis(raw, scene)
+        _punch_holes(raw / '2D-3D-S' / 'area_5a' / 'data' / 'depth', 65535)
+        info_file, size = out / 's3dis_infos_val.pkl', []
+    else:
+        _write_matterport(raw, scene)
+        _punch_holes(raw / 'v1' / 'scans' / '17DRP5sb8fy' / 'undistorted_depth_images', 0)
+        info_file, size = out / 'matterport3d_infos_train.pkl', ['--image-size', *map(str, HW)]
+    args = [dataset, '--root-path', str(raw), '--out-dir', str(out), '--workers', '1',
+            '--no-progress', *size]
+    assert create_data(args) == 0
+    info = _load(info_file)['data_list'][0]
+    assert not any('depth_inpainted_map' in fr for fr in info['images'].values())
+    assert create_data(args + ['--inpaint-depth']) == 0
+    assert 'converted 0' not in capsys.readouterr().out  # other options: converted again
+    data = _load(info_file)
+    assert data['metainfo']['inpaint_depth'] is True
+    n_holes = 0
+    for fr in data['data_list'][0]['images'].values():
+        depth = cv2.imread(str(out / fr['depth_map']), cv2.IMREAD_UNCHANGED)
+        filled = cv2.imread(str(out / fr['depth_inpainted_map']), cv2.IMREAD_UNCHANGED)
+        assert fr['depth_inpainted_map'].startswith(f'frames/{data["data_list"][0]["scene_id"]}/'
+                                                    'depth_inpainted/')
+        holes = depth == 0
+        n_holes += int(holes.sum())
+        np.testing.assert_array_equal(filled, inpaint_depth(depth))  # the shared inpainting
+        np.testing.assert_array_equal(filled[~holes], depth[~holes])
+        assert (filled[holes] > 0).all()
+    assert n_holes > 0
+    # the dataset config's loader reads the inpainted depth (official INPUT.INPAINT_DEPTH True)
+    from mmdet3d.registry import DATASETS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, 'configs', '_base_', 'datasets',
+                                       f'{dataset}_mv.py'))
+    ds = DATASETS.build(dict(type=cfg.dataset_type, data_root=str(out),
+                             ann_file=info_file.name, test_mode=True,
+                             pipeline=[cfg.test_pipeline[0]]))
+    item = ds[0]
+    assert all('/depth_inpainted/' in p for p in item['depth_path'])
+    assert all((d > 0).all() for d in item['depths'])
+    # the inpainting flag is refused for AI2THOR (its official recipe reads raw depth)
+    _write_ai2thor(tmp_path / 'thor', scene)
+    assert create_data(['ai2thor', '--root-path', str(tmp_path / 'thor'), '--out-dir',
+                        str(tmp_path / 'thor_out'), '--inpaint-depth', '--no-progress']) == 2
+    assert 'raw depth' in capsys.readouterr().err

@@ -224,3 +224,25 @@ def test_demo_figure_composes_cloud_and_view_grid(tmp_path, tiny_checkpoint):
     assert one.shape == (120, 160 + 8 + 160, 3)
     with pytest.raises(FileNotFoundError, match='no \\*_instances.ply'):
         render_demo_figure(str(tmp_path), str(tmp_path / 'x.png'))
+
+
+def test_demo_plain_folder_and_sens_file(tmp_path, tiny_checkpoint, capsys):
+    """The plain layout without any list file (rgb/frame_00000.png, depth/ in mm, gt_pose.txt,
+    4x4 intrinsic.txt) and a ScanNet .sens file given directly."""
+    from recording_writers import render_room, write_plain, write_sens
+    room = render_room()
+    plain = write_plain(room, tmp_path / 'my_scan')
+    sens = write_sens(room, tmp_path / 'scene0000_00.sens')
+    # layout, depth unit and frame count are printed before the model is loaded
+    assert _run(plain, str(tmp_path / 'missing.pth'), tmp_path / 'x') == 2
+    out = capsys.readouterr()
+    assert 'plain recording: 3 frames (0 skipped), depth 24x18, uint16 depth, millimetres' in \
+        out.out and 'checkpoint not found' in out.err
+    assert _run(plain, tiny_checkpoint, tmp_path / 'out_plain') == 0
+    assert _run(sens, tiny_checkpoint, tmp_path / 'out_sens', '--frame-stride', '2') == 0
+    printed = capsys.readouterr().out
+    assert 'sens recording: 2 frames' in printed and '.sens depth_shift' in printed
+    for out_dir, scene, views in (('out_plain', 'my_scan', 3), ('out_sens', 'scene0000_00', 2)):
+        doc = json.loads((tmp_path / out_dir / f'{scene}_instances.json').read_text())
+        assert doc['num_views'] == views and doc['num_points'] > 100
+        assert len(os.listdir(tmp_path / out_dir / 'views')) == views

@@ -81,17 +81,47 @@ def test_vertex_count_mismatch(cli, tmp_path, capsys):
     assert 'a.txt' in err and '499 lines' in err and '500 vertices' in err
 
 
-def test_unknown_label_id(cli, tmp_path, capsys):
+def test_unknown_label_id_is_skipped_by_default_and_refused_with_strict(cli, tmp_path, capsys):
+    # ScanNet200: 12 is not a ScanNet200 id (the ids jump 11 -> 13); a valid submission otherwise
+    gt = np.zeros(500, np.int64)
+    gt[0:200] = 2 * 1000 + 1  # chair
+    gt[200:400] = 4 * 1000 + 2  # table
+    masks = {'a.txt': box(500, 0, 200), 'b.txt': box(500, 200, 400), 'c.txt': box(500, 0, 400)}
+    args = make_dirs(tmp_path, ['pred_mask/a.txt 2 0.9', 'pred_mask/b.txt 4 0.8'], gt=gt,
+                     masks=masks) + ['--dataset', 'scannet200']
+    clean = cli(args)
+    capsys.readouterr()
+    listing = tmp_path / 'pred' / 'scene0000_00.txt'
+    # the unknown ids outrank the true predictions: counted in any way they would change the result
+    listing.write_text('pred_mask/c.txt 12 0.99\npred_mask/a.txt 2 0.9\npred_mask/b.txt 4 0.8\n'
+                       'pred_mask/d.txt 999 0.95\n')
+    write_ids(str(tmp_path / 'pred' / 'pred_mask' / 'd.txt'), box(500, 0, 200))
+    res = cli(args)
+    assert res == clean and res['AP'] == 1.0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if 'skipped' in ln]
+    assert len(lines) == 1, err  # one line for all of them, not one per prediction
+    assert 'skipped 2 predictions' in lines[0] and '12 (x1)' in lines[0] and '999 (x1)' in lines[0]
+    err = error_of(cli, args + ['--strict'], capsys)
+    assert 'scene0000_00.txt' in err and 'label id 12' in err and 'c.txt' in err
+    # a mask file that does not exist is still an error (the official reader checks every line)
+    listing.write_text('pred_mask/a.txt 2 0.9\npred_mask/missing.txt 12 0.5\n')
+    err = error_of(cli, args, capsys)
+    assert 'missing.txt not found' in err
+
+
+def test_unknown_label_id_scannet(cli, tmp_path, capsys):
     args = make_dirs(tmp_path, ['pred_mask/a.txt 41 0.9'], masks={'a.txt': box(500, 0, 200)})
-    err = error_of(cli, args + ['--dataset', 'scannet'], capsys)
+    err = error_of(cli, args + ['--dataset', 'scannet', '--strict'], capsys)
     assert 'scene0000_00.txt' in err and 'label id 41' in err
-    res = cli(args + ['--dataset', 'scannet', '--ignore-unknown-labels'])
-    assert res['AP'] == 0.0 and 'skipped' in capsys.readouterr().err
-    # 41 is a ScanNet200 id (bag), 999 is not
-    cli(args + ['--dataset', 'scannet200'])
-    (tmp_path / 'pred' / 'scene0000_00.txt').write_text('pred_mask/a.txt 999 0.9\n')
-    err = error_of(cli, args + ['--dataset', 'scannet200'], capsys)
-    assert 'label id 999' in err
+    res = cli(args + ['--dataset', 'scannet'])
+    assert res['AP'] == 0.0 and 'skipped 1 predictions' in capsys.readouterr().err
+    # the former opt-in flag still parses (skipping is the default now)
+    assert cli(args + ['--dataset', 'scannet', '--ignore-unknown-labels']) == res
+    # 41 is a ScanNet200 id (bag): evaluated, no skip line
+    capsys.readouterr()
+    cli(args + ['--dataset', 'scannet200', '--strict'])
+    assert 'skipped' not in capsys.readouterr().err
 
 
 def test_non_instance_label_is_skipped_like_the_benchmark(cli, tmp_path):
@@ -124,7 +154,7 @@ def test_prediction_without_gt_and_bad_gt_file(cli, tmp_path, capsys):
     assert 'gt/scene0000_00.txt' in err and 'one integer per line' in err
 
 
-def test_cli_equals_mmdet3d_port_of_the_official_script(cli, tmp_path, monkeypatch):
+def test_cli_equals_mmdet3d_port_of_the_official_script(cli, tmp_path, monkeypatch, capsys):
     """Random ScanNet200 folders: CLI numbers == the official algorithm (mmdet3d's port)."""
     from mmdet3d.evaluation.functional.scannet_utils import evaluate_semantic_instance as official
 
@@ -150,6 +180,8 @@ def test_cli_equals_mmdet3d_port_of_the_official_script(cli, tmp_path, monkeypat
             g = int(rng.integers(0, 12))
             m = (seg == g) ^ (rng.random(n) < rng.uniform(0, 0.1))
             lab = int(labels[g] if rng.random() < 0.7 else rng.choice(used))
+            if k % 5 == 4:  # raw ids outside ScanNet200 (skipped by default, as officially)
+                lab = (12, 999)[k % 2]
             conf = float(np.round(rng.random(), 2))
             name = f'pred_mask/scene{s:04d}_00_{k}.txt'
             write_ids(str(pred_dir / name), m)
@@ -159,6 +191,7 @@ def test_cli_equals_mmdet3d_port_of_the_official_script(cli, tmp_path, monkeypat
         preds.append(info)
         gts.append(gt)
     res = cli(['--gt-dir', str(gt_dir), '--pred-dir', str(pred_dir), '--dataset', 'scannet200'])
+    assert 'skipped 9 predictions' in capsys.readouterr().err  # 3 per scene
     names = tuple(SCANNET200_INSTANCE_CLASSES)
     ref = official.scannet_eval(preds, gts, None, ids, names, dict(zip(ids, names)))
     assert res['AP'] == ref['all_ap'] and res['AP50'] == ref['all_ap_50%']

@@ -103,6 +103,10 @@ def test_sensor_mode_trains():
     total, losses = _loss(model, data)
     total.backward()
     assert torch.isfinite(total) and losses['loss_mask'] > 0
+    # the sensor-point path reaches the 3D layers (backbone fusion, decoder 3D positions)
+    fusion = model.backbone.fusion_blocks[0].in_proj[0].weight.grad
+    assert fusion is not None and fusion.abs().sum() > 0
+    assert model.decode_head.pos_embed_3d[0].weight.grad.abs().sum() > 0
 
 
 def test_frame_cap_and_encoder_chunks():

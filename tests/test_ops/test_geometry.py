@@ -1,14 +1,16 @@
 import math
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from projects.odin.layers import idw_interpolate, multiscale_xyz, unproject_depth, voxelize
+from projects.odin.models.parity import knn_differences
 from projects.odin.ops import knn, use_backend
+from projects.odin.testing import reference_dir
 
-REF = Path(os.environ.get('ODIN_REFERENCE_DIR', '/work/shared/reference'))
+# ../shared/reference beside the checkout (or $ODIN_REFERENCE_DIR), as every golden test
+REF = Path(reference_dir())
 GOLDEN_SCENE = REF / 'golden_scannet_resnet.pt'
 GOLDEN_BLOCK = REF / 'golden_crossview_block.pt'
 needs_scene = pytest.mark.skipif(not GOLDEN_SCENE.exists(), reason=f'{GOLDEN_SCENE} not present')
@@ -70,7 +72,10 @@ def test_voxelize_matches_official_p2v(scene_golden):
     p2v, voff, vxyz = voxelize(pts, torch.tensor([pts.shape[0]]), 0.04)
     torch.testing.assert_close(vxyz, inter['backbone.cross_view_attn.res3.voxel_xyz'])
     idx, _ = knn(vxyz, vxyz, 8, voff, voff)
-    assert torch.equal(idx, inter['backbone.cross_view_attn.res3.knn_idx'].long())
+    # rows may differ from the official selection only at float64 near-ties (CPU-dependent)
+    _, unexplained = knn_differences(idx, inter['backbone.cross_view_attn.res3.knn_idx'].long(),
+                                     vxyz, vxyz, 8, voff, voff)
+    assert unexplained == []
 
 
 @needs_block

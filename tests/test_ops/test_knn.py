@@ -131,8 +131,10 @@ def test_knn_cpp_equals_twin_on_surfaces(dtype):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
-def test_knn_cuda_matches_cpu():
-    # CUDA kernel when the extension has it (ext_has_cuda()), else the twin on the GPU
+def test_knn_cuda_matches_cpu(monkeypatch):
+    # CUDA kernel when the extension has it (ext_has_cuda()), else the twin on the GPU; strict:
+    # a kernel failing its self-check raises instead of passing through the twin
+    monkeypatch.setenv('ODIN_OPS_STRICT', '1')
     pts, off = random_scenes([3000, 17, 2000], seed=5, dtype=torch.float32, dup_every=7)
     idx, dist = knn(pts.cuda(), pts.cuda(), 16, off.cuda(), off.cuda())
     with use_backend('pytorch'):

@@ -96,7 +96,8 @@ def test_gather_ops_reject_bad_input():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
-def test_gather_ops_cuda_match_cpu():
+def test_gather_ops_cuda_match_cpu(monkeypatch):
+    monkeypatch.setenv('ODIN_OPS_STRICT', '1')  # a failing kernel raises, not the twin's result
     q, table, idx, attn = make_inputs(500, 400, 8, 32, 4, seed=3)
     dot = knn_gather_dot(q.cuda(), table.cuda(), idx.cuda(), 4).cpu()
     wsum = knn_gather_wsum(attn.cuda(), table.cuda(), idx.cuda()).cpu()

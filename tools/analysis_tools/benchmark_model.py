@@ -11,8 +11,8 @@ Two models with the same weights run on it, interleaved:
 * **ours** - the model as configured: exact hash-grid kNN kernels and
   :class:`~projects.odin.layers.CrossViewAttention` (keys/values projected once per voxel);
 * **official formulation** - every kNN and IDW interpolation as the official CPU harness does it
-  (``torch.cdist`` + ``torch.topk`` per scene: :func:`projects.odin.models.neighbors.
-  official_cpu_ties`), and every 3D block replaced by
+  (``torch.cdist`` + ``torch.topk`` per scene: :func:`projects.odin.models.parity.official_knn`
+  substituted for the model's k-NN), and every 3D block replaced by
   :class:`~projects.odin.layers.NaiveCrossViewAttention` (the official ``CrossViewPAnet``
   formulation: gather k neighbours, add the relative position encoding, ``nn.MultiheadAttention``
   per voxel) with the same weights.
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     from mmengine.registry import init_default_scope
 
     import projects.odin  # noqa: F401
-    from projects.odin.models.neighbors import official_cpu_ties
+    from projects.odin.models.parity import official_knn, substitute_knn
     from projects.odin.ops import ext_available
     from projects.odin.utils import load_script
     helpers = load_script('tools/analysis_tools/benchmark_ops.py')
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
             return ours._forward(inputs, samples)
 
     def run_official():
-        with torch.no_grad(), official_cpu_ties():
+        with torch.no_grad(), substitute_knn(official_knn):
             return official._forward(inputs, samples)
 
     # agreement of the two models (class and mask logits of the last prediction)

@@ -8,6 +8,14 @@ Prints one table:
   same weights, same neighbour indices, forward (eval, no_grad) and forward+backward (gradients of
   the input features and all parameters): median wall time, peak memory, ratios and the largest
   relative error between the two (outputs, and for fwd+bwd also every gradient);
+* the accuracy of both against float64: the same block (same weights, inputs, neighbour indices
+  and output gradient) evaluated in float64 is the reference, and for each pass the norm-wise
+  relative error ``|x - x64| / |x64|`` of the output and of every gradient is reported for ours
+  (``ours_err_fp64``) and for the official formulation (``official_err_fp64``), with their ratio.
+  Ours must be no further from float64 than ``FP64_BOUND`` (1.5) times the official
+  formulation's error on every tensor; the table says whether that holds. (Comparing ours with
+  the official float32 run mixes both rounding errors; this separates them.) The reference is the
+  official formulation in float64; ours in float64 agrees with it to < 1e-10 (tested);
 * our kNN (:func:`projects.odin.ops.knn`, k=8, every point queries its own scene) against brute
   force ``torch.cdist + torch.topk`` at 20k/100k/400k points.
 
@@ -31,6 +39,7 @@ Examples::
     python tools/analysis_tools/benchmark_ops.py --device cuda
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -58,9 +67,11 @@ from projects.odin.ops import (  # noqa: E402
 )
 
 BRUTE_CHUNK = 4096
+#: ours may be at most this many times further from float64 than the official formulation
+FP64_BOUND = 1.5
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Benchmark the ODIN 3D ops.')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--voxels', type=int, default=20000)
@@ -81,7 +92,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--skip-block', action='store_true')
     parser.add_argument('--skip-knn', action='store_true')
     parser.add_argument('--json', metavar='OUT', help='also write the figures as JSON')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def sync(device: torch.device) -> None:
@@ -156,6 +167,38 @@ def room_surfaces(n: int, device: torch.device, seed: int = 0) -> torch.Tensor:
     return (pts + 0.002 * torch.randn(n, 3, generator=g)).to(device)
 
 
+def _errors(out, model, ref_out, ref_model, grads: bool) -> Dict[str, float]:
+    """Norm-wise relative errors of one run against another, per tensor (our names).
+
+    ``out`` / ``ref_out`` are the output (forward) or (output, input gradient) (fwd_bwd);
+    parameter gradients are read from the models, official ones converted to our names.
+    """
+    def named_grads(m):
+        g = {k: p.grad for k, p in m.named_parameters()}
+        return g if isinstance(m, CrossViewAttention) else convert_official_cross_view_state_dict(g)
+
+    if not grads:
+        return {'output': rel_err(out, ref_out)}
+    errs = {'output': rel_err(out[0], ref_out[0]),
+            'grad:voxel_feats': rel_err(out[1], ref_out[1])}
+    ga, gb = named_grads(model), named_grads(ref_model)
+    errs.update({f'grad:{k}': rel_err(ga[k], gb[k]) for k in sorted(gb)})
+    return errs
+
+
+def fp64_summary(ours: Dict[str, float], official: Dict[str, float],
+                 bound: float = FP64_BOUND) -> dict:
+    """Per-tensor ratio ours / official of the errors against float64, the worst and the verdict.
+
+    A tensor whose official error is exactly 0 counts as within the bound only if ours is 0 too.
+    """
+    ratio = {k: (ours[k] / official[k] if official[k] > 0 else
+                 (0.0 if ours[k] == 0 else math.inf)) for k in ours}
+    worst = max(ratio, key=ratio.get)
+    return dict(err_fp64_ratio=ratio, worst_ratio=ratio[worst], worst_ratio_tensor=worst,
+                fp64_bound=bound, fp64_bound_holds=bool(ratio[worst] <= bound))
+
+
 def bench_block(args, device: torch.device) -> Dict[str, Dict[str, float]]:
     torch.manual_seed(0)
     c = args.channels
@@ -168,34 +211,36 @@ def bench_block(args, device: torch.device) -> Dict[str, Dict[str, float]]:
     ours.load_state_dict(convert_official_cross_view_state_dict(official.state_dict()))
     ours.to(device)
     grad_out = torch.randn(args.voxels, c, device=device)
+    # the float64 reference: the same block, weights, inputs and output gradient in float64
+    ref64 = copy.deepcopy(official).double()
+    inputs = {torch.float32: (feats, xyz, grad_out),
+              torch.float64: (feats.double(), xyz.double(), grad_out.double())}
     results = {}
 
-    def fwd(model):
+    def fwd(model, dtype=torch.float32):
+        f, x, _ = inputs[dtype]
         model.eval()
         with torch.no_grad():
-            return model(feats, xyz, idx)
+            return model(f, x, idx)
 
-    def fwd_bwd(model):
+    def fwd_bwd(model, dtype=torch.float32):
+        f0, x, g = inputs[dtype]
         model.train()   # dropout is 0: train mode changes nothing numerically
         model.zero_grad(set_to_none=True)
-        f = feats.clone().requires_grad_(True)
-        out = model(f, xyz, idx)
-        out.backward(grad_out)
+        f = f0.clone().requires_grad_(True)
+        out = model(f, x, idx)
+        out.backward(g)
         return out.detach(), f.grad
 
     for name, step in (('fwd', fwd), ('fwd_bwd', fwd_bwd)):
+        grads = name == 'fwd_bwd'
+        out_ref = step(ref64, torch.float64)
         out_ours, out_off = step(ours), step(official)   # warm-up; also the error check
-        if name == 'fwd':
-            errs = {'output': rel_err(out_ours, out_off)}
-        else:
-            errs = {'output': rel_err(out_ours[0], out_off[0]),
-                    'grad:voxel_feats': rel_err(out_ours[1], out_off[1])}
-            grads_off = convert_official_cross_view_state_dict(
-                {k: p.grad for k, p in official.named_parameters()})
-            errs.update({f'grad:{k}': rel_err(p.grad, grads_off[k])
-                         for k, p in ours.named_parameters()})
+        errs = _errors(out_ours, ours, out_off, official, grads)
+        err_ours64 = _errors(out_ours, ours, out_ref, ref64, grads)
+        err_off64 = _errors(out_off, official, out_ref, ref64, grads)
         worst = max(errs, key=errs.get)
-        del out_ours, out_off
+        del out_ours, out_off, out_ref
         t_ours: List[float] = []
         t_off: List[float] = []
         for _ in range(args.repeats):
@@ -208,9 +253,38 @@ def bench_block(args, device: torch.device) -> Dict[str, Dict[str, float]]:
                              ours_peak_mb=mem_ours, official_peak_mb=mem_off,
                              mem_ratio=mem_ours / mem_off, max_rel_err=errs[worst],
                              max_rel_err_tensor=worst,
-                             output_rel_err=errs['output'])
+                             output_rel_err=errs['output'],
+                             ours_err_fp64=err_ours64, official_err_fp64=err_off64,
+                             **fp64_summary(err_ours64, err_off64))
         print(f'  block {name}: done', file=sys.stderr, flush=True)
     return results
+
+
+def print_fp64_table(block: Dict[str, dict]) -> None:
+    """Per pass: output, input gradient, worst parameter gradients vs float64, and the verdict."""
+    print(f'Error against float64 (norm-wise relative; same block, weights and inputs in '
+          f'float64); bound: ours <= {FP64_BOUND}x official on every tensor')
+    print('| pass    | tensor                               | ours_err_fp64 | official_err_fp64 '
+          '| ratio |')
+    print('|---------|--------------------------------------|--------------:|------------------:'
+          '|------:|')
+    for name, r in block.items():
+        ours, off, ratio = r['ours_err_fp64'], r['official_err_fp64'], r['err_fp64_ratio']
+        rows = ['output'] + (['grad:voxel_feats'] if 'grad:voxel_feats' in ours else [])
+        params = [k for k in ours if k not in rows]
+        if params:  # the parameter gradients furthest from float64 (ours, official) and ratio
+            rows += list(dict.fromkeys([max(params, key=ours.get), max(params, key=off.get),
+                                        max(params, key=ratio.get)]))
+        for k in rows:
+            print(f'| {name:<7} | {k[:36]:<36} | {ours[k]:13.2e} | {off[k]:17.2e} | '
+                  f'{ratio[k]:5.2f} |')
+        print(f"| {name:<7} | {'max over all ' + str(len(ours)) + ' tensors':<36} | "
+              f'{max(ours.values()):13.2e} | {max(off.values()):17.2e} | '
+              f"{r['worst_ratio']:5.2f} |")
+    for name, r in block.items():
+        verdict = 'holds' if r['fp64_bound_holds'] else 'DOES NOT HOLD'
+        print(f"{name}: ours <= {FP64_BOUND}x official against float64 on every tensor: "
+              f"{verdict} (worst ratio {r['worst_ratio']:.2f}, {r['worst_ratio_tensor']})")
 
 
 def brute_knn(pts: torch.Tensor, k: int, max_queries: int) -> float:
@@ -243,8 +317,8 @@ def bench_knn(args, device: torch.device) -> Dict[str, Dict[str, float]]:
     return results
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda requested but torch.cuda.is_available() is False')
@@ -288,6 +362,7 @@ def main() -> None:
               'output (and every gradient for fwd_bwd); worst: ' + ', '.join(
                   f"{name} {r['max_rel_err_tensor']} (output {r['output_rel_err']:.1e})"
                   for name, r in report['block'].items()))
+        print_fp64_table(report['block'])
     if 'knn' in report:
         print(f'kNN: k={args.k}, every point queries its scene (one scene, points on room '
               'surfaces); brute force = torch.cdist + torch.topk')
@@ -305,6 +380,7 @@ def main() -> None:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=2)
         print(f'figures written to {args.json}')
+    return report
 
 
 if __name__ == '__main__':

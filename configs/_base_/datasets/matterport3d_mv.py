@@ -2,10 +2,11 @@
 # 512x640, per-frame intrinsics) + region mesh vertices with .vsegs superpoints. Official recipe
 # (odin_reference.md §3.3-3.4, §5, scripts/matterport3d/matterport_resnet.sh): train: 11
 # consecutive frames (Swin-B: 15), random stride 1-4, wrap-around, ResizeScale(0.1-2.0, p=0.5) +
-# 512x512 crop, colour jitter, 3D augmentation, camera drop; 4 scenes/iteration on 2 GPUs.
+# 512x512 crop, colour jitter, 3D augmentation, camera drop; 4 scenes/iteration on 2 GPUs;
+# inpainted depth (INPUT.INPAINT_DEPTH True, inherited from configs/scannet_context/3d.yaml).
 # test: at most 170 frames (uniform), ResizeShortestEdge(512, max 512) -> 410x512.
 # Data: python tools/create_data.py matterport3d --root-path data/matterport_raw \
-#           --out-dir data/matterport3d
+#           --out-dir data/matterport3d --inpaint-depth
 dataset_type = 'ODINMatterport3DDataset'
 data_root = 'data/matterport3d/'
 num_views = 11  # Swin-B: 15
@@ -22,7 +23,8 @@ load_masks = dict(type='LoadAnnotations3D', with_bbox_3d=False, with_label_3d=Fa
                   with_mask_3d=True, with_seg_3d=True, backend_args=backend_args)
 
 train_pipeline = [
-    dict(type='LoadODINFrames', num_views=num_views, sampling='chunk', max_stride=4),
+    dict(type='LoadODINFrames', num_views=num_views, sampling='chunk', max_stride=4,
+         use_inpainted_depth=True),
     load_points,
     load_masks,
     dict(type='LoadODINSuperpoints', use_superpoints=True),
@@ -35,7 +37,8 @@ train_pipeline = [
     dict(type='PackODINInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadODINFrames', num_views=test_max_frames, sampling='uniform'),
+    dict(type='LoadODINFrames', num_views=test_max_frames, sampling='uniform',
+         use_inpainted_depth=True),
     load_points,
     load_masks,
     dict(type='LoadODINSuperpoints', use_superpoints=True),

@@ -2,9 +2,11 @@
 # intrinsics, 1080x1080) + room points. Official recipe (odin_reference.md §3.3-3.4, §5,
 # scripts/s3dis/s3dis_resnet_scratch.sh): train: 25 consecutive frames (random stride 1-4,
 # wrap-around), per-frame ResizeScale(0.1-2.0, p=0.5) + 256x256 crop, colour jitter, 3D
-# augmentation, camera drop; no superpoints (one segment per point, USE_SEGMENTS False); raw
-# depth; 4 scenes/iteration on 2 GPUs. test: at most 450 frames (uniform), 256x256.
-# Data: python tools/create_data.py s3dis --root-path data/s3dis_raw --out-dir data/s3dis
+# augmentation, camera drop; no superpoints (one segment per point, USE_SEGMENTS False);
+# inpainted depth (INPUT.INPAINT_DEPTH True, inherited from configs/scannet_context/3d.yaml);
+# 4 scenes/iteration on 2 GPUs. test: at most 450 frames (uniform), 256x256.
+# Data: python tools/create_data.py s3dis --root-path data/s3dis_raw --out-dir data/s3dis \
+#           --inpaint-depth
 dataset_type = 'ODINS3DISDataset'
 data_root = 'data/s3dis/'
 num_views = 25
@@ -21,7 +23,8 @@ load_masks = dict(type='LoadAnnotations3D', with_bbox_3d=False, with_label_3d=Fa
                   with_mask_3d=True, with_seg_3d=True, backend_args=backend_args)
 
 train_pipeline = [
-    dict(type='LoadODINFrames', num_views=num_views, sampling='chunk', max_stride=4),
+    dict(type='LoadODINFrames', num_views=num_views, sampling='chunk', max_stride=4,
+         use_inpainted_depth=True),
     load_points,
     load_masks,
     dict(type='LoadODINSuperpoints', use_superpoints=False),
@@ -34,7 +37,8 @@ train_pipeline = [
     dict(type='PackODINInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadODINFrames', num_views=test_max_frames, sampling='uniform'),
+    dict(type='LoadODINFrames', num_views=test_max_frames, sampling='uniform',
+         use_inpainted_depth=True),
     load_points,
     load_masks,
     dict(type='LoadODINSuperpoints', use_superpoints=False),

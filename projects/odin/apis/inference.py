@@ -111,7 +111,7 @@ def prepare_recording(seq: RGBDSequence,
         points=torch.from_numpy(points))
     h, w = images.shape[1:3]
     metainfo = dict(
-        scene_id=osp.basename(osp.normpath(seq.folder)), sample_idx=0, num_views=len(imgs),
+        scene_id=seq.scene_name, sample_idx=0, num_views=len(imgs),
         img_path=list(seq.color_paths), depth_path=list(seq.depth_paths), img_shape=(h, w),
         ori_shape=(h, w), pad_shape=(h, w), cam2img=[k for k in np.stack(intrs)],
         cam2global=[p for p in seq.poses], axis_align_matrix=np.eye(4),
@@ -121,7 +121,8 @@ def prepare_recording(seq: RGBDSequence,
 
 
 def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu',
-                    cfg_options: Optional[dict] = None, sensor_points: bool = False) -> nn.Module:
+                    cfg_options: Optional[dict] = None, sensor_points: bool = False,
+                    allow_partial: bool = False) -> nn.Module:
     """Build an ODIN model from a config and load a checkpoint (mmdet3d's ``init_model``).
 
     Args:
@@ -132,14 +133,23 @@ def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu
         sensor_points: predict on the fused sensor points given as ``inputs['points']`` (the demo;
             ``use_ghost_points=False``) whatever mode the config trains in. The weights are the
             same in both modes. Defaults to False.
+        allow_partial: load a checkpoint that does not fit the config's model (the tensors that
+            fit; a warning lists the rest) instead of raising. Defaults to False.
 
     Returns:
         The model in eval mode, with the config as ``model.cfg``.
+
+    Raises:
+        FileNotFoundError: no such config or checkpoint.
+        projects.odin.utils.CheckpointReadError: the checkpoint file cannot be read.
+        projects.odin.utils.CheckpointMismatchError: the checkpoint does not fit the model (see
+            :func:`projects.odin.utils.check_checkpoint`) and ``allow_partial`` is False.
     """
     from mmdet3d.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
+
+    from projects.odin.utils.checkpoint import load_checked_checkpoint
     if isinstance(config, str) and not osp.isfile(config):
         raise FileNotFoundError(f'config not found: {config}')
     if checkpoint is not None and not osp.isfile(checkpoint):
@@ -147,6 +157,7 @@ def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu
     # mmdet3d.apis.init_model builds ODIN configs too (tests/test_apis/test_init_model.py); this
     # variant also switches to sensor points, needs no test dataloader in the config and falls
     # back to the config's class names.
+    config_path = config if isinstance(config, str) else getattr(config, 'filename', None)
     cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -157,7 +168,8 @@ def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu
     model = MODELS.build(cfg.model)
     model.dataset_meta = {}
     if checkpoint is not None:
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+        ckpt = load_checked_checkpoint(model, checkpoint, config=config_path,
+                                       allow_partial=allow_partial)
         meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
         model.dataset_meta = dict(meta.get('dataset_meta') or {})
     if not model.dataset_meta.get('classes') and cfg.get('class_names'):
@@ -216,7 +228,7 @@ def demo_image_size(cfg, seq: RGBDSequence,
     """Model input size for a recording: the config's test-time resize applied to its frames.
 
     The ``ODINResize`` (``ResizeShortestEdge`` semantics) of the config's test pipeline is applied
-    to the size of the recording's first depth image; without one, ``default`` is used.
+    to the recording's depth size (``seq.depth_hw``); without one, ``default`` is used.
 
     Args:
         cfg: the model's config (``model.cfg``).
@@ -232,12 +244,9 @@ def demo_image_size(cfg, seq: RGBDSequence,
     except (AttributeError, KeyError):
         pass
     resize = next((t for t in pipeline if t.get('type') == 'ODINResize'), None)
-    if resize is None or len(seq) == 0:
+    if resize is None or len(seq) == 0 or seq.depth_hw is None:
         return default
-    depth = cv2.imread(seq.depth_paths[0], cv2.IMREAD_UNCHANGED)
-    if depth is None:
-        return default
-    h0, w0 = depth.shape[:2]
+    h0, w0 = seq.depth_hw
     short_edge, max_size = resize.get('short_edge', 320), resize.get('max_size', 320)
     scale = short_edge / min(h0, w0)
     if max(h0, w0) * scale > max_size:

@@ -92,7 +92,8 @@ class LoadODINFrames(BaseTransform):
             Defaults to 25.
         sampling (str): 'chunk', 'uniform' or 'all'. Defaults to 'chunk'.
         max_stride (int): Largest chunk stride (official: 4). Defaults to 4.
-        use_inpainted_depth (bool): Read ``depth_inpainted_map`` (ScanNet official setting);
+        use_inpainted_depth (bool): Read ``depth_inpainted_map`` (the official setting for
+            ScanNet, ScanNet200, S3DIS and Matterport3D);
             raises if a frame has none. Defaults to False.
         depth_scale (float, optional): Divisor from stored values to metres; defaults to the
             info's ``depth_scale`` or 1000.

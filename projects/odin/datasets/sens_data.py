@@ -100,6 +100,29 @@ class SensorFrame:
     index: int = field(default=-1, compare=False)
 
 
+@dataclass
+class SensorFrameRef:
+    """Where one frame of a ``.sens`` file lies (see :meth:`SensorDataReader.index_frames`).
+
+    Attributes:
+        index (int): Frame position in the file.
+        offset (int): File offset of the colour data (the depth data follows it).
+        color_size (int): Compressed colour size in bytes.
+        depth_size (int): Compressed depth size in bytes.
+        camera_to_world (np.ndarray): (4, 4) float32 pose; may hold inf/NaN for lost tracking.
+        timestamp_color (int): Colour timestamp (microseconds).
+        timestamp_depth (int): Depth timestamp (microseconds).
+    """
+
+    index: int
+    offset: int
+    color_size: int
+    depth_size: int
+    camera_to_world: np.ndarray
+    timestamp_color: int = 0
+    timestamp_depth: int = 0
+
+
 def _read_exact(fh: BinaryIO, n: int, path: str, what: str) -> bytes:
     data = fh.read(n)
     if len(data) != n:
@@ -196,6 +219,44 @@ class SensorDataReader:
                 depth = fh.read(dsize)
                 pose = np.asarray(vals[:16], dtype=np.float32).reshape(4, 4)
                 yield SensorFrame(pose, color, depth, ts_c, ts_d, index=i)
+
+    def index_frames(self) -> List[SensorFrameRef]:
+        """Locate every frame without reading its images (headers are read, image data seeked over).
+
+        Returns:
+            list[SensorFrameRef]: one per frame, in file order; :meth:`read_frame` reads one.
+
+        Raises:
+            SensorDataError: If the file ends before ``num_frames`` frames.
+        """
+        size = os.path.getsize(self.path)
+        refs = []
+        with open(self.path, 'rb') as fh:
+            fh.seek(self._frames_offset)
+            for i in range(self.header.num_frames):
+                vals = _FRAME_HEADER.unpack(_read_exact(
+                    fh, _FRAME_HEADER.size, self.path,
+                    f'header of frame {i}/{self.header.num_frames}'))
+                ts_c, ts_d, csize, dsize = vals[16:]
+                offset = fh.tell()
+                if offset + csize + dsize > size:
+                    raise SensorDataError(
+                        f'{self.path}: truncated file in frame {i}/{self.header.num_frames} '
+                        f'(needs {csize + dsize} bytes of image data, {size - offset} left)')
+                refs.append(SensorFrameRef(i, offset, csize, dsize,
+                                           np.asarray(vals[:16], np.float32).reshape(4, 4),
+                                           ts_c, ts_d))
+                fh.seek(csize + dsize, io.SEEK_CUR)
+        return refs
+
+    def read_frame(self, ref: SensorFrameRef) -> SensorFrame:
+        """Read the compressed images of one frame located by :meth:`index_frames`."""
+        with open(self.path, 'rb') as fh:
+            fh.seek(ref.offset)
+            color = _read_exact(fh, ref.color_size, self.path, f'colour of frame {ref.index}')
+            depth = _read_exact(fh, ref.depth_size, self.path, f'depth of frame {ref.index}')
+        return SensorFrame(ref.camera_to_world, color, depth, ref.timestamp_color,
+                           ref.timestamp_depth, index=ref.index)
 
     def decode_color(self, frame: SensorFrame) -> np.ndarray:
         """Decode a frame's colour image.
@@ -334,6 +395,6 @@ def read_all_frames(path: Union[str, Path], frame_skip: int = 1) -> List[SensorF
 
 
 __all__ = [
-    'SensorDataError', 'SensorHeader', 'SensorFrame', 'SensorDataReader', 'write_sens',
-    'encode_color', 'encode_depth', 'make_intrinsic', 'read_all_frames'
+    'SensorDataError', 'SensorHeader', 'SensorFrame', 'SensorFrameRef', 'SensorDataReader',
+    'write_sens', 'encode_color', 'encode_depth', 'make_intrinsic', 'read_all_frames'
 ]

@@ -14,7 +14,7 @@ from torch import Tensor
 from projects.odin.ops import knn, scatter_mean
 from projects.odin.ops.utils import check_offsets, check_points, scene_ranges
 
-__all__ = ['unproject_depth', 'multiscale_xyz', 'voxelize', 'idw_interpolate']
+__all__ = ['unproject_depth', 'multiscale_xyz', 'voxelize', 'idw_interpolate', 'idw_from_neighbors']
 
 
 def unproject_depth(depth: Tensor, intrinsics: Tensor, cam2world: Tensor) -> Tensor:
@@ -156,9 +156,26 @@ def idw_interpolate(src_feats: Tensor,
         raise ValueError(f'src_feats must be (Ns, C) with Ns = {src_xyz.shape[0]}, '
                          f'got {tuple(src_feats.shape)}')
     idx, dist = knn(tgt_xyz, src_xyz, k, tgt_offsets, src_offsets)
+    return idw_from_neighbors(src_feats, idx, dist)
+
+
+def idw_from_neighbors(src_feats: Tensor, idx: Tensor, dist: Tensor) -> Tensor:
+    """Inverse-distance-weighted sum over given neighbours (the second half of IDW).
+
+    ``w_j = 1 / (d_j + 1e-8)`` normalised over the row, ``out = sum_j w_j * src_feats[idx_j]``
+    accumulated neighbour by neighbour like the official ``pointops.interpolation``.
+
+    Args:
+        src_feats: ``(Ns, C)`` source features (differentiable).
+        idx: ``(Nt, k)`` int64 source rows of every target (from :func:`projects.odin.ops.knn`).
+        dist: ``(Nt, k)`` euclidean distances of those neighbours.
+
+    Returns:
+        ``(Nt, C)`` interpolated features, dtype of ``src_feats``.
+    """
     recip = 1.0 / (dist + 1e-8)
     weight = (recip / recip.sum(dim=1, keepdim=True)).to(src_feats.dtype)
-    out = src_feats.new_zeros((tgt_xyz.shape[0], src_feats.shape[1]))
+    out = src_feats.new_zeros((idx.shape[0], src_feats.shape[1]))
     for j in range(idx.shape[1]):
         out = out + src_feats[idx[:, j]] * weight[:, j:j + 1]
     return out

@@ -20,7 +20,7 @@ from torch import Tensor
 from projects.odin.layers.geometry import multiscale_xyz, unproject_depth, voxelize
 from projects.odin.ops import scatter_mean
 
-from .neighbors import knn
+from . import neighbors
 
 
 @dataclass
@@ -137,7 +137,8 @@ def build_level_geometry(xyz: Tensor, voxel_size: float,
     p2v, voxel_offsets, voxel_xyz = voxelize(point_xyz, point_offsets, voxel_size)
     knn_idx = None
     if num_neighbors:
-        knn_idx, _ = knn(voxel_xyz, voxel_xyz, num_neighbors, voxel_offsets, voxel_offsets)
+        knn_idx, _ = neighbors.knn(voxel_xyz, voxel_xyz, num_neighbors, voxel_offsets,
+                                   voxel_offsets)
     return LevelGeometry((b, v, h, w), point_xyz, point_offsets, p2v, voxel_xyz,
                          voxel_offsets.long(), knn_idx)
 

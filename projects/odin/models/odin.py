@@ -12,9 +12,8 @@ from torch import Tensor
 from projects.odin.layers.geometry import voxelize
 from projects.odin.ops import scatter_mean, scatter_min
 
+from . import neighbors
 from .multiview import MultiViewGeometry, build_multiview_geometry, compute_multiscale_xyz
-from .neighbors import idw as idw_interpolate
-from .neighbors import knn
 from .pixel_decoder import GhostPoints
 from .postprocess import instance_inference, semantic_inference
 
@@ -139,8 +138,8 @@ class ODIN(Base3DDetector):
             if self.training and self.visibility_thresh is not None:
                 s, e = starts[b], res2.point_offsets[b].item()
                 src = res2.point_xyz[s:e]
-                _, dist = knn(xyz, src, 1, xyz.new_tensor([len(xyz)]).long(),
-                              xyz.new_tensor([len(src)]).long())
+                _, dist = neighbors.knn(xyz, src, 1, xyz.new_tensor([len(xyz)]).long(),
+                                        xyz.new_tensor([len(src)]).long())
                 idx = torch.nonzero(dist[:, 0]**2 < self.visibility_thresh).squeeze(1)
                 if idx.numel() == 0:
                     idx = torch.arange(len(xyz), device=xyz.device)
@@ -202,8 +201,9 @@ class ODIN(Base3DDetector):
                 res2 = geometry[0]
                 s, n_vox = res2.voxel_starts[b], res2.voxel_counts[b]
                 pts = points[b][:, :3].float()
-                nn_idx, _ = knn(res2.voxel_xyz[s:s + n_vox], pts, 1,
-                                pts.new_tensor([n_vox]).long(), pts.new_tensor([len(pts)]).long())
+                nn_idx, _ = neighbors.knn(res2.voxel_xyz[s:s + n_vox], pts, 1,
+                                          pts.new_tensor([n_vox]).long(),
+                                          pts.new_tensor([len(pts)]).long())
                 inst, sem = inst[nn_idx[:, 0]], sem[nn_idx[:, 0]]
                 p2v = torch.arange(n_vox, device=inst.device)
             labels, masks = [], []
@@ -285,8 +285,8 @@ class ODIN(Base3DDetector):
             return mask_logits[:, res2.p2v[ps:res2.point_offsets[b].item()] - s]
         pts = points[:, :3].float()
         src = res2.voxel_xyz[s:s + n]
-        out = idw_interpolate(mask_logits.t(), src, src.new_tensor([n]).long(), pts,
-                              pts.new_tensor([len(pts)]).long(), self.num_neighbors)
+        out = neighbors.idw(mask_logits.t(), src, src.new_tensor([n]).long(), pts,
+                            pts.new_tensor([len(pts)]).long(), self.num_neighbors)
         return out.t()
 
     def predict(self, batch_inputs: dict, batch_data_samples: Sequence, **kwargs) -> Sequence:

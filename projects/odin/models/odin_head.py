@@ -34,8 +34,8 @@ from torch import Tensor
 
 from projects.odin.ops import scatter_mean
 
+from . import neighbors
 from .multiview import MultiViewGeometry, pad_to
-from .neighbors import idw as idw_interpolate
 from .open_vocab import TextCrossAttentionLayer, open_vocab_class_logits
 from .pixel_decoder import GhostPoints
 
@@ -318,8 +318,8 @@ class ODINHead(Mask2FormerHead):
         src = torch.cat([
             point_logits_fn(j, mask_pred[j, :, :n]).t() for j, n in enumerate(pred_counts)
         ])
-        tgt = idw_interpolate(src.detach(), src_xyz, src_offsets, geo.voxel_xyz,
-                              geo.voxel_offsets, self.num_neighbors)  # (N_vox, Q)
+        tgt = neighbors.idw(src.detach(), src_xyz, src_offsets, geo.voxel_xyz,
+                            geo.voxel_offsets, self.num_neighbors)  # (N_vox, Q)
         n_max = max(geo.voxel_counts)
         raw = torch.ones(query.shape[0], query.shape[1], n_max, dtype=torch.bool,
                          device=query.device)

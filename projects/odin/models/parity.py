@@ -1,21 +1,30 @@
 """Numerical parity with the official ODIN implementation on the reference goldens.
 
-A golden (``/work/shared/reference/golden_<name>.pt``, made by running the official code on CPU)
-stores the inputs of one eval forward pass and the tensors at every stage. This module fills the
-**official** state-dict keys (``statedict_<name>.tsv``) with the deterministic rule of the
-reference README (§3), converts them with :func:`convert_official_state_dict`, runs our model on
-the golden inputs and compares every recorded stage.
+A golden (``../shared/reference/golden_<name>.pt`` beside the checkout, made by running the
+official code on CPU) stores the inputs of one eval forward pass and the tensors at every
+stage. This module fills the **official** state-dict keys (``statedict_<name>.tsv``) with the
+deterministic rule of the reference README (§3), converts them with
+:func:`convert_official_state_dict`, runs our model on the golden inputs and compares every
+recorded stage. k-NN selections are compared modulo float64 near-ties and the golden's recorded
+ones are injected (:class:`KnnSelections`), so the check gives the same verdict on every CPU.
 """
+import itertools
 import math
 import os.path as osp
+import random
 import zlib
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from unittest import mock
 
 import torch
 from torch import Tensor
 
-from .neighbors import official_cpu_ties
+from projects.odin.ops import knn as ops_knn
+from projects.odin.ops.utils import scene_ranges
+
 from .official_converter import (
     check_state_dict,
     convert_official_state_dict,
@@ -147,10 +156,16 @@ class Recorder:
         self.data: Dict[str, object] = {}
         self.handles = []
 
-    def hook(self, module, name: str, input_index: Optional[int] = None) -> None:
-        """Store the output (or input ``input_index``) of ``module`` under ``name``."""
+    def hook(self, module, name: str, input_index: Optional[int] = None,
+             stop: bool = False) -> None:
+        """Store the output (or input ``input_index``) of ``module`` under ``name``.
+
+        With ``stop`` the hook then ends the forward pass (raises :class:`_Stop`).
+        """
         def fn(mod, args, out):
             self.data[name] = args[input_index] if input_index is not None else out
+            if stop:
+                raise _Stop(name)
         self.handles.append(module.register_forward_hook(fn))
 
     def remove(self) -> None:
@@ -159,17 +174,293 @@ class Recorder:
             h.remove()
 
 
+# ---------------------------------------------------------------------------- kNN near-ties
+#: relative float64 gap between the k-th and (k+1)-th neighbour distance below which a row's
+#: k-NN selection is a near-tie: float32 kernels of different CPUs may keep either candidate
+TIE_RTOL = 1e-6
+#: most forward passes spent searching tie resolutions of k-NN calls the golden does not record
+MAX_TRIALS = 64
+_CHUNK_PAIRS = 1 << 22
+
+
+@contextmanager
+def substitute_knn(fn: Callable[..., Tuple[Tensor, Tensor]]) -> Iterator[None]:
+    """Route every k-NN (and hence IDW) of the ODIN model through ``fn`` inside the block.
+
+    The model calls :func:`projects.odin.models.neighbors.knn` for every neighbour search, so
+    this test/benchmark-time substitution from outside reaches all of them; nothing in the model
+    changes. ``fn`` has the signature of :func:`projects.odin.ops.knn`.
+    """
+    from . import neighbors
+    with mock.patch.object(neighbors, 'knn', fn):
+        yield
+
+
+def official_knn(query: Tensor, support: Tensor, k: int, query_offsets: Tensor,
+                 support_offsets: Tensor) -> Tuple[Tensor, Tensor]:
+    """The official CPU harness' k-NN selection: ``torch.cdist`` + ``torch.topk`` per scene.
+
+    The reference README §7 describes it (``compute_mode='donot_use_mm_for_euclid_dist'``,
+    ``topk(largest=False, sorted=True)``, distances recomputed with the float32 formula of the
+    pointops2 kernel, short scenes padded with the scene's first point at distance 1e5). Used by
+    the whole-model benchmark as the official formulation. Same signature as
+    :func:`projects.odin.ops.knn`.
+    """
+    idx = torch.empty(query.shape[0], k, dtype=torch.long, device=query.device)
+    dist = torch.empty(query.shape[0], k, dtype=query.dtype, device=query.device)
+    for (qs, qe), (ss, se) in zip(scene_ranges(query_offsets), scene_ranges(support_offsets)):
+        sup = support[ss:se]
+        kk = min(k, se - ss)
+        step = max(1, (_CHUNK_PAIRS * 4) // max(1, se - ss))
+        for c in range(qs, qe, step):
+            q = query[c:min(qe, c + step)]
+            cd = torch.cdist(q, sup, compute_mode='donot_use_mm_for_euclid_dist')
+            order = cd.topk(kk, dim=1, largest=False, sorted=True).indices
+            idx[c:c + len(q), :kk] = order + ss
+            dist[c:c + len(q), :kk] = ((q[:, None, :] - sup[order])**2).sum(-1).sqrt()
+        if kk < k:
+            idx[qs:qe, kk:] = ss
+            dist[qs:qe, kk:] = 1e5
+    return idx, dist
+
+
+@dataclass
+class TieRow:
+    """One query row whose k nearest neighbours are ambiguous at float32 resolution.
+
+    Attributes:
+        row: global query row.
+        fixed: support rows certainly among the k nearest (float64 distance clearly below the
+            k-th).
+        group: support rows whose float64 distance is within :data:`TIE_RTOL` of the k-th.
+        slots: how many of ``group`` belong to the k nearest.
+    """
+
+    row: int
+    fixed: Tuple[int, ...]
+    group: Tuple[int, ...]
+    slots: int
+
+    def resolutions(self) -> List[Tuple[int, ...]]:
+        """Every valid neighbour set of the row (sorted support rows)."""
+        return [tuple(sorted(self.fixed + c)) for c in itertools.combinations(self.group,
+                                                                              self.slots)]
+
+    def accepts(self, selection: Sequence[int]) -> bool:
+        """Whether ``selection`` (support rows) is one of the valid neighbour sets."""
+        return tuple(sorted(int(i) for i in selection)) in self.resolutions()
+
+
+def near_ties(query: Tensor, support: Tensor, k: int, query_offsets: Tensor,
+              support_offsets: Tensor, rtol: float = TIE_RTOL) -> List[TieRow]:
+    """Rows whose k-th and (k+1)-th nearest support points are closer than ``rtol`` (float64).
+
+    Distances are evaluated in float64 from the float32 coordinates, so the rows found do not
+    depend on the CPU's float32 kernels.
+
+    Args:
+        query: ``(M, 3)`` query coordinates.
+        support: ``(N, 3)`` support coordinates.
+        k: neighbours per query.
+        query_offsets: ``(B,)`` cumulative end index of each query scene.
+        support_offsets: ``(B,)`` cumulative end index of each support scene.
+        rtol: relative gap of a near-tie.
+
+    Returns:
+        list[TieRow]: the near-tie rows in ascending row order.
+    """
+    out: List[TieRow] = []
+    q64, s64 = query.detach().double().cpu(), support.detach().double().cpu()
+    for (qs, qe), (ss, se) in zip(scene_ranges(query_offsets.cpu()),
+                                  scene_ranges(support_offsets.cpu())):
+        n = se - ss
+        if n <= k or qe == qs:
+            continue  # every support point is selected: no choice to make
+        sup = s64[ss:se]
+        step = max(1, _CHUNK_PAIRS // n)
+        for c in range(qs, qe, step):
+            d = torch.cdist(q64[c:min(qe, c + step)], sup)
+            vals = d.topk(k + 1, dim=1, largest=False, sorted=True).values
+            kth, nxt = vals[:, k - 1], vals[:, k]
+            for r in torch.nonzero(nxt - kth <= rtol * kth).flatten().tolist():
+                dr, tol = d[r], rtol * kth[r]
+                group = torch.nonzero((dr - kth[r]).abs() <= tol).flatten()
+                fixed = torch.nonzero(dr < kth[r] - tol).flatten()
+                out.append(TieRow(c + r, tuple((fixed + ss).tolist()),
+                                  tuple((group + ss).tolist()), k - len(fixed)))
+    return out
+
+
+def knn_differences(idx: Tensor, ref: Tensor, query: Tensor, support: Tensor, k: int,
+                    query_offsets: Tensor, support_offsets: Tensor,
+                    ties: Optional[List[TieRow]] = None) -> Tuple[List[int], List[int]]:
+    """Rows where two k-NN selections differ, and those of them that are not near-ties.
+
+    Args:
+        idx: ``(M, k)`` one selection (e.g. ours).
+        ref: ``(M, k)`` the other (e.g. the golden's).
+        query: ``(M, 3)`` query coordinates of the k-NN problem.
+        support: ``(N, 3)`` its support coordinates.
+        k: its neighbours per query.
+        query_offsets: ``(B,)`` cumulative end index of each query scene.
+        support_offsets: ``(B,)`` cumulative end index of each support scene.
+        ties: its :func:`near_ties` rows, if already computed.
+
+    Returns:
+        tuple: the differing rows, and the differing rows where ``ref``'s selection is not a valid
+        resolution of a near-tie (a real difference).
+    """
+    if ties is None:
+        ties = near_ties(query, support, k, query_offsets, support_offsets)
+    tie_rows = {t.row: t for t in ties}
+    same = (torch.sort(idx, 1).values == torch.sort(ref.to(idx), 1).values).all(1)
+    differing = torch.nonzero(~same).flatten().tolist()
+    unexplained = [r for r in differing
+                   if r not in tie_rows or not tie_rows[r].accepts(ref[r].tolist())]
+    return differing, unexplained
+
+
+def _with_selection(idx: Tensor, dist: Tensor, query: Tensor, support: Tensor, row: int,
+                    selection: Sequence[int]) -> None:
+    """Write ``selection`` (support rows) into row ``row`` of ``idx``/``dist``, nearest first."""
+    sel = torch.tensor(list(selection), dtype=torch.long, device=idx.device)
+    d2 = ((query[row][None] - support[sel])**2).sum(-1)
+    order = torch.argsort(d2, stable=True)
+    idx[row, :len(sel)] = sel[order]
+    dist[row, :len(sel)] = d2[order].sqrt().to(dist.dtype)
+
+
+def call_signature(query: Tensor, support: Tensor, k: int) -> Tuple:
+    """Identity of a k-NN problem: identical coordinates give identical selections."""
+    def crc(t: Tensor) -> int:
+        return zlib.crc32(t.detach().cpu().contiguous().numpy().tobytes())
+    return (k, tuple(query.shape), tuple(support.shape), crc(query), crc(support))
+
+
+@dataclass
+class KnnCall:
+    """What :class:`KnnSelections` saw of one k-NN call of the model.
+
+    Attributes:
+        index: call number within the forward pass.
+        signature: :func:`call_signature` of the call (repeated calls on the same points share
+            it, and a CPU resolves their ties the same way).
+        shape: ``(queries, supports, k)``.
+        recorded: name of the golden stage whose selection was injected, or None.
+        ties: the call's near-tie rows.
+        selected: the neighbour set returned for every near-tie row (sorted support rows).
+        differing: rows where our selection and the golden's differ (recorded calls).
+        unexplained: differing rows that are not near-ties (a real difference).
+    """
+
+    index: int
+    signature: Tuple
+    shape: Tuple[int, int, int]
+    recorded: Optional[str]
+    ties: List[TieRow]
+    selected: Dict[int, Tuple[int, ...]] = field(default_factory=dict)
+    differing: List[int] = field(default_factory=list)
+    unexplained: List[int] = field(default_factory=list)
+
+
+class KnnSelections:
+    """Stand-in for the model's k-NN during a parity run (use with :func:`substitute_knn`).
+
+    Every call runs the model's own k-NN (:func:`projects.odin.ops.knn`), finds its near-tie rows
+    (:func:`near_ties`) and then:
+
+    * a call whose support points are a voxel set the golden recorded a k-NN graph for (matched
+      by coordinates) is compared row by row with the golden's selection - rows may differ only
+      at near-ties - and the golden's selection is returned, so that the rest of the forward pass
+      measures the model, not the CPU's tie order;
+    * any other call returns our selection, except near-tie rows for which ``choices`` names a
+      resolution.
+
+    Args:
+        recorded: golden k-NN graphs: name -> (voxel xyz ``(N, 3)``, indices ``(N, k)``).
+        choices: call signature -> {row: neighbour set} resolutions to apply.
+        tie_order: ``'ours'``; ``'reverse'`` / ``'shuffle'`` first resolve every near-tie row
+            with the last / a random valid set, as a CPU with another tie order would (the same
+            way for repeated calls on the same points).
+        seed: seed of ``'shuffle'``.
+    """
+
+    def __init__(self, recorded: Dict[str, Tuple[Tensor, Tensor]],
+                 choices: Optional[Dict[Tuple, Dict[int, Tuple[int, ...]]]] = None,
+                 tie_order: str = 'ours', seed: int = 0) -> None:
+        if tie_order not in ('ours', 'reverse', 'shuffle'):
+            raise ValueError(f"tie_order must be 'ours', 'reverse' or 'shuffle', got {tie_order}")
+        self.recorded = dict(recorded)
+        self.choices = choices or {}
+        self.tie_order = tie_order
+        self.seed = seed
+        self.calls: List[KnnCall] = []
+
+    def _match(self, query: Tensor, support: Tensor, k: int) -> Optional[str]:
+        if query is not support:
+            return None
+        for name, (xyz, idx) in self.recorded.items():
+            if (idx.shape[1] == k and tuple(xyz.shape) == tuple(support.shape)
+                    and rel_err(support, xyz) <= TOLERANCE):
+                return name
+        return None
+
+    def __call__(self, query: Tensor, support: Tensor, k: int, query_offsets: Tensor,
+                 support_offsets: Tensor) -> Tuple[Tensor, Tensor]:
+        """The model's k-NN with the substitutions above; signature of ``ops.knn``."""
+        idx, dist = ops_knn(query, support, k, query_offsets, support_offsets)
+        ties = near_ties(query, support, k, query_offsets, support_offsets)
+        sig = call_signature(query, support, k)
+        call = KnnCall(len(self.calls), sig, (query.shape[0], support.shape[0], k),
+                       self._match(query, support, k), ties)
+        self.calls.append(call)
+        chosen = self.choices.get(sig, {}) if call.recorded is None else {}
+        for t in ties:
+            options = t.resolutions()
+            if t.row in chosen:
+                pick = chosen[t.row]
+            elif self.tie_order == 'reverse':
+                pick = options[-1]
+            elif self.tie_order == 'shuffle':
+                pick = random.Random(hash((self.seed, sig, t.row))).choice(options)
+            else:
+                pick = None
+            if pick is not None:
+                _with_selection(idx, dist, query, support, t.row, pick)
+            call.selected[t.row] = tuple(sorted(idx[t.row, :len(pick or options[0])].tolist()))
+        if call.recorded is not None:
+            ref = self.recorded.pop(call.recorded)[1].to(idx)
+            call.differing, call.unexplained = knn_differences(
+                idx, ref, query, support, k, query_offsets, support_offsets, ties)
+            idx = ref.clone()
+            dist = torch.where(dist >= 1e5, dist,
+                               ((query[:, None] - support[idx])**2).sum(-1).sqrt())
+        return idx, dist
+
+
 def run_parity(golden_path: str, reference_dir: Optional[str] = None,
-               verbose: bool = True,
-               official_ties: bool = True) -> Tuple[bool, List[Tuple[str, str, bool]]]:
-    """Run the parity check of one golden.
+               verbose: bool = True, tie_order: str = 'ours',
+               modify_model: Optional[Callable[[torch.nn.Module], None]] = None,
+               max_trials: int = MAX_TRIALS
+               ) -> Tuple[bool, List[Tuple[str, str, bool]]]:
+    """Run the parity check of one golden, robust to the CPU's k-NN tie order.
+
+    The golden's voxel k-NN graphs are compared row by row with ours (rows may differ only at
+    float64 near-ties, :func:`near_ties`) and then injected into the forward pass
+    (:class:`KnnSelections`), so that the downstream comparison (relative error <= 1e-4,
+    instances identical) measures the model, not the CPU. If the pass still fails and k-NN calls
+    the golden does not record (IDW interpolations) have near-tie rows, their valid resolutions
+    are searched (:func:`_search_resolutions`) and the parity passes if one reproduces the
+    golden; the rows and the matching resolution are reported.
 
     Args:
         golden_path: ``golden_<name>.pt``.
         reference_dir: folder with ``statedict_<name>.tsv`` (default: the golden's folder).
         verbose: print the table.
-        official_ties: order exactly tied kNN candidates as the official CPU harness did
-            (:func:`official_cpu_ties`); False uses the default ``projects.odin.ops.knn``.
+        tie_order: ``'ours'``, or ``'reverse'`` / ``'shuffle'`` to resolve every near-tie the
+            other way first, as a CPU with another float32 tie order would (tests).
+        modify_model: called with the loaded model before the forward (tests perturb a weight).
+        max_trials: most forward passes of the resolution search.
 
     Returns:
         tuple: overall pass flag and rows ``(stage, value, ok)``.
@@ -177,6 +468,122 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
     reference_dir = reference_dir or osp.dirname(osp.abspath(golden_path))
     golden = torch.load(golden_path, weights_only=True)
     model, arch = build_parity_model(golden, reference_dir)
+    if modify_model is not None:
+        modify_model(model)
+    inter = golden['intermediates']
+    recorded = {key[:-len('knn_idx')]: (inter[key[:-len('knn_idx')] + 'voxel_xyz'],
+                                        inter[key].long())
+                for key in inter if key.endswith('.knn_idx')}
+
+    def run(choices, stop_after=None):
+        sel = KnnSelections(recorded, choices=choices, tie_order=tie_order)
+        return _forward_and_compare(model, arch, golden, sel, stop_after), sel
+
+    rows, sel = run({})
+    sites: OrderedDict[Tuple, List[TieRow]] = OrderedDict()
+    for c in sel.calls:
+        if c.recorded is None and c.ties:
+            sites.setdefault(c.signature, c.ties)
+    n_rows = sum(len(t) for t in sites.values())
+    detail = 'our selection'
+    if not all(r[2] for r in rows) and sites:
+        rows, detail = _search_resolutions(run, rows, sel, sites, max_trials)
+    ok = all(r[2] for r in rows)
+    rows.append(('knn.unrecorded_near_ties', f'{n_rows} rows', ok or not sites))
+    if verbose:
+        w = max(len(r[0]) for r in rows)
+        print(f'parity of {osp.basename(golden_path)} ({golden["meta"]["name"]}), tolerance '
+              f'{TOLERANCE:g} (max |ours - official| / max |official|), k-NN near-tie: float64 '
+              f'gap < {TIE_RTOL:g} relative')
+        for stage, val, good in rows:
+            print(f'{stage:<{w}}  {val:>12}  {"ok" if good else "FAIL"}')
+        print(f'{n_rows} near-tie rows in {len(sites)} k-NN problems the golden does not record '
+              f'(IDW); resolution that reproduces the golden: {detail}')
+        print('PASS' if ok else 'FAIL')
+    return ok, rows
+
+
+#: stages with a forward hook: the resolution search stops the forward pass right after them
+_HOOKED = {'pixel_decoder.output_conv0.out': 'pd.output',
+           'pixel_decoder.lateral_conv0.out': 'pd.lateral',
+           'pixel_decoder.deform_encoder_out[0]': 'pd.encoder'}
+
+
+class _Stop(Exception):
+    """Raised by a forward hook to end a partial forward pass."""
+
+
+def _search_resolutions(run, rows, sel: KnnSelections, sites, max_trials: int):
+    """Greedy search over the near-tie resolutions of the unrecorded k-NN problems.
+
+    Repeatedly: take the first failing stage; for every near-tie row (in call order) try its
+    other valid neighbour sets and keep one that lowers that stage's summed absolute error
+    (the forward pass stops right after the stage when it has a hook); then rerun the whole
+    comparison. Effects of different rows are local (IDW rows feed their own voxel), so this
+    finds the combination in about one forward pass per row instead of one per combination.
+
+    Returns:
+        tuple: the final rows and a description of the resolution that matched (or why none).
+    """
+    current = {sig: {t.row: sel.calls[[c.signature for c in sel.calls].index(sig)].selected[t.row]
+                     for t in ties} for sig, ties in sites.items()}
+    trials = 0
+    while trials < max_trials:
+        failing = next(r[0] for r in rows if not r[2])
+        stop = _HOOKED.get(failing)
+
+        def error(choices, stop=stop):
+            out, trial_sel = run(choices, stop_after=stop)
+            if not stop:
+                out = sum(1e3 + (float(v) if _is_number(v) else 0.0) for _, v, good in out
+                          if not good)
+            return out, {c.signature for c in trial_sel.calls}
+
+        base, reached = error(current)
+        improved = False
+        for sig, ties in sites.items():
+            if sig not in reached:  # the problem comes after the failing stage
+                continue
+            for t in ties:
+                for option in t.resolutions():
+                    if option == current[sig][t.row] or trials >= max_trials:
+                        continue
+                    trial = {s: dict(v) for s, v in current.items()}
+                    trial[sig][t.row] = option
+                    trials += 1
+                    e = error(trial)[0]
+                    if e < base:
+                        current, base, improved = trial, e, True
+        rows, _ = run(current)
+        if all(r[2] for r in rows):
+            flips = [(i, r, current[sig][r]) for i, (sig, ties) in enumerate(sites.items())
+                     for r in (t.row for t in ties)
+                     if current[sig][r] != sel.calls[[c.signature for c in sel.calls]
+                                                     .index(sig)].selected[r]]
+            return rows, (f'{len(flips)} rows resolved the other way after {trials} trial '
+                          f'passes: ' + ', '.join(f'problem {i} row {r} -> {list(s)}'
+                                                  for i, r, s in flips) if flips else
+                          'our selection')
+        if not improved:
+            return rows, f'none found ({trials} trial passes)'
+    return rows, f'none found within {max_trials} trial passes'
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelections,
+                         stop_after: Optional[str] = None):
+    """One forward pass with ``selections`` as the model's k-NN; the table of stage rows.
+
+    With ``stop_after`` (a hook name of :data:`_HOOKED`) the pass ends after that module and
+    the summed absolute error of its stage is returned instead of the table.
+    """
     G = golden['intermediates']
     rec = Recorder()
     bb = model.backbone
@@ -188,15 +595,27 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
         rec.hook(blk.attn, f'bb.attn.{stage}')
         rec.hook(blk.out_proj, f'bb.out_proj.{stage}')
     pd = model.decode_head.pixel_decoder
-    rec.hook(pd.encoder, 'pd.encoder')
+    rec.hook(pd.encoder, 'pd.encoder', stop=stop_after == 'pd.encoder')
     if pd.fusion_blocks is not None:
         for i, blk in enumerate(pd.fusion_blocks):
             rec.hook(blk, f'pd.fusion.{i}')
-    rec.hook(pd.lateral_convs[0], 'pd.lateral')
-    rec.hook(pd.output_convs[0], 'pd.output')
+    rec.hook(pd.lateral_convs[0], 'pd.lateral', stop=stop_after == 'pd.lateral')
+    rec.hook(pd.output_convs[0], 'pd.output', stop=stop_after == 'pd.output')
     data = golden_data(golden)
     record: Dict[str, object] = {}
-    with torch.no_grad(), official_cpu_ties(official_ties):
+    if stop_after is not None:
+        stage = {v: k for k, v in _HOOKED.items()}[stop_after]
+        ref = G[stage[:-3]][0] if stage.endswith('[0]') else G[stage]
+        try:
+            with torch.no_grad(), substitute_knn(selections):
+                prep = model.data_preprocessor(data, False)
+                model._forward_3d(prep['inputs'], prep['data_samples'], record)
+        except _Stop:
+            pass
+        finally:
+            rec.remove()
+        return float((rec.data[stop_after] - ref).abs().sum())
+    with torch.no_grad(), substitute_knn(selections):
         data = model.data_preprocessor(data, False)
         inputs, samples = data['inputs'], data['data_samples']
         (cls_list, mask_list, counts), geometry, ghost, _ = model._forward_3d(
@@ -205,9 +624,14 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
         logits = model.point_logits(mask_list[-1][0, :, :counts[0]], 0, geometry, ghost,
                                     points[0])
         result = model.postprocess(cls_list[-1][0], logits)
+        pc = golden.get('postproc_check')
+        if pc:
+            lg = model.point_logits(pc['pred_masks_centred'][0], 0, geometry, ghost, points[0])
+            result_pc = model.postprocess(pc['pred_logits'][0], lg)
     rec.remove()
     R = rec.data
     rows: List[Tuple[str, str, bool]] = []
+    knn_calls = {c.recorded: c for c in selections.calls if c.recorded is not None}
 
     def cont(stage: str, ours, ref) -> None:
         e = rel_err(ours, ref)
@@ -231,9 +655,14 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
         geo = geometry[stage]
         cont(f'{cv}in_features', R[f'bb.in.{stage}'], G[f'{cv}in_features'])
         cont(f'{cv}voxel_xyz', geo.voxel_xyz, G[f'{cv}voxel_xyz'])
-        ref_knn = G[f'{cv}knn_idx'].long()
-        same = (torch.sort(geo.knn_idx, 1).values == torch.sort(ref_knn, 1).values).all(1)
-        exact(f'{cv}knn_idx', bool(same.all()), f'{(~same).sum().item()} rows')
+        call = knn_calls.get(cv)
+        if call is None:
+            exact(f'{cv}knn_idx', False, 'not injected (voxels do not match the golden)')
+        elif call.unexplained:
+            exact(f'{cv}knn_idx', False, f'{len(call.unexplained)} rows (not near-ties)')
+        else:
+            rows.append((f'{cv}knn_idx', f'{len(call.differing)} tie rows' if call.differing
+                         else 'equal', True))
         last = max(int(k.split('layer')[-1].split('.')[0]) for k in G
                    if k.startswith(cv + 'layer'))
         cont(f'{cv}layer{last}.out_voxel', R[f'bb.attn.{stage}'],
@@ -283,21 +712,9 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
     cont('decoder.out.pred_masks', mask_list[-1], G['decoder.out.pred_masks'])
     # post-processed outputs (model output and the official post-processing check)
     _compare_outputs(rows, 'outputs', result, golden['outputs']['processed_results'][0])
-    pc = golden.get('postproc_check')
     if pc:
-        with torch.no_grad(), official_cpu_ties(official_ties):
-            lg = model.point_logits(pc['pred_masks_centred'][0], 0, geometry, ghost, points[0])
-            res2 = model.postprocess(pc['pred_logits'][0], lg)
-        _compare_outputs(rows, 'postproc_check', res2, pc['processed_results'][0])
-    ok = all(r[2] for r in rows)
-    if verbose:
-        w = max(len(r[0]) for r in rows)
-        print(f'parity of {osp.basename(golden_path)} ({golden["meta"]["name"]}), tolerance '
-              f'{TOLERANCE:g} (max |ours - official| / max |official|)')
-        for stage, val, good in rows:
-            print(f'{stage:<{w}}  {val:>12}  {"ok" if good else "FAIL"}')
-        print('PASS' if ok else 'FAIL')
-    return ok, rows
+        _compare_outputs(rows, 'postproc_check', result_pc, pc['processed_results'][0])
+    return rows
 
 
 def _compare_outputs(rows, prefix: str, ours, ref: dict) -> None:
@@ -316,12 +733,17 @@ def _compare_outputs(rows, prefix: str, ours, ref: dict) -> None:
     e = rel_err(our_scores, ref_scores) if ref_scores.abs().max() > 0 else \
         our_scores.abs().max().item()
     rows.append((f'{prefix}.instances.pred_scores', f'{e:.2e}', e <= TOLERANCE))
-    # compare (class, mask, score) as multisets: ties make the order ambiguous
-    def key(c, m, s):
-        return (int(c), m.nonzero().flatten().tolist().__hash__() if False else
-                hash(tuple(m.nonzero().flatten().tolist())), round(float(s), 5))
-    ours_set = sorted(key(c, m, s) for c, m, s in zip(our_classes, our_masks, our_scores))
-    ref_set = sorted(key(c, m, s) for c, m, s in zip(ref_classes, ref_masks, ref_scores))
-    same = ours_set == ref_set
-    rows.append((f'{prefix}.instances (class, mask, score)', 'equal' if same else
-                 f'{sum(a != b for a, b in zip(ours_set, ref_set))} differ', same))
+    # (class, mask) pairs as multisets, then their scores within the tolerance: score ties make
+    # the order ambiguous, and exact float keys would depend on the CPU's last bits
+    def key(c, m):
+        return int(c), tuple(m.nonzero().flatten().tolist())
+
+    ours_items = sorted((key(c, m), float(s)) for c, m, s in
+                        zip(our_classes, our_masks, our_scores))
+    ref_items = sorted((key(c, m), float(s)) for c, m, s in
+                       zip(ref_classes, ref_masks, ref_scores))
+    scale = max(1e-12, float(ref_scores.abs().max()))
+    differ = sum(a[0] != b[0] or abs(a[1] - b[1]) > TOLERANCE * scale
+                 for a, b in zip(ours_items, ref_items)) + abs(len(ours_items) - len(ref_items))
+    rows.append((f'{prefix}.instances (class, mask, score)', 'equal' if not differ else
+                 f'{differ} differ', not differ))

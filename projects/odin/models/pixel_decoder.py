@@ -25,8 +25,8 @@ from torch import Tensor
 
 from projects.odin.layers.cross_view_attention import CrossViewAttention
 
+from . import neighbors
 from .multiview import MultiViewGeometry
-from .neighbors import idw as idw_interpolate
 
 
 @dataclass
@@ -187,17 +187,17 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
         res2_geo = geometry[lvl]
         if ghost is None:
             # sensor points: IDW onto the res2 voxels, broadcast to the res2 pixels
-            up = idw_interpolate(src_feats, src_geo.voxel_xyz, src_geo.voxel_offsets,
-                                 res2_geo.voxel_xyz, res2_geo.voxel_offsets, self.num_neighbors)
+            up = neighbors.idw(src_feats, src_geo.voxel_xyz, src_geo.voxel_offsets,
+                               res2_geo.voxel_xyz, res2_geo.voxel_offsets, self.num_neighbors)
             y = self.lateral_convs[lvl](feats[lvl]) + res2_geo.broadcast(up)
             y = self.output_convs[lvl](y)
             return self.mask_feature(y), outs[:self.num_outs]
         # ghost points: everything on the 2 cm mesh voxels
         res2_voxel = res2_geo.pool(feats[lvl])
-        skip = idw_interpolate(res2_voxel, res2_geo.voxel_xyz, res2_geo.voxel_offsets,
-                               ghost.voxel_xyz, ghost.voxel_offsets, self.num_neighbors)
-        cur = idw_interpolate(src_feats, src_geo.voxel_xyz, src_geo.voxel_offsets,
-                              ghost.voxel_xyz, ghost.voxel_offsets, self.num_neighbors)
+        skip = neighbors.idw(res2_voxel, res2_geo.voxel_xyz, res2_geo.voxel_offsets,
+                             ghost.voxel_xyz, ghost.voxel_offsets, self.num_neighbors)
+        cur = neighbors.idw(src_feats, src_geo.voxel_xyz, src_geo.voxel_offsets,
+                            ghost.voxel_xyz, ghost.voxel_offsets, self.num_neighbors)
         mask_features = []
         start = 0
         for n in ghost.voxel_counts:

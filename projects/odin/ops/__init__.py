@@ -4,7 +4,9 @@ Imports with torch alone (no mmcv/mmdet/mmdet3d). Each op dispatches to the comp
 ``projects.odin.ops._ext`` (C++/OpenMP on CPU, CUDA when compiled with it; built by
 ``tools/build_ops.py``) and falls back to its pure-PyTorch twin when the extension is missing.
 ``set_backend('pytorch')``, ``use_backend('pytorch')`` or ``ODIN_OPS_BACKEND=pytorch`` force the
-twins.
+twins. Before a compiled op first runs on a CUDA device, it is checked against its twin on a tiny
+problem (outputs and gradients); a failing kernel is replaced by its twin with one warning
+(``ODIN_OPS_STRICT=1``: an error), see :mod:`.guard` and ``docs/ops.md``.
 """
 from .backend import (
                       ext_available,
@@ -13,7 +15,9 @@ from .backend import (
                       get_backend,
                       set_backend,
                       use_backend,
+                      verify_kernels,
 )
+from .guard import KernelGuard, KernelSelfCheckError
 from .knn import PAD_DIST2, knn, knn_pytorch
 from .knn_attention import knn_gather_dot, knn_gather_wsum, knn_pe_score
 from .scatter import scatter_max, scatter_mean, scatter_min, scatter_sum
@@ -24,5 +28,5 @@ __all__ = [
     'scatter_sum',
     'scatter_mean', 'scatter_max', 'scatter_min', 'set_backend', 'get_backend', 'use_backend',
     'ext_available', 'ext_has_cuda', 'ext_load_error', 'offsets_from_batch_ids',
-    'batch_ids_from_offsets'
+    'batch_ids_from_offsets', 'verify_kernels', 'KernelGuard', 'KernelSelfCheckError'
 ]

@@ -10,14 +10,21 @@ The backend can be forced to the twins for testing:
 * ``set_backend('pytorch')`` / ``set_backend('auto')`` (process-wide),
 * ``with use_backend('pytorch'): ...`` (temporarily),
 * the environment variable ``ODIN_OPS_BACKEND=pytorch`` (read at import).
+
+Guard: before an op's compiled kernel first runs on a CUDA device, it is checked against its twin
+on a tiny problem (outputs and gradients, :mod:`.guard`); a kernel that raises or disagrees is
+replaced by its twin with one warning (``ODIN_OPS_STRICT=1``: an error). Each op module registers
+its check with :func:`register_self_check`; :func:`verify_kernels` runs them all on demand.
 """
 import contextlib
 import importlib
 import os
 import warnings
-from typing import Iterator, Optional
+from typing import Dict, Iterator, Optional, Union
 
 import torch
+
+from .guard import KernelGuard, SelfCheck, check_context
 
 _VALID_BACKENDS = ('auto', 'pytorch')
 _backend = os.environ.get('ODIN_OPS_BACKEND', 'auto').strip().lower() or 'auto'
@@ -28,6 +35,9 @@ _ext = None
 _ext_error: Optional[str] = None
 _ext_loaded = False
 _warned = False
+#: verdicts of the self-checks (CUDA by default); replace it to check other device types
+kernel_guard = KernelGuard()
+_SELF_CHECKS: Dict[str, SelfCheck] = {}
 
 
 def _load_ext():
@@ -85,11 +95,55 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def get_ext(*tensors: torch.Tensor):
+def register_self_check(op: str, check: SelfCheck) -> None:
+    """Register the self-check of a compiled op (see :mod:`.guard`).
+
+    Args:
+        op: the name passed as ``get_ext(..., op=op)``.
+        check: ``check(ext, device)`` runs a tiny problem through the kernel(s) of ``ext`` and
+            through the twin(s) on ``device``; returns None if they agree, else the reason.
+    """
+    _SELF_CHECKS[op] = check
+
+
+def verify_kernels(device: Union[str, torch.device] = 'cuda') -> Dict[str, str]:
+    """Run every registered self-check on ``device`` now (diagnostics; nothing is remembered).
+
+    Args:
+        device: device to check the compiled kernels on. Defaults to ``'cuda'``.
+
+    Returns:
+        ``{op: 'ok' | 'failed: <reason>'}``, or ``{op: 'not compiled ...'}`` when the extension
+        (or its CUDA part) is missing.
+    """
+    device = torch.device(device)
+    ext = _load_ext()
+    if ext is None or (device.type == 'cuda' and not ext.with_cuda()):
+        why = _ext_error if ext is None else 'the extension was built without CUDA'
+        return {op: f'not compiled ({why})' for op in _SELF_CHECKS}
+    verdicts = {}
+    for op in _SELF_CHECKS:
+        reason = _run_self_check(op, ext, device)
+        verdicts[op] = 'ok' if reason is None else f'failed: {reason}'
+    return verdicts
+
+
+def _run_self_check(op: str, ext, device: torch.device) -> Optional[str]:
+    with check_context():
+        return _SELF_CHECKS[op](ext, device)
+
+
+def get_ext(*tensors: torch.Tensor, op: Optional[str] = None):
     """The compiled extension to use for these tensors, or ``None`` to use the PyTorch twin.
 
     Returns ``None`` when the backend is forced to ``'pytorch'``, when the extension is not built
-    (warning once), or when a tensor is on a CUDA device and the extension has no CUDA kernels.
+    (warning once), when a tensor is on a CUDA device and the extension has no CUDA kernels, or
+    when the kernels of ``op`` failed their self-check on this device type (:mod:`.guard`).
+
+    Args:
+        *tensors: the op's inputs (same device).
+        op: name of the op whose registered self-check guards its kernels. Defaults to None
+            (no guard).
     """
     global _warned
     if _backend == 'pytorch':
@@ -112,4 +166,8 @@ def get_ext(*tensors: torch.Tensor):
         return None
     if 'cuda' in devices and not ext.with_cuda():
         return None
+    if op is not None and tensors:
+        device = tensors[0].device
+        if not kernel_guard.allows(op, device, lambda: _run_self_check(op, ext, device)):
+            return None
     return ext

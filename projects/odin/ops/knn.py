@@ -6,12 +6,13 @@ rule, OpenMP over queries) and CUDA (brute force per scene, one thread per query
 distances with the same float formula ``dx*dx + dy*dy + dz*dz`` (no fused multiply-add) and order
 neighbours by ``(squared distance, support index)``, so they return identical results.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .backend import get_ext
+from .backend import get_ext, register_self_check
+from .guard import self_check
 from .utils import check_offsets, check_points, scene_ranges
 
 #: squared distance written into padded slots (the official pointops2 kernel's initial heap value)
@@ -74,7 +75,7 @@ def knn(query_xyz: Tensor,
         if qe > qs and se == ss:
             raise ValueError(f'scene {b} has {qe - qs} query points but no support point; '
                              'k nearest neighbours are undefined')
-    ext = get_ext(query_xyz, support_xyz)
+    ext = get_ext(query_xyz, support_xyz, op='knn')
     if ext is not None and query_xyz.is_cuda and k > CUDA_MAX_K:
         ext = None  # the CUDA kernel keeps its k best in registers
     if ext is not None:
@@ -145,3 +146,32 @@ def knn_pytorch(query_xyz: Tensor, support_xyz: Tensor, k: int, query_offsets: T
             idx[qs:qe, kk:] = ss
             dist2[qs:qe, kk:] = PAD_DIST2
     return idx, dist2
+
+
+# ----------------------------------------------------------------------------- self-check
+def knn_probe_problem() -> Tuple[Tensor, Tensor, int, Tensor, Tensor]:
+    """The tiny fixed kNN problem of the self-check (CPU float32).
+
+    Two scenes: 6 queries / 9 support points, and 4 queries / 3 support points (fewer than
+    ``k = 4``: padded slots). The points are drawn once from a seeded generator; their neighbour
+    distances are far from ties (tested), so every correct kernel returns the same indices.
+
+    Returns:
+        tuple: ``query (10, 3)``, ``support (12, 3)``, ``k``, query and support offsets.
+    """
+    g = torch.Generator().manual_seed(1394)  # smallest neighbour-distance gap: 5 %
+    query = torch.rand(10, 3, generator=g, dtype=torch.float64).float()
+    support = torch.rand(12, 3, generator=g, dtype=torch.float64).float()
+    return query, support, 4, torch.tensor([6, 10]), torch.tensor([9, 12])
+
+
+def _self_check_knn(ext, device: torch.device) -> Optional[str]:
+    query, support, k, q_off, s_off = knn_probe_problem()
+    query, support = query.to(device), support.to(device)
+    return self_check(
+        lambda: ext.knn_forward(query, support, q_off.to(device), s_off.to(device), k),
+        lambda: knn_pytorch(query, support, k, q_off, s_off),
+        names=('idx', 'dist2'))
+
+
+register_self_check('knn', _self_check_knn)

@@ -13,14 +13,15 @@ Both are ``torch.autograd.Function`` s that never materialise the ``(N, k, C)`` 
 (the compiled kernels loop over the neighbours; the twin gathers chunk by chunk) and save only
 their inputs for backward, which is what keeps the block's memory low.
 """
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from .backend import get_ext
+from .backend import get_ext, register_self_check
+from .guard import self_check
 
 _TWIN_CHUNK = 4096  # query rows per chunk in the PyTorch twins (bounds the gathered temporaries)
 
@@ -114,7 +115,7 @@ class KNNGatherDot(Function):
     @staticmethod
     def forward(ctx, q: Tensor, key: Tensor, idx: Tensor, num_heads: int) -> Tensor:
         """``(N, C), (M, C), (N, k) -> (N, H, k)``."""
-        ext = get_ext(q, key)
+        ext = get_ext(q, key, op='knn_gather_dot')
         q, key, idx = q.contiguous(), key.contiguous(), idx.contiguous()
         if ext is not None:
             out = ext.knn_gather_dot_forward(q, key, idx, num_heads)
@@ -130,7 +131,7 @@ class KNNGatherDot(Function):
         """Gradients w.r.t. ``q`` and ``key``."""
         q, key, idx = ctx.saved_tensors
         grad = grad.contiguous()
-        ext = get_ext(q, key)
+        ext = get_ext(q, key, op='knn_gather_dot')
         if ext is not None:
             grad_q, grad_key = ext.knn_gather_dot_backward(grad, q, key, idx, ctx.num_heads)
         else:
@@ -144,7 +145,7 @@ class KNNGatherWeightedSum(Function):
     @staticmethod
     def forward(ctx, attn: Tensor, value: Tensor, idx: Tensor) -> Tensor:
         """``(N, H, k), (M, C), (N, k) -> (N, C)``."""
-        ext = get_ext(attn, value)
+        ext = get_ext(attn, value, op='knn_gather_wsum')
         attn, value, idx = attn.contiguous(), value.contiguous(), idx.contiguous()
         if ext is not None:
             out = ext.knn_gather_wsum_forward(attn, value, idx)
@@ -159,7 +160,7 @@ class KNNGatherWeightedSum(Function):
         """Gradients w.r.t. ``attn`` and ``value``."""
         attn, value, idx = ctx.saved_tensors
         grad = grad.contiguous()
-        ext = get_ext(attn, value)
+        ext = get_ext(attn, value, op='knn_gather_wsum')
         if ext is not None:
             grad_attn, grad_value = ext.knn_gather_wsum_backward(grad, attn, value, idx)
         else:
@@ -239,7 +240,7 @@ class KNNRelPosScore(Function):
         n, k = rel.shape[:2]
         h, d, _ = m.shape
         q = q.contiguous()
-        ext = get_ext(q, m, rel)
+        ext = get_ext(q, m, rel, op='knn_pe_score')
         out = q.new_empty((n, h, k))
         params = [t.contiguous() for t in (w1, b1, ln_w, ln_b)]
         for s in range(0, n, _PE_CHUNK):
@@ -261,7 +262,7 @@ class KNNRelPosScore(Function):
         n = rel.shape[0]
         h, d, c = m.shape
         grad = grad.contiguous()
-        ext = get_ext(q, m, rel)
+        ext = get_ext(q, m, rel, op='knn_pe_score')
         grad_q = torch.empty_like(q)
         grad_m = torch.zeros_like(m)
         grads_p = [torch.zeros_like(t) for t in (w1, b1, ln_w, ln_b)]
@@ -314,3 +315,78 @@ def knn_pe_score(q: Tensor, m: Tensor, rel: Tensor, fc1_weight: Tensor, fc1_bias
                                                                     norm_bias)):
         raise ValueError(f'PE parameters must be fc1 ({c}, 3) and ({c},) vectors')
     return KNNRelPosScore.apply(q, m, rel, fc1_weight, fc1_bias, norm_weight, norm_bias, eps)
+
+
+# ----------------------------------------------------------------------------- self-checks
+def attention_probe_problem() -> Dict[str, object]:
+    """The tiny fixed problem of the kNN-attention self-checks (CPU float32).
+
+    7 query voxels, 5 table rows, ``k = 3`` neighbours (the first two equal, so the backward
+    kernels must accumulate repeated neighbours), ``H = 2`` heads of 4 channels, and the upstream
+    gradients of each op's output.
+
+    Returns:
+        dict of tensors (and ``num_heads`` / ``eps``) named after the kernels' arguments.
+    """
+    g = torch.Generator().manual_seed(20240612)
+    n, m, k, h, c = 7, 5, 3, 2, 8
+
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=g, dtype=torch.float64).float()
+
+    idx = torch.randint(0, m, (n, k), generator=g)
+    idx[:, 0] = idx[:, 1]
+    return dict(
+        q=randn(n, c), key=randn(m, c), idx=idx, num_heads=h,
+        attn=torch.softmax(randn(n, h, k), -1), grad_scores=randn(n, h, k), grad_out=randn(n, c),
+        r=randn(h, n, c), rel=randn(n, k, 3) * 0.5, w1=randn(c, 3), b1=randn(c) * 0.1,
+        ln_w=1 + 0.1 * randn(c), ln_b=0.1 * randn(c), eps=1e-5)
+
+
+def _probe(device: torch.device) -> Dict[str, object]:
+    return {name: v.to(device) if isinstance(v, Tensor) else v
+            for name, v in attention_probe_problem().items()}
+
+
+def _self_check_gather_dot(ext, device: torch.device) -> Optional[str]:
+    p = _probe(device)
+
+    def run(fwd, bwd):
+        out = fwd(p['q'], p['key'], p['idx'], p['num_heads'])
+        return (out, *bwd(p['grad_scores'], p['q'], p['key'], p['idx'], p['num_heads']))
+
+    return self_check(
+        lambda: run(ext.knn_gather_dot_forward, ext.knn_gather_dot_backward),
+        lambda: run(gather_dot_forward_pytorch, gather_dot_backward_pytorch),
+        names=('out', 'grad_q', 'grad_key'))
+
+
+def _self_check_gather_wsum(ext, device: torch.device) -> Optional[str]:
+    p = _probe(device)
+
+    def run(fwd, bwd):
+        out = fwd(p['attn'], p['key'], p['idx'])
+        return (out, *bwd(p['grad_out'], p['attn'], p['key'], p['idx']))
+
+    return self_check(
+        lambda: run(ext.knn_gather_wsum_forward, ext.knn_gather_wsum_backward),
+        lambda: run(gather_wsum_forward_pytorch, gather_wsum_backward_pytorch),
+        names=('out', 'grad_attn', 'grad_value'))
+
+
+def _self_check_pe_score(ext, device: torch.device) -> Optional[str]:
+    p = _probe(device)
+    args = (p['r'], p['rel'], p['w1'], p['b1'], p['ln_w'], p['ln_b'], p['eps'])
+
+    def run(fwd, bwd):
+        return (fwd(*args), *bwd(p['grad_scores'], *args))
+
+    return self_check(
+        lambda: run(ext.knn_pe_score_forward, ext.knn_pe_score_backward),
+        lambda: run(pe_score_forward_pytorch, pe_score_backward_pytorch),
+        names=('out', 'grad_r', 'grad_w1', 'grad_b1', 'grad_ln_w', 'grad_ln_b'))
+
+
+register_self_check('knn_gather_dot', _self_check_gather_dot)
+register_self_check('knn_gather_wsum', _self_check_gather_wsum)
+register_self_check('knn_pe_score', _self_check_pe_score)

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .common import mat_list, write_image, write_matrix
+from .common import inpaint_depth, mat_list, write_image, write_matrix
 
 DROP_REASONS = ('missing_file', 'unreadable', 'size_mismatch', 'invalid_pose', 'zero_depth')
 
@@ -93,8 +93,26 @@ def resize_frame(color: np.ndarray, depth_mm: np.ndarray, k: np.ndarray,
 
 
 def write_frame(stage: Path, scene: str, fid: str, color: np.ndarray, depth_mm: np.ndarray,
-                pose: np.ndarray, k: np.ndarray, jpeg_quality: int = 95) -> dict:
-    """Write one frame under ``frames/<scene>/`` and return its info entry."""
+                pose: np.ndarray, k: np.ndarray, jpeg_quality: int = 95,
+                inpaint: bool = False) -> dict:
+    """Write one frame under ``frames/<scene>/`` and return its info entry.
+
+    Args:
+        stage (Path): Staging root (same layout as the output root).
+        scene (str): Scene id.
+        fid (str): Frame id (file stem).
+        color (np.ndarray): (H, W, 3) uint8 RGB.
+        depth_mm (np.ndarray): (H, W) uint16 depth in mm, 0 = invalid.
+        pose (np.ndarray): (4, 4) camera-to-world.
+        k (np.ndarray): (4, 4) intrinsics.
+        jpeg_quality (int): Colour JPEG quality. Defaults to 95.
+        inpaint (bool): Also write ``depth_inpainted/<fid>.png`` (the written depth with its
+            holes filled by :func:`~.common.inpaint_depth`) and list it as
+            ``depth_inpainted_map``. Defaults to False.
+
+    Returns:
+        dict: The frame's info entry (paths relative to the output root).
+    """
     rel = Path('frames') / scene
     entry = dict(img_path=str(rel / 'color' / f'{fid}.jpg'),
                  depth_map=str(rel / 'depth' / f'{fid}.png'),
@@ -102,6 +120,9 @@ def write_frame(stage: Path, scene: str, fid: str, color: np.ndarray, depth_mm: 
                  cam2img=mat_list(k), cam2global=mat_list(pose))
     write_image(stage / entry['img_path'], color, jpeg_quality)
     write_image(stage / entry['depth_map'], depth_mm)
+    if inpaint:
+        entry['depth_inpainted_map'] = str(rel / 'depth_inpainted' / f'{fid}.png')
+        write_image(stage / entry['depth_inpainted_map'], inpaint_depth(depth_mm))
     write_matrix(stage / rel / 'pose' / f'{fid}.txt', pose)
     write_matrix(stage / rel / 'intrinsic' / f'{fid}.txt', k)
     return entry

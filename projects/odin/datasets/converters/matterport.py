@@ -16,7 +16,9 @@ Every frame belongs to the region of its panorama; one scene = one region ``<hou
 Poses are converted to OpenCV camera axes (``pose @ diag(1, -1, -1, 1)``) and ``cy`` to the
 top-left image origin (``H - cy``, as the official ODIN export) so that the standard
 unprojection applies; frames are resized to ``image_size`` (default 512x640, the official size)
-with intrinsics scaled. Depth is stored in millimetres (value / 4). Classes: exact name lookup
+with intrinsics scaled. Depth is stored in millimetres (value / 4); with ``inpaint`` the resized
+depth is also written with its holes filled (``depth_inpainted/``, OpenCV Telea, radius 5; the
+official recipes read inpainted depth for Matterport3D too). Classes: exact name lookup
 of the ``semseg.json`` label in :data:`projects.odin.class_names.MATTERPORT3D_CLASSES` (raw id =
 index + 1; unknown names -> 0, ignored), instances = segGroups, superpoints = ``vsegs``
 segments.
@@ -144,7 +146,8 @@ def process_region(job: SceneJob, stage: Path) -> SceneResult:
         k[1, 2] = depth_mm.shape[0] - k[1, 2]
         color, depth_mm, k, _ = resize_frame(color, depth_mm, k, p['image_size'])
         fid = Path(fr['color']).stem
-        images[fid] = write_frame(stage, scene, fid, color, depth_mm, pose, k)
+        images[fid] = write_frame(stage, scene, fid, color, depth_mm, pose, k,
+                                  inpaint=p['inpaint_depth'])
     if not images:
         raise SceneSkip(f'{scene}: no valid frame among {len(p["frames"])}')
     points = np.concatenate([xyz, rgb.astype(np.float32)], 1).astype(np.float32)
@@ -179,6 +182,7 @@ def _split_lists(dirs: List[Path]) -> Tuple[Dict[str, str], Dict[str, str]]:
 def convert_matterport(root_path: str,
                        out_dir: str,
                        image_size: Optional[Tuple[int, int]] = (512, 640),
+                       inpaint: bool = False,
                        workers: int = 1,
                        overwrite: bool = False,
                        split_dir: Optional[str] = None,
@@ -191,6 +195,8 @@ def convert_matterport(root_path: str,
         root_path (str): Folder holding ``v1/scans`` or ``scans``.
         out_dir (str): Output root.
         image_size (tuple[int, int], optional): Frame size (H, W). Defaults to (512, 640).
+        inpaint (bool): Also write OpenCV-inpainted depth of the resized frames (the official
+            Matterport3D models read it). Defaults to False.
         workers (int): Parallel processes. Defaults to 1.
         overwrite (bool): Redo finished regions. Defaults to False.
         split_dir (str, optional): Folder with split lists. Defaults to the root.
@@ -243,8 +249,10 @@ def convert_matterport(root_path: str,
                 house_dir=str(hdir), region=r, conf=str(conf),
                 frames=[dict(fr, k=fr['k'].tolist(), pose=fr['pose'].tolist())
                         for fr in by_region.get(r, [])],
-                image_size=list(image_size) if image_size else None)))
-    options = dict(image_size=list(image_size) if image_size else None, camera='opengl')
-    meta = dict(label_space='matterport3d', depth_scale=1000.0)
+                image_size=list(image_size) if image_size else None,
+                inpaint_depth=bool(inpaint))))
+    options = dict(image_size=list(image_size) if image_size else None, camera='opengl',
+                   inpaint_depth=bool(inpaint))
+    meta = dict(label_space='matterport3d', depth_scale=1000.0, inpaint_depth=bool(inpaint))
     return run_conversion('matterport3d', jobs, process_region, out_dir, options, meta, workers,
                           overwrite, prefix, progress)

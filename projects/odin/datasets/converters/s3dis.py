@@ -13,7 +13,9 @@ Input::
 coordinate frame of the camera poses: use the S3DIS v1.2 release (not the "Aligned_Version",
 whose rooms are rotated). Scene id ``Area_<k>_<room>``.
 
-Output: ``frames/<scene>/{color,depth,pose,intrinsic}/<frame>``, ``points/<scene>.bin`` (x y z r g b
+Output: ``frames/<scene>/{color,depth,pose,intrinsic}/<frame>`` (with ``inpaint``, also
+``depth_inpainted/<frame>.png``: the written depth with its holes filled, OpenCV Telea, radius 5 —
+the official S3DIS recipes read inpainted depth), ``points/<scene>.bin`` (x y z r g b
 float32), ``semantic_mask/<scene>.bin`` (int64 class id 1..13 of
 :data:`projects.odin.class_names.S3DIS_CLASSES`, stairs -> clutter, 0 = unknown),
 ``instance_mask/<scene>.bin`` (int64 annotation-file index, -1 = none), ``s3dis_infos_<split>.pkl``.
@@ -167,7 +169,8 @@ def process_room(job: SceneJob, stage: Path) -> SceneResult:
             record_drop(exc, dropped, notes)
             continue
         color, depth_mm, k, _ = resize_frame(color, depth_mm, k, p['image_size'])
-        images[fr['fid']] = write_frame(stage, scene, fr['fid'], color, depth_mm, pose, k)
+        images[fr['fid']] = write_frame(stage, scene, fr['fid'], color, depth_mm, pose, k,
+                                        inpaint=p['inpaint_depth'])
     if not images:
         raise SceneSkip(f'{scene}: no valid frame among {len(p["frames"])} (dropped '
                         f'{ {k: v for k, v in dropped.items() if v} })')
@@ -188,6 +191,7 @@ def convert_s3dis(root_path: str,
                   out_dir: str,
                   val_area: int = 5,
                   image_size: Optional[Tuple[int, int]] = None,
+                  inpaint: bool = False,
                   workers: int = 1,
                   overwrite: bool = False,
                   rooms: Optional[List[str]] = None,
@@ -201,6 +205,8 @@ def convert_s3dis(root_path: str,
         val_area (int): The validation area (official: 5). Defaults to 5.
         image_size (tuple[int, int], optional): Resize frames to (H, W) (intrinsics updated).
             Defaults to None (keep 1080x1080).
+        inpaint (bool): Also write OpenCV-inpainted depth of the (resized) frames (the official
+            S3DIS models read it). Defaults to False.
         workers (int): Parallel processes. Defaults to 1.
         overwrite (bool): Redo finished rooms. Defaults to False.
         rooms (list[str], optional): Only these scene ids (``Area_5_office_1``).
@@ -225,12 +231,15 @@ def convert_s3dis(root_path: str,
             split = 'val' if area == val_area else 'train'
             jobs.append(SceneJob(scene, split, dict(room_dir=str(room_dir),
                                                     frames=frames.get(scene, []),
-                                                    image_size=image_size)))
+                                                    image_size=image_size,
+                                                    inpaint_depth=bool(inpaint))))
     no_frames = [j.scene for j in jobs if not j.params['frames']]
     if no_frames:
         logger.warning('s3dis: %d room(s) have no 2D-3D-S frames (e.g. %s); they are skipped',
                        len(no_frames), no_frames[:3])
-    options = dict(val_area=val_area, image_size=list(image_size) if image_size else None)
-    meta = dict(label_space='s3dis', depth_scale=1000.0, val_area=val_area)
+    options = dict(val_area=val_area, image_size=list(image_size) if image_size else None,
+                   inpaint_depth=bool(inpaint))
+    meta = dict(label_space='s3dis', depth_scale=1000.0, val_area=val_area,
+                inpaint_depth=bool(inpaint))
     return run_conversion('s3dis', jobs, process_room, out_dir, options, meta, workers, overwrite,
                           prefix, progress)

@@ -163,24 +163,30 @@ def list_scene_files(folder: str) -> List[str]:
 def evaluate_instance_folder(gt_dir: str,
                              pred_dir: str,
                              class_info: dict,
-                             ignore_unknown_labels: bool = False,
+                             strict: bool = False,
                              log: Optional[Callable[[str], None]] = None) -> dict:
     """Evaluate a folder of instance predictions against a folder of GT files.
 
     Scenes are those with a prediction listing in ``pred_dir`` (as the benchmark script does); each
     must have a GT file of the same name.
 
+    A prediction whose label id is not an instance class is skipped before its mask is read, as in
+    the official ``evaluate_semantic_instance.py`` (it is neither a true nor a false positive).
+    This covers labels of the dataset that are not instance classes (wall, floor) and raw ids
+    outside the dataset's label set (e.g. 12 for ScanNet200); the latter are counted and reported
+    in one log line, or refused with ``strict=True``.
+
     Args:
         gt_dir (str): Folder of ``<scene>.txt`` GT files.
         pred_dir (str): Folder of ``<scene>.txt`` listings (submission format).
         class_info (dict): A record of :data:`projects.odin.class_names.DATASET_CLASS_INFO`.
-        ignore_unknown_labels (bool): Skip (instead of failing on) label ids that are not label
-            ids of the dataset at all. Labels of the dataset that are not instance classes (wall,
-            floor) are always skipped, as in the benchmark. Defaults to False.
+        strict (bool): Raise :class:`ScanNetFormatError` on the first label id that is not a
+            label id of the dataset at all, instead of skipping it. Defaults to False.
         log (Callable, optional): Receives warnings.
 
     Returns:
-        dict: :func:`compute_averages` output plus ``num_scenes``.
+        dict: :func:`compute_averages` output plus ``num_scenes`` and ``num_unknown_label_skipped``
+        (predictions skipped because their label id is not a label id of the dataset).
     """
     log = log or (lambda msg: None)
     scenes = list_scene_files(pred_dir)
@@ -199,6 +205,8 @@ def evaluate_instance_folder(gt_dir: str,
     mult = int(class_info['id_multiplier'])
     results = []
     seen_masks: Dict[str, str] = {}
+    unknown: Dict[int, int] = {}  # label id -> number of skipped predictions
+    first_unknown = ''
     for scene_file in scenes:
         listing = osp.join(pred_dir, scene_file)
         gt_file = osp.join(gt_dir, scene_file)
@@ -209,9 +217,11 @@ def evaluate_instance_folder(gt_dir: str,
             if label_id not in known:
                 msg = (f'{listing}: label id {label_id} (mask {mask_file}) is not a label id of '
                        f'this dataset')
-                if not ignore_unknown_labels:
-                    raise ScanNetFormatError(msg + ' (use --ignore-unknown-labels to skip it)')
-                log('warning: ' + msg + '; skipped')
+                if strict:
+                    raise ScanNetFormatError(msg + ' (--strict; without it such predictions are '
+                                             'skipped, as by the official script)')
+                unknown[label_id] = unknown.get(label_id, 0) + 1
+                first_unknown = first_unknown or msg
                 continue
             if mask_file in seen_masks:
                 raise ScanNetFormatError(f'{listing}: mask {mask_file} is also listed by '
@@ -231,7 +241,14 @@ def evaluate_instance_folder(gt_dir: str,
         results.append(match_scene(gt_ids, pred_masks, labels, confs, valid, id_multiplier=mult,
                                    overlaps=OVERLAPS, min_region_size=MIN_REGION_SIZE,
                                    scene_name=listing))
+    num_unknown = sum(unknown.values())
+    if num_unknown:
+        ids = ', '.join(f'{k} (x{v})' for k, v in sorted(unknown.items()))
+        log(f'warning: skipped {num_unknown} predictions whose label id is not a label id of '
+            f'this dataset, as the official script does: ids {ids}; first: {first_unknown} '
+            f'(--strict refuses them)')
     avg = instance_eval_from_matches(results, class_info['instance_classes'], OVERLAPS,
                                      class_info.get('subsets'))
     avg['num_scenes'] = len(scenes)
+    avg['num_unknown_label_skipped'] = num_unknown
     return avg
