@@ -192,11 +192,11 @@ def test_two_cpu_processes_test_exactly_like_one(trained, world):
         _run(cmd, str(root / f'test_{procs}.log'))
         results[procs] = (_metrics(work_dir), _files(sub))
     (m1, f1), (m2, f2) = results[1], results[2]
-    print(m1)
-    assert m1 == m2
+    assert m1 == m2, (m1, m2)
     assert {'scannet/AP', 'scannet/mIoU', 'coco/segm_mAP'} <= set(m1)
     assert m1['scannet/mIoU'] > 0 and m1['scannet/allAcc'] > 0  # not a comparison of zeros
     # per-point predictions of both val rooms, byte for byte
     val = _val_scenes(world)
     assert len(val) == 2 and all(f'semantic/{s}.txt' in f1 for s in val), sorted(f1)
-    assert f1 == f2
+    differing = sorted(k for k in set(f1) | set(f2) if f1.get(k) != f2.get(k))
+    assert not differing, differing
