@@ -6,6 +6,7 @@ Usage:
 
 A checkpoint that does not fit the config's model (missing, unexpected or mis-shaped keys) is
 refused before testing (exit 2) unless ``--allow-partial``; so is an unreadable file.
+Distributed testing: ``tools/dist_test.sh`` (torchrun); without a GPU it runs with gloo.
 """
 import argparse
 import os
@@ -17,6 +18,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+
+from projects.odin.utils.device_fallback import distributed_without_accelerator  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,7 +92,10 @@ def main(argv=None) -> int:
     from projects.odin.utils.checkpoint import CheckpointError
     args = parse_args(argv)
     cfg = build_config(args)
+    note = distributed_without_accelerator(cfg)  # no GPU: gloo instead of NCCL
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if note:
+        runner.logger.info(note)
     try:
         check_checkpoint_fits(runner, args)
         runner.test()

@@ -6,6 +6,10 @@ Usage:
 
 Multi-GPU / multi-node training goes through PyTorch DDP via MMEngine launchers, see
 ``tools/dist_train.sh`` (torchrun) and the README.
+
+Without a GPU the recipes still run: mixed precision (AmpOptimWrapper, and ``--amp``) falls back to
+fp32 with one warning line, and ``--launcher pytorch`` uses the gloo backend
+(``projects/odin/utils/device_fallback.py``).
 """
 import argparse
 import logging
@@ -20,6 +24,12 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+
+from projects.odin.utils.device_fallback import (  # noqa: E402
+    distributed_without_accelerator,
+    fp32_without_accelerator,
+    has_accelerator,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,7 +67,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
+    if args.amp and has_accelerator():  # without one, main() says why --amp is ignored
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
             print_log('AMP is already enabled in the config.', logger='current',
                       level=logging.WARNING)
@@ -78,11 +88,19 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> Runner:
+    """Train; returns the runner (for in-process callers such as the tests)."""
     args = parse_args(argv)
     cfg = build_config(args)
+    # no GPU: fp32 instead of AMP, gloo instead of NCCL (no-ops with a GPU)
+    notes = [(logging.WARNING, fp32_without_accelerator(cfg, amp_requested=args.amp)),
+             (logging.INFO, distributed_without_accelerator(cfg))]
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    for level, note in notes:
+        if note:
+            runner.logger.log(level, note)
     runner.train()
+    return runner
 
 
 if __name__ == '__main__':
