@@ -171,3 +171,20 @@ def test_pixel_decoder_uses_ours_loads_official_weights_and_matches_mmcv():
         assert a.shape == b.shape
         err = float((a - b).norm() / b.norm())
         assert err < 1e-5, err
+
+
+def test_identity_and_its_deprecated_alias():
+    ref, ours = _pair(True)
+    shapes, start = _levels([(2, 3), (1, 2), (1, 1)])
+    g = torch.Generator().manual_seed(3)
+    query = torch.randn(1, 9, 32, generator=g, dtype=torch.float64)
+    residual = torch.randn(1, 9, 32, generator=g, dtype=torch.float64)
+    kw = dict(reference_points=torch.rand(1, 9, 3, 2, generator=g, dtype=torch.float64),
+              spatial_shapes=shapes, level_start_index=start)
+    with torch.no_grad(), pytest.warns(DeprecationWarning):
+        expected = ref(query, residual=residual, **kw)
+    with torch.no_grad():
+        got = ours(query, residual=residual, **kw)
+        torch.testing.assert_close(ours(query, identity=residual, **kw), got, rtol=0, atol=0)
+        assert float((ours(query, **kw) - got).abs().max()) > 0.1  # identity defaults to query
+    torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11)

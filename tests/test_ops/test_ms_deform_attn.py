@@ -212,3 +212,26 @@ def test_cuda_dispatches_to_mmcv_and_matches_the_twin():
     expected = run(twin(p), p)
     for a, b in zip(got, expected):
         assert_norm_close(a, b, 1e-5, 'cuda vs twin')
+
+
+@needs_ext
+def test_float32_locations_next_to_pixel_centres_land_on_their_exact_side():
+    """The derivatives of the bilinear weights jump where a coordinate crosses a pixel centre.
+
+    The kernel forms float32 pixel coordinates exactly (in double), so float32 locations within
+    rounding of such a boundary give the gradients of the float64 computation on the same
+    locations (a float32 ``grid_sample`` rounds the coordinate and may land on either side).
+    """
+    p = problem(((5, 7), (3, 6), (4, 1)), 1, 200, 2, 4, 4, dtype=torch.float32, seed=5)
+    g = torch.Generator().manual_seed(6)
+    loc = p['sampling_locations']
+    sizes = p['value_spatial_shapes'].flip(1).view(1, 1, 1, -1, 1, 2).double()   # (w, h)
+    centre = torch.randint(0, 8, loc.shape, generator=g).double()  # pixel index, some beyond
+    near = (centre + 0.5) / sizes + (torch.rand(loc.shape, generator=g, dtype=torch.float64)
+                                     - 0.5) * 6e-7
+    p['sampling_locations'] = near.float()
+    p64 = {k: v.double() if v.is_floating_point() else v for k, v in p.items()}
+    got = run(ours(p), p)
+    expected = run(twin(p64), p64)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))

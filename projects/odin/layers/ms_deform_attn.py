@@ -54,11 +54,14 @@ class ODINMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                 ``(..., 4)`` boxes ``(cx, cy, w, h)``.
             spatial_shapes: ``(num_levels, 2)`` int64 ``(h, w)`` of every level.
             level_start_index: ``(num_levels,)`` first value row of every level.
-            **kwargs: ignored (mmdet passes e.g. ``valid_ratios``).
+            **kwargs: ignored (mmdet passes e.g. ``valid_ratios``), except mmcv's deprecated
+                ``residual``, an alias of ``identity``.
 
         Returns:
             Tensor of ``query``'s shape.
         """
+        if identity is None and kwargs.get('residual') is not None:
+            identity = kwargs['residual']
         if value is None:
             value = query
         if identity is None:

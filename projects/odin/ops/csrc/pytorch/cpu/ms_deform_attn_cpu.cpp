@@ -35,13 +35,18 @@ constexpr int64_t kMsdaParallelWork = 1 << 15;
 // are skipped (zero padding); outside [-1, w) x [-1, h) none is touched (NaN fails the test too).
 template <typename T, typename F>
 inline void for_each_tap(T lx, T ly, int64_t h, int64_t w, F&& f) {
-  const T ix = lx * static_cast<T>(w) - T(0.5);
-  const T iy = ly * static_cast<T>(h) - T(0.5);
-  if (!(ix >= T(-1) && iy >= T(-1) && ix < static_cast<T>(w) && iy < static_cast<T>(h))) return;
-  const T fx0 = std::floor(ix), fy0 = std::floor(iy);
+  // Pixel coordinates in double: for float32 locations (24-bit mantissa) near a pixel centre and
+  // maps narrower than 2^29 pixels, x * w - 0.5 is exact, so a location next to a pixel centre
+  // (where the weights' derivatives jump) always lands on its exact side, on any CPU. (float32 grid_sample rounds
+  // ((2x - 1) + 1) * (w / 2) - 0.5, with or without fused multiply-add depending on the CPU.)
+  const double ix = static_cast<double>(lx) * static_cast<double>(w) - 0.5;
+  const double iy = static_cast<double>(ly) * static_cast<double>(h) - 0.5;
+  if (!(ix >= -1.0 && iy >= -1.0 && ix < static_cast<double>(w) && iy < static_cast<double>(h)))
+    return;
+  const double fx0 = std::floor(ix), fy0 = std::floor(iy);
   const int64_t x0 = static_cast<int64_t>(fx0), y0 = static_cast<int64_t>(fy0);
-  const T ax = ix - fx0, ay = iy - fy0;  // fractional parts
-  const T bx = T(1) - ax, by = T(1) - ay;
+  const T ax = static_cast<T>(ix - fx0), ay = static_cast<T>(iy - fy0);  // fractional parts
+  const T bx = static_cast<T>(1.0 - (ix - fx0)), by = static_cast<T>(1.0 - (iy - fy0));
   const bool x0_in = x0 >= 0, x1_in = x0 + 1 < w, y0_in = y0 >= 0, y1_in = y0 + 1 < h;
   const int64_t row = y0 * w + x0;
   if (y0_in && x0_in) f(row, bx * by, -by, -bx);
