@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OPS_DIR = ROOT / 'projects' / 'odin' / 'ops'
 CSRC = OPS_DIR / 'csrc'
-CPU_SOURCES = ['pytorch/pybind.cpp', 'pytorch/cpu/odin_ops_cpu.cpp']
+CPU_SOURCES = ['pytorch/pybind.cpp', 'pytorch/cpu/odin_ops_cpu.cpp',
+               'pytorch/cpu/ms_deform_attn_cpu.cpp']
 CUDA_SOURCES = ['pytorch/cuda/odin_ops_cuda.cu']
 CFLAGS = ['-O3', '-g0', '-DNDEBUG', '-fopenmp', '-ffp-contract=off']
 LDFLAGS = ['-fopenmp']
@@ -71,7 +72,8 @@ def check_loadable(path: Path) -> None:
     spec = importlib.util.spec_from_file_location('_ext', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for name in ('knn_forward', 'knn_gather_dot_forward', 'knn_gather_wsum_forward'):
+    for name in ('knn_forward', 'knn_gather_dot_forward', 'knn_gather_wsum_forward',
+                 'ms_deform_attn_forward'):
         if not hasattr(module, name):
             raise RuntimeError(f'{path} lacks {name}')
 

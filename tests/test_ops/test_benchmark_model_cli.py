@@ -20,6 +20,8 @@ def test_benchmark_model_compares_the_two_formulations(tmp_path, capsys):
     doc = json.loads(out.read_text())
     # every 3D block (3 backbone stages + 3 pixel-decoder levels) ran in the official formulation
     assert doc['swapped_blocks'] == 6
+    # the official formulation runs mmcv's deformable attention (its CPU path), ours our kernel
+    assert doc['msda_layers'] == 1  # the demo config's 1-layer encoder
     assert set(doc['results']) == {'ours', 'official formulation'}
     for r in doc['results'].values():
         assert r['median_s'] > 0 and r['peak_mb'] > 0 and len(r['runs_s']) == 1

@@ -17,7 +17,7 @@ def tool():
 def test_errors_against_float64_per_pass(tool, tmp_path, capsys):
     out = tmp_path / 'ops.json'
     report = tool.main(['--voxels', '300', '--channels', '32', '--heads', '4', '--ffn', '64',
-                        '--repeats', '1', '--skip-knn', '--json', str(out)])
+                        '--repeats', '1', '--skip-knn', '--skip-msda', '--json', str(out)])
     assert json.loads(out.read_text())['block'].keys() == {'fwd', 'fwd_bwd'}
     block = report['block']
     assert set(block['fwd']['ours_err_fp64']) == {'output'}
@@ -54,3 +54,23 @@ def test_fp64_summary_verdict(tool):
     assert not bad['fp64_bound_holds'] and bad['worst_ratio'] == pytest.approx(1.6)
     assert not tool.fp64_summary({'a': 1e-9}, {'a': 0.0})['fp64_bound_holds']
     assert tool.fp64_summary({'a': 0.0}, {'a': 0.0})['fp64_bound_holds']
+
+
+def test_msda_section(tool, capsys):
+    report = tool.main(['--skip-block', '--skip-knn', '--msda-views', '2', '--msda-hw', '40', '72',
+                        '--msda-channels', '32', '--msda-heads', '4', '--repeats', '1'])
+    assert set(report) == {'meta', 'msda'}
+    tensors = {'output', 'grad:value', 'grad:sampling_locations', 'grad:attention_weights'}
+    for name, r in report['msda'].items():
+        assert r['speedup'] == pytest.approx(r['mmcv_pytorch_s'] / r['ours_s'])
+        assert r['ours_peak_mb'] > 0 and r['mmcv_pytorch_peak_mb'] > 0
+        expected = {'output'} if name == 'fwd' else tensors
+        assert set(r['rel_err']) == set(r['ours_err_fp64']) == expected
+        # float32 rounding only: both close to float64 and to each other
+        for errs in (r['rel_err'], r['ours_err_fp64'], r['mmcv_pytorch_err_fp64']):
+            assert all(0 <= e < 1e-5 and math.isfinite(e) for e in errs.values()), errs
+        assert r['max_rel_err'] == max(r['rel_err'].values())
+    printed = capsys.readouterr().out
+    assert 'levels 5x9 / 3x5 / 2x3' in printed
+    for name, r in report['msda'].items():
+        assert f"| {name:<7} | {r['ours_s']:8.3f} |" in printed

@@ -15,6 +15,7 @@ import torch
 from projects.odin import ops
 from projects.odin.ops import backend
 from projects.odin.ops import knn_attention as ka
+from projects.odin.ops import ms_deform_attn as msda
 from projects.odin.ops.guard import KernelGuard, KernelSelfCheckError, compare_outputs, self_check
 from projects.odin.ops.knn import knn_probe_problem, knn_pytorch
 
@@ -66,6 +67,19 @@ class FakeExt:
 
     def knn_pe_score_backward(self, *a):
         return self._run('knn_pe_score_backward', ka.pe_score_backward_pytorch, *a)
+
+    def ms_deform_attn_forward(self, value, shapes, start, loc, attn):
+        return self._run('ms_deform_attn_forward', msda.multi_scale_deform_attn_pytorch, value,
+                         shapes, loc, attn)
+
+    def ms_deform_attn_backward(self, value, shapes, start, loc, attn, grad):
+        def twin_backward():
+            leaves = [t.detach().requires_grad_(True) for t in (value, loc, attn)]
+            with torch.enable_grad():
+                out = msda.multi_scale_deform_attn_pytorch(leaves[0], shapes, *leaves[1:])
+                return torch.autograd.grad(out, leaves, grad)
+
+        return self._run('ms_deform_attn_backward', twin_backward)
 
 
 @pytest.fixture
@@ -279,14 +293,17 @@ def test_knn_probe_has_no_near_ties():
 @pytest.mark.skipif(not ops.ext_available(), reason='compiled extension not built')
 def test_real_cpu_kernels_pass_their_self_checks():
     assert backend.verify_kernels('cpu') == {
-        'knn': 'ok', 'knn_gather_dot': 'ok', 'knn_gather_wsum': 'ok', 'knn_pe_score': 'ok'}
+        'knn': 'ok', 'knn_gather_dot': 'ok', 'knn_gather_wsum': 'ok', 'knn_pe_score': 'ok',
+        'ms_deform_attn': 'ok'}
 
 
 def test_verify_kernels_reports_a_faulty_extension(monkeypatch):
     monkeypatch.setattr(backend, '_ext_loaded', True)
-    monkeypatch.setattr(backend, '_ext', FakeExt({'knn_pe_score_forward': 'raise'}))
+    monkeypatch.setattr(backend, '_ext', FakeExt({'knn_pe_score_forward': 'raise',
+                                                  'ms_deform_attn_backward': 'wrong'}))
     verdicts = backend.verify_kernels('cpu')
     assert verdicts['knn_pe_score'].startswith('failed: the kernel raised RuntimeError')
+    assert verdicts.pop('ms_deform_attn').startswith('failed: grad_value: max abs error')
     assert {v for op, v in verdicts.items() if op != 'knn_pe_score'} == {'ok'}
     assert set(backend.verify_kernels('cuda').values()) == {
         'not compiled (the extension was built without CUDA)'}
@@ -295,5 +312,7 @@ def test_verify_kernels_reports_a_faulty_extension(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 @pytest.mark.skipif(not ops.ext_has_cuda(), reason='the ops were built without CUDA kernels')
 def test_real_cuda_kernels_pass_their_self_checks():
+    # ms_deform_attn: on CUDA the op runs mmcv's kernel, which its check compares with the twin
     assert backend.verify_kernels('cuda') == {
-        'knn': 'ok', 'knn_gather_dot': 'ok', 'knn_gather_wsum': 'ok', 'knn_pe_score': 'ok'}
+        'knn': 'ok', 'knn_gather_dot': 'ok', 'knn_gather_wsum': 'ok', 'knn_pe_score': 'ok',
+        'ms_deform_attn': 'ok'}

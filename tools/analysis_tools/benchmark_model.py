@@ -17,8 +17,12 @@ Two models with the same weights run on it, interleaved:
   formulation: gather k neighbours, add the relative position encoding, ``nn.MultiheadAttention``
   per voxel) with the same weights.
 
-The 2D parts (ResNet, MSDeformAttn with mmcv's PyTorch path on CPU, the decoder) are the same code
-in both. Printed: median forward time, peak tensor memory (see ``benchmark_ops.py``), the ratios,
+The 2D parts (ResNet, the decoder) are the same code in both, except the pixel decoder's
+multi-scale deformable attention: ours runs our compiled CPU kernel
+(:class:`~projects.odin.layers.ODINMultiScaleDeformableAttention`), the official formulation
+mmcv's own layer, i.e. its PyTorch (``grid_sample``) path on CPU as the official code does.
+``--with-mmcv-msda`` also times ours with mmcv's layer (the model before that kernel).
+Printed: median forward time, peak tensor memory (see ``benchmark_ops.py``), the ratios,
 and the largest relative error between the two models' class and mask logits. For context the
 official code's own figures from the reference harness (same machine type, not this run) are
 printed below the table.
@@ -61,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--object-spacing', type=float, default=0.045,
                         help='mesh vertex spacing of furniture (m)')
     parser.add_argument('--no-memory', action='store_true', help='skip the memory measurement')
+    parser.add_argument('--with-mmcv-msda', action='store_true',
+                        help="also time ours with mmcv's deformable attention (PyTorch path)")
     parser.add_argument('--json', default=None, help='also write the figures here')
     return parser.parse_args(argv)
 
@@ -134,6 +140,7 @@ def main(argv=None) -> int:
     from mmengine.registry import init_default_scope
 
     import projects.odin  # noqa: F401
+    from projects.odin.layers import use_mmcv_ms_deform_attn
     from projects.odin.models.parity import official_knn, substitute_knn
     from projects.odin.ops import ext_available
     from projects.odin.utils import load_script
@@ -154,6 +161,11 @@ def main(argv=None) -> int:
     ours = MODELS.build(cfg.model).eval()
     official = copy.deepcopy(ours)
     swapped = to_official_formulation(official)
+    msda_layers = use_mmcv_ms_deform_attn(official)  # mmcv's grid_sample path, as officially
+    models = {'ours': ours}
+    if args.with_mmcv_msda:
+        models['ours, mmcv deformable attention'] = copy.deepcopy(ours)
+        use_mmcv_ms_deform_attn(models['ours, mmcv deformable attention'])
     data = ours.data_preprocessor(batch, False)
     inputs, samples = data['inputs'], data['data_samples']
     meta = samples[0].metainfo
@@ -169,12 +181,13 @@ def main(argv=None) -> int:
           f'voxels per level {voxels} '
           f'(official harness: 50,000 vertices, 25,431 mesh voxels, res2 15,540 / res3 3,989 / '
           f'res4 1,356 / res5 269); scene {meta.get("sample_idx", "?")}; '
-          f'{swapped} cross-view blocks; compiled kernels: {ext_available()}; '
+          f'{swapped} cross-view blocks, {msda_layers} deformable-attention layers; '
+          f'compiled kernels: {ext_available()}; '
           f'{torch.get_num_threads()} threads')
 
-    def run_ours():
+    def run_ours(model=ours):
         with torch.no_grad():
-            return ours._forward(inputs, samples)
+            return model._forward(inputs, samples)
 
     def run_official():
         with torch.no_grad(), substitute_knn(official_knn):
@@ -183,8 +196,9 @@ def main(argv=None) -> int:
     # agreement of the two models (class and mask logits of the last prediction)
     out_a, out_b = run_ours(), run_official()
     errs = [helpers.rel_err(a[-1], b[-1]) for a, b in zip(out_a[:2], out_b[:2])]
-    times = {'ours': [], 'official formulation': []}
-    fns = {'ours': run_ours, 'official formulation': run_official}
+    fns = {name: (lambda m=m: run_ours(m)) for name, m in models.items()}
+    fns['official formulation'] = run_official
+    times = {name: [] for name in fns}
     for _ in range(args.repeats):
         for name, fn in fns.items():
             times[name].append(helpers.timed(fn, device))
@@ -206,6 +220,10 @@ def main(argv=None) -> int:
     if 'peak_mb' in a:
         line += f", {a['peak_mb'] / b['peak_mb']:.2f}x the peak tensor memory"
     print(line)
+    for name in fns:
+        if name not in ('ours', 'official formulation'):
+            print(f"{name}: {b['median_s'] / res[name]['median_s']:.2f}x faster than the official "
+                  f"formulation; ours is {res[name]['median_s'] / a['median_s']:.2f}x faster")
     print(f'largest relative error between the two (class logits, mask logits): '
           f'{errs[0]:.1e}, {errs[1]:.1e}')
     lo, hi = OFFICIAL_HARNESS['forward_s']
@@ -216,7 +234,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(results=res, speedup=speed, rel_err=errs, vertices=n_vert,
-                           voxels=voxels, swapped_blocks=swapped,
+                           voxels=voxels, swapped_blocks=swapped, msda_layers=msda_layers,
                            views=int(img.shape[0]), threads=torch.get_num_threads(),
                            official_harness=OFFICIAL_HARNESS), f, indent=1)
     return 0

@@ -17,7 +17,14 @@ Prints one table:
   the official float32 run mixes both rounding errors; this separates them.) The reference is the
   official formulation in float64; ours in float64 agrees with it to < 1e-10 (tested);
 * our kNN (:func:`projects.odin.ops.knn`, k=8, every point queries its own scene) against brute
-  force ``torch.cdist + torch.topk`` at 20k/100k/400k points.
+  force ``torch.cdist + torch.topk`` at 20k/100k/400k points;
+* multi-scale deformable attention (:func:`projects.odin.ops.multi_scale_deform_attn`: our
+  compiled kernel on CPU, mmcv's CUDA op on GPU) against mmcv's PyTorch path
+  (``multi_scale_deformable_attn_pytorch``, what mmcv runs on CPU) at the pixel decoder's size:
+  ``--msda-views`` views of ``--msda-hw`` input pixels, levels 1/8, 1/16 and 1/32, 256 channels,
+  8 heads, 4 points (every pixel of every level queries, as in the encoder; locations = the
+  pixel's reference point plus offsets of a few pixels), forward and forward+backward (gradients
+  of value, locations and weights), with the errors of both against a float64 run.
 
 Timing: ``time.perf_counter`` around each call (``torch.cuda.synchronize`` on GPU), one warm-up,
 then ``--repeats`` runs with ours and the official one interleaved, median reported. Brute-force
@@ -63,6 +70,8 @@ from projects.odin.ops import (  # noqa: E402
     ext_has_cuda,
     get_backend,
     knn,
+    multi_scale_deform_attn,
+    multi_scale_deform_attn_pytorch,
     set_backend,  # noqa: E402
 )
 
@@ -91,6 +100,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="'pytorch' times the pure-PyTorch twins instead of the kernels")
     parser.add_argument('--skip-block', action='store_true')
     parser.add_argument('--skip-knn', action='store_true')
+    parser.add_argument('--skip-msda', action='store_true')
+    parser.add_argument('--msda-views', type=int, default=10,
+                        help='views (batch) of the deformable-attention benchmark')
+    parser.add_argument('--msda-hw', type=int, nargs=2, default=(256, 320), metavar=('H', 'W'),
+                        help='padded input image size; levels are 1/8, 1/16, 1/32 of it')
+    parser.add_argument('--msda-channels', type=int, default=256)
+    parser.add_argument('--msda-heads', type=int, default=8)
+    parser.add_argument('--msda-points', type=int, default=4)
     parser.add_argument('--json', metavar='OUT', help='also write the figures as JSON')
     return parser.parse_args(argv)
 
@@ -317,6 +334,108 @@ def bench_knn(args, device: torch.device) -> Dict[str, Dict[str, float]]:
     return results
 
 
+def msda_problem(args, device: torch.device, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Inputs of the pixel decoder's deformable attention at ``args``' size (float32)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = args.msda_hw
+    shapes = torch.tensor([(math.ceil(h / s), math.ceil(w / s)) for s in (8, 16, 32)])
+    sizes = shapes.prod(1)
+    start = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    bs, heads, points = args.msda_views, args.msda_heads, args.msda_points
+    nk, levels, dims = int(sizes.sum()), len(shapes), args.msda_channels // heads
+    # reference point of every query: its pixel centre (normalised), on all levels
+    refs = torch.cat([torch.stack(torch.meshgrid((torch.arange(hl) + 0.5) / hl,
+                                                 (torch.arange(wl) + 0.5) / wl,
+                                                 indexing='ij')[::-1], -1).reshape(-1, 2)
+                      for hl, wl in shapes.tolist()])                         # (nk, 2) as (x, y)
+    offsets = torch.randn(bs, nk, heads, levels, points, 2, generator=g) * 2.0   # pixels
+    wh = shapes.flip(1).float().view(1, 1, 1, levels, 1, 2)
+    loc = refs.view(1, nk, 1, 1, 1, 2) + offsets / wh
+    attn = torch.softmax(torch.randn(bs, nk, heads, levels * points, generator=g), -1)
+    p = dict(value=torch.randn(bs, nk, heads, dims, generator=g), value_spatial_shapes=shapes,
+             level_start_index=start, sampling_locations=loc,
+             attention_weights=attn.view(bs, nk, heads, levels, points),
+             grad_output=torch.randn(bs, nk, heads * dims, generator=g))
+    return {k: v.to(device) for k, v in p.items()}
+
+
+def bench_msda(args, device: torch.device) -> Dict[str, Dict[str, float]]:
+    """Ours (:func:`multi_scale_deform_attn`) vs mmcv's PyTorch path, fwd and fwd+bwd."""
+    try:
+        from mmcv.ops.multi_scale_deform_attn import (
+            multi_scale_deformable_attn_pytorch as mmcv_pytorch,
+        )
+    except ImportError:  # no mmcv: its algorithm is our twin's
+        mmcv_pytorch = multi_scale_deform_attn_pytorch
+    p = msda_problem(args, device)
+    p64 = {k: v.double() if v.is_floating_point() else v for k, v in p.items()}
+    names = ('value', 'sampling_locations', 'attention_weights')
+
+    def ours(q, v, loc, w):
+        return multi_scale_deform_attn(v, q['value_spatial_shapes'], q['level_start_index'],
+                                       loc, w)
+
+    def reference(q, v, loc, w):
+        return mmcv_pytorch(v, q['value_spatial_shapes'], loc, w)
+
+    def fwd(fn, q=p):
+        with torch.no_grad():
+            return [fn(q, *(q[k] for k in names))]
+
+    def fwd_bwd(fn, q=p):
+        leaves = [q[k].clone().requires_grad_(True) for k in names]
+        out = fn(q, *leaves)
+        out.backward(q['grad_output'])
+        return [out.detach()] + [t.grad for t in leaves]
+
+    tensors = ('output', 'grad:value', 'grad:sampling_locations', 'grad:attention_weights')
+    results = {}
+    for name, step in (('fwd', fwd), ('fwd_bwd', fwd_bwd)):
+        ref64 = step(reference, p64)
+        got, exp = step(ours), step(reference)       # warm-up; also the error check
+        err = {t: rel_err(a, b) for t, a, b in zip(tensors, got, exp)}
+        err_ours = {t: rel_err(a, b) for t, a, b in zip(tensors, got, ref64)}
+        err_ref = {t: rel_err(a, b) for t, a, b in zip(tensors, exp, ref64)}
+        del got, exp, ref64
+        t_ours: List[float] = []
+        t_ref: List[float] = []
+        for _ in range(args.repeats):
+            t_ours.append(timed(lambda s=step: s(ours), device))
+            t_ref.append(timed(lambda s=step: s(reference), device))
+        ours_s, ref_s = statistics.median(t_ours), statistics.median(t_ref)
+        results[name] = dict(ours_s=ours_s, mmcv_pytorch_s=ref_s, speedup=ref_s / ours_s,
+                             ours_runs_s=t_ours, mmcv_pytorch_runs_s=t_ref,
+                             ours_peak_mb=peak_memory_mb(lambda s=step: s(ours), device),
+                             mmcv_pytorch_peak_mb=peak_memory_mb(lambda s=step: s(reference),
+                                                                 device),
+                             max_rel_err=max(err.values()), rel_err=err,
+                             ours_err_fp64=err_ours, mmcv_pytorch_err_fp64=err_ref)
+        print(f'  msda {name}: done', file=sys.stderr, flush=True)
+    return results
+
+
+def print_msda_table(args, msda: Dict[str, dict]) -> None:
+    """The deformable-attention timings, memory and errors."""
+    h, w = args.msda_hw
+    levels = ' / '.join(f'{math.ceil(h / s)}x{math.ceil(w / s)}' for s in (8, 16, 32))
+    print(f'Multi-scale deformable attention: {args.msda_views} views of {h}x{w} (levels '
+          f'{levels}), {args.msda_channels} channels, {args.msda_heads} heads, '
+          f'{args.msda_points} points, float32; median of {args.repeats} (ours vs mmcv\'s '
+          'PyTorch path, interleaved)')
+    print('| pass    | ours (s) | mmcv pytorch (s) | speedup | ours peak (MB) | '
+          'mmcv peak (MB) | max rel err | ours_err_fp64 | mmcv_err_fp64 |')
+    print('|---------|---------:|-----------------:|--------:|---------------:|'
+          '---------------:|------------:|--------------:|--------------:|')
+    for name, r in msda.items():
+        print(f"| {name:<7} | {r['ours_s']:8.3f} | {r['mmcv_pytorch_s']:16.3f} | "
+              f"{r['speedup']:6.2f}x | {r['ours_peak_mb']:14.1f} | "
+              f"{r['mmcv_pytorch_peak_mb']:14.1f} | {r['max_rel_err']:11.2e} | "
+              f"{max(r['ours_err_fp64'].values()):13.2e} | "
+              f"{max(r['mmcv_pytorch_err_fp64'].values()):13.2e} |")
+    print('errors: norm-wise relative, the largest over the output (and the gradients of value, '
+          'locations and weights for fwd_bwd); *_err_fp64 against mmcv\'s path in float64')
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -341,6 +460,8 @@ def main(argv=None) -> dict:
         report['block'] = bench_block(args, device)
     if not args.skip_knn:
         report['knn'] = bench_knn(args, device)
+    if not args.skip_msda:
+        report['msda'] = bench_msda(args, device)
 
     print(f"\nODIN ops benchmark - device {meta['device']}"
           f"{' (' + meta['gpu'] + ')' if meta['gpu'] else ''}, torch {meta['torch']}, "
@@ -375,6 +496,8 @@ def main(argv=None) -> dict:
         if any(r['brute_queries_timed'] < int(n) for n, r in report['knn'].items()):
             print(f'* brute force timed on {args.brute_max_queries} queries and scaled linearly '
                   'to all queries')
+    if 'msda' in report:
+        print_msda_table(args, report['msda'])
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, 'w') as f:

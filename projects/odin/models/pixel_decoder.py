@@ -22,6 +22,8 @@ from mmdet3d.registry import MODELS
 from mmengine.model import ModuleList
 from torch import Tensor
 
+from projects.odin.layers.ms_deform_attn import use_odin_ms_deform_attn
+
 from .multiview import MultiViewGeometry
 from .prediction_points import MeshVoxels
 
@@ -46,6 +48,9 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
                  encoder_chunk_size: int = 100,
                  **kwargs) -> None:
         super().__init__(**kwargs)
+        # mmdet builds mmcv's MultiScaleDeformableAttention; ours has the same parameters and
+        # runs the core op with our compiled kernel on CPU (mmcv's CUDA op on GPUs)
+        use_odin_ms_deform_attn(self.encoder)
         feat_channels = kwargs.get('feat_channels', 256)
         norm_cfg = kwargs.get('norm_cfg', dict(type='GN', num_groups=32))
         act_cfg = kwargs.get('act_cfg', dict(type='ReLU'))

@@ -1,4 +1,4 @@
-"""ODIN 3D ops: kNN, segment reductions and kNN-attention primitives.
+"""ODIN ops: kNN, segment reductions, kNN-attention primitives, multi-scale deformable attention.
 
 Imports with torch alone (no mmcv/mmdet/mmdet3d). Each op dispatches to the compiled extension
 ``projects.odin.ops._ext`` (C++/OpenMP on CPU, CUDA when compiled with it; built by
@@ -20,11 +20,13 @@ from .backend import (
 from .guard import KernelGuard, KernelSelfCheckError
 from .knn import PAD_DIST2, knn, knn_pytorch
 from .knn_attention import knn_gather_dot, knn_gather_wsum, knn_pe_score
+from .ms_deform_attn import multi_scale_deform_attn, multi_scale_deform_attn_pytorch
 from .scatter import scatter_max, scatter_mean, scatter_min, scatter_sum
 from .utils import batch_ids_from_offsets, offsets_from_batch_ids
 
 __all__ = [
     'knn', 'knn_pytorch', 'PAD_DIST2', 'knn_gather_dot', 'knn_gather_wsum', 'knn_pe_score',
+    'multi_scale_deform_attn', 'multi_scale_deform_attn_pytorch',
     'scatter_sum',
     'scatter_mean', 'scatter_max', 'scatter_min', 'set_backend', 'get_backend', 'use_backend',
     'ext_available', 'ext_has_cuda', 'ext_load_error', 'offsets_from_batch_ids',

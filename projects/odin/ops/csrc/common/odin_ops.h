@@ -41,6 +41,21 @@ std::vector<at::Tensor> knn_pe_score_backward_cpu(const at::Tensor& grad, const 
                                                   const at::Tensor& b1, const at::Tensor& lnw,
                                                   const at::Tensor& lnb, double eps);
 
+// Multi-scale deformable attention (mmcv's op signature; CPU only: on CUDA mmcv's own op is used).
+// value (B,K,H,D), spatial_shapes int64 (L,2) as (h, w), level_start_index int64 (L),
+// sampling_loc (B,Q,H,L,P,2) as (x, y) in [0, 1], attn_weight (B,Q,H,L,P) -> (B,Q,H*D).
+at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                      const at::Tensor& level_start_index,
+                                      const at::Tensor& sampling_loc,
+                                      const at::Tensor& attn_weight);
+// -> {grad_value, grad_sampling_loc, grad_attn_weight}
+std::vector<at::Tensor> ms_deform_attn_backward_cpu(const at::Tensor& value,
+                                                    const at::Tensor& spatial_shapes,
+                                                    const at::Tensor& level_start_index,
+                                                    const at::Tensor& sampling_loc,
+                                                    const at::Tensor& attn_weight,
+                                                    const at::Tensor& grad_output);
+
 #ifdef WITH_CUDA
 std::tuple<at::Tensor, at::Tensor> knn_forward_cuda(const at::Tensor& query,
                                                      const at::Tensor& support,

@@ -61,6 +61,26 @@ std::vector<at::Tensor> knn_pe_score_backward(const at::Tensor& grad, const at::
   ODIN_DISPATCH(knn_pe_score_backward, r, grad, r, rel, w1, b1, lnw, lnb, eps);
 }
 
+// CPU only: for CUDA tensors the caller uses mmcv's own multi-scale deformable attention op
+at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                  const at::Tensor& level_start_index,
+                                  const at::Tensor& sampling_loc, const at::Tensor& attn_weight) {
+  TORCH_CHECK(!value.is_cuda(), "ms_deform_attn_forward: CPU kernel only (use mmcv's op on CUDA)");
+  return ms_deform_attn_forward_cpu(value, spatial_shapes, level_start_index, sampling_loc,
+                                    attn_weight);
+}
+
+std::vector<at::Tensor> ms_deform_attn_backward(const at::Tensor& value,
+                                                const at::Tensor& spatial_shapes,
+                                                const at::Tensor& level_start_index,
+                                                const at::Tensor& sampling_loc,
+                                                const at::Tensor& attn_weight,
+                                                const at::Tensor& grad_output) {
+  TORCH_CHECK(!value.is_cuda(), "ms_deform_attn_backward: CPU kernel only (use mmcv's op on CUDA)");
+  return ms_deform_attn_backward_cpu(value, spatial_shapes, level_start_index, sampling_loc,
+                                     attn_weight, grad_output);
+}
+
 bool with_cuda() {
 #ifdef WITH_CUDA
   return true;
@@ -90,5 +110,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("knn_pe_score_backward", &odin::knn_pe_score_backward, "backward of pe_score",
         py::arg("grad"), py::arg("r"), py::arg("rel"), py::arg("w1"), py::arg("b1"),
         py::arg("lnw"), py::arg("lnb"), py::arg("eps"));
+  m.def("ms_deform_attn_forward", &odin::ms_deform_attn_forward,
+        "multi-scale deformable attention (CPU)", py::arg("value"), py::arg("spatial_shapes"),
+        py::arg("level_start_index"), py::arg("sampling_loc"), py::arg("attn_weight"));
+  m.def("ms_deform_attn_backward", &odin::ms_deform_attn_backward,
+        "backward of ms_deform_attn -> (grad_value, grad_sampling_loc, grad_attn_weight)",
+        py::arg("value"), py::arg("spatial_shapes"), py::arg("level_start_index"),
+        py::arg("sampling_loc"), py::arg("attn_weight"), py::arg("grad_output"));
   m.def("with_cuda", &odin::with_cuda, "whether the CUDA kernels were compiled");
 }
