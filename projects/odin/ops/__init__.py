@@ -22,13 +22,13 @@ from .knn import PAD_DIST2, knn, knn_pytorch
 from .knn_attention import knn_gather_dot, knn_gather_wsum, knn_pe_score
 from .ms_deform_attn import multi_scale_deform_attn, multi_scale_deform_attn_pytorch
 from .scatter import scatter_max, scatter_mean, scatter_min, scatter_sum
-from .utils import batch_ids_from_offsets, offsets_from_batch_ids
+from .utils import scene_ranges
 
 __all__ = [
     'knn', 'knn_pytorch', 'PAD_DIST2', 'knn_gather_dot', 'knn_gather_wsum', 'knn_pe_score',
     'multi_scale_deform_attn', 'multi_scale_deform_attn_pytorch',
     'scatter_sum',
     'scatter_mean', 'scatter_max', 'scatter_min', 'set_backend', 'get_backend', 'use_backend',
-    'ext_available', 'ext_has_cuda', 'ext_load_error', 'offsets_from_batch_ids',
-    'batch_ids_from_offsets', 'verify_kernels', 'KernelGuard', 'KernelSelfCheckError'
+    'ext_available', 'ext_has_cuda', 'ext_load_error', 'scene_ranges', 'verify_kernels',
+    'KernelGuard', 'KernelSelfCheckError'
 ]

@@ -58,28 +58,3 @@ def scene_ranges(offsets: Tensor) -> List[Tuple[int, int]]:
     ends = offsets.tolist()
     starts = [0] + ends[:-1]
     return list(zip(starts, ends))
-
-
-def offsets_from_batch_ids(batch_ids: Tensor, num_scenes: int) -> Tensor:
-    """Cumulative end offsets from sorted per-point scene ids.
-
-    Args:
-        batch_ids: ``(N,)`` integer scene id of every point, non-decreasing.
-        num_scenes: number of scenes ``B`` (scenes may be empty).
-
-    Returns:
-        ``(B,)`` int64 offsets on the device of ``batch_ids``.
-    """
-    if batch_ids.numel() and bool((batch_ids[1:] < batch_ids[:-1]).any()):
-        raise ValueError('batch_ids must be sorted (points of a scene must be contiguous)')
-    counts = torch.bincount(batch_ids.long(), minlength=num_scenes)
-    if counts.numel() != num_scenes:
-        raise ValueError(f'batch_ids contain scene ids >= num_scenes={num_scenes}')
-    return counts.cumsum(0)
-
-
-def batch_ids_from_offsets(offsets: Tensor) -> Tensor:
-    """``(N,)`` int64 scene id of every point from ``(B,)`` cumulative end offsets."""
-    off = offsets.long()
-    counts = torch.diff(off, prepend=off.new_zeros(1))
-    return torch.repeat_interleave(torch.arange(off.numel(), device=off.device), counts)
