@@ -210,3 +210,10 @@ def test_swin_backbone_fusion_before_patch_merging():
         model(**model.data_preprocessor(data, False), mode='tensor')
     fused = seen['fused'].flatten(2).transpose(1, 2)
     torch.testing.assert_close(seen['in'], fused)
+
+
+def test_config_keys_of_older_versions_get_a_clear_error():
+    with pytest.raises(ValueError, match="use_ghost_points -> prediction_points"):
+        _build(use_ghost_points=False)
+    with pytest.raises(TypeError, match='no_such_key'):
+        _build(no_such_key=1)

@@ -13,6 +13,26 @@ from torch import Tensor
 
 from .multiview import MultiViewGeometry, build_multiview_geometry, compute_multiscale_xyz
 
+#: model keys of earlier versions of this project -> what replaces them
+_LEGACY_KEYS = {
+    'use_ghost_points': "prediction_points=dict(type='MeshPoints', ...) (True) or "
+                        "dict(type='SensorPoints') (False)",
+    'use_superpoints': "prediction_points=dict(type='MeshPoints', superpoints=...)",
+    'mesh_voxel_size': "prediction_points=dict(type='MeshPoints', voxel_size=...)",
+    'visibility_thresh': "prediction_points=dict(type='MeshPoints', visibility_thresh=...)",
+}
+
+
+def _reject_legacy_keys(keys: dict) -> None:
+    """Clear error for model keys of an older config (instead of a bare TypeError)."""
+    if not keys:
+        return
+    hints = [f'{k} -> {_LEGACY_KEYS[k]}' for k in keys if k in _LEGACY_KEYS]
+    unknown = sorted(k for k in keys if k not in _LEGACY_KEYS)
+    if unknown:
+        raise TypeError(f'ODIN got unexpected config keys {unknown}')
+    raise ValueError('this config uses model keys that were replaced: ' + '; '.join(hints))
+
 
 @MODELS.register_module()
 class ODIN(Base3DDetector):
@@ -35,6 +55,8 @@ class ODIN(Base3DDetector):
         test_cfg: ``max_frames`` (frame cap, <= 0 = all) here; ``topk``, ``skip_classes`` in
             the head.
         init_cfg: initialisation config.
+        **legacy: keys of older configs (``use_ghost_points``, ...): rejected with a message
+            naming what replaces them.
     """
 
     def __init__(self,
@@ -46,7 +68,9 @@ class ODIN(Base3DDetector):
                  data_preprocessor: Optional[dict] = None,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 **legacy) -> None:
+        _reject_legacy_keys(legacy)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
         decode_head = dict(decode_head)
