@@ -54,7 +54,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -123,6 +123,17 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     fn()
     sync(device)
     return time.perf_counter() - t0
+
+
+def timed_pair(fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int,
+               device: torch.device) -> Tuple[List[float], List[float]]:
+    """Run times (s) of two functions, interleaved ``repeats`` times (same machine state)."""
+    runs_a: List[float] = []
+    runs_b: List[float] = []
+    for _ in range(repeats):
+        runs_a.append(timed(fn_a, device))
+        runs_b.append(timed(fn_b, device))
+    return runs_a, runs_b
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
@@ -258,11 +269,8 @@ def bench_block(args, device: torch.device) -> Dict[str, Dict[str, float]]:
         err_off64 = _errors(out_off, official, out_ref, ref64, grads)
         worst = max(errs, key=errs.get)
         del out_ours, out_off, out_ref
-        t_ours: List[float] = []
-        t_off: List[float] = []
-        for _ in range(args.repeats):
-            t_ours.append(timed(lambda s=step: s(ours), device))
-            t_off.append(timed(lambda s=step: s(official), device))
+        t_ours, t_off = timed_pair(lambda s=step: s(ours), lambda s=step: s(official),
+                                   args.repeats, device)
         mem_ours = peak_memory_mb(lambda s=step: s(ours), device)
         mem_off = peak_memory_mb(lambda s=step: s(official), device)
         ours_s, off_s = statistics.median(t_ours), statistics.median(t_off)
@@ -397,11 +405,8 @@ def bench_msda(args, device: torch.device) -> Dict[str, Dict[str, float]]:
         err_ours = {t: rel_err(a, b) for t, a, b in zip(tensors, got, ref64)}
         err_ref = {t: rel_err(a, b) for t, a, b in zip(tensors, exp, ref64)}
         del got, exp, ref64
-        t_ours: List[float] = []
-        t_ref: List[float] = []
-        for _ in range(args.repeats):
-            t_ours.append(timed(lambda s=step: s(ours), device))
-            t_ref.append(timed(lambda s=step: s(reference), device))
+        t_ours, t_ref = timed_pair(lambda s=step: s(ours), lambda s=step: s(reference),
+                                   args.repeats, device)
         ours_s, ref_s = statistics.median(t_ours), statistics.median(t_ref)
         results[name] = dict(ours_s=ours_s, mmcv_pytorch_s=ref_s, speedup=ref_s / ours_s,
                              ours_runs_s=t_ours, mmcv_pytorch_runs_s=t_ref,
