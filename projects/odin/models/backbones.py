@@ -5,7 +5,7 @@ residual block ``x + out_proj(3D-attention(in_proj(x)))`` fuses the features of 
 in 3D. The blocks live under ``backbone.fusion_blocks`` so that the optimiser keeps their full
 learning rate while the 2D backbone is trained with a x0.1 multiplier.
 """
-from typing import List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from mmdet.models.backbones import ResNet, SwinTransformer
@@ -66,10 +66,24 @@ class ResidualFusionBlock(BaseModule):
         Returns:
             Tensor: ``x`` plus the 3D residual, shape (B*V, C, h, w).
         """
-        y = self.in_proj(x)
-        voxel_feats = geometry.pool(y)  # (N_vox, 256)
-        voxel_feats = self.attn(voxel_feats, geometry.voxel_xyz, geometry.knn_idx)
-        return x + self.out_proj(geometry.broadcast(voxel_feats))
+        return x + self.residual(x, geometry)
+
+    def residual(self, x: Tensor, geometry: LevelGeometry) -> Tensor:
+        """The 3D residual ``out_proj(broadcast(fusion(pool(in_proj(x)))))``, (B*V, C, h, w)."""
+        voxel_feats = self.fuse_voxels(geometry.pool(self.in_proj(x)), geometry)
+        return self.out_proj(geometry.broadcast(voxel_feats))
+
+    def fuse_voxels(self, voxel_feats: Tensor, geometry: LevelGeometry) -> Tensor:
+        """The 3D attention over the level's voxels (in_proj'd features pooled per voxel).
+
+        Args:
+            voxel_feats: shape (N_vox, embed_dims).
+            geometry: voxelisation of this level.
+
+        Returns:
+            Tensor: fused voxel features, shape (N_vox, embed_dims).
+        """
+        return self.attn(voxel_feats, geometry.voxel_xyz, geometry.knn_idx)
 
 
 def _build_fusion_blocks(channels: Sequence[int], fusion_stages: Sequence[int],
@@ -81,12 +95,24 @@ def _build_fusion_blocks(channels: Sequence[int], fusion_stages: Sequence[int],
     ])
 
 
+#: what a backbone carries from one stage to the next (ResNet: a tensor; Swin: tokens, hw)
+StageState = Any
+
+#: receives every output level of a view chunk: ``sink(level, first_view, feats)``
+OutputSink = Callable[[int, int, Tensor], None]
+
+
 class _FusionStages:
     """Adds ``fusion_blocks`` after some stages of an mmdet backbone (mixin of the two below).
 
     Args of the backbones: ``fusion_stages`` (stages followed by a fusion block, 0 = res2),
     ``fusion_layers`` (attention layers of each block) and ``fusion_cfg`` (extra arguments of
     :class:`ResidualFusionBlock`); every other argument goes to the mmdet backbone.
+
+    A backbone using it defines the stage steps :meth:`stem_forward`, :meth:`stage_forward`,
+    :meth:`stage_output`, :meth:`fusion_map` and :meth:`add_residual`; the mixin composes them
+    into the whole-batch :meth:`forward` and the view-chunked :meth:`forward_chunked`, which
+    therefore run exactly the same per-view operations.
     """
 
     def _add_fusion_blocks(self, channels: Sequence[int], fusion_stages: Sequence[int],
@@ -94,6 +120,100 @@ class _FusionStages:
         self.fusion_stages = tuple(fusion_stages)
         self.fusion_blocks = _build_fusion_blocks(channels, self.fusion_stages, fusion_layers,
                                                   fusion_cfg or {})
+
+    @property
+    def num_stage_steps(self) -> int:
+        """Number of stages (res2..res5)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, geometry: Optional[MultiViewGeometry] = None) -> List[Tensor]:
+        """Extract features; 3D fusion runs only when ``geometry`` is given (3D batches).
+
+        Args:
+            x: normalised images, shape (B*V, 3, H, W).
+            geometry: voxel geometry of the levels res2..res5, None in 2D mode.
+
+        Returns:
+            list[Tensor]: res2..res5 (those in ``out_indices``), each (B*V, C_i, H/s, W/s).
+        """
+        state = self.stem_forward(x)
+        outs = []
+        for i in range(self.num_stage_steps):
+            state = self.stage_forward(i, state)
+            if geometry is not None and i in self.fusion_stages:
+                block = self.fusion_blocks[self.fusion_stages.index(i)]
+                state = self.add_residual(state, block.residual(self.fusion_map(state),
+                                                                geometry[i]))
+            state, out = self.stage_output(i, state)
+            if out is not None:
+                outs.append(out)
+        return outs
+
+    def forward_chunked(self, x: Tensor, geometry: MultiViewGeometry,
+                        chunks: Sequence[Tuple[int, int]], sink: OutputSink) -> None:
+        """Stage-major, view-chunked 3D forward (inference, bounded memory).
+
+        Every per-view step runs on one chunk of views at a time; a fusion block pools its
+        input projection chunk by chunk into voxel sums, fuses the voxels once, and adds its
+        residual chunk by chunk. Only the pre-fusion state of the stage being fused is kept for
+        all views; every output level is handed to ``sink`` as soon as a chunk has it.
+
+        Args:
+            x: normalised images, shape (B*V, 3, H, W) (any tensor supporting slicing).
+            geometry: voxel geometry of the levels res2..res5.
+            chunks: ``(start, end)`` view ranges covering ``0..B*V`` in order.
+            sink: called with ``(level, start, feats)`` for every output level ``level`` (index
+                in res2..res5) of every chunk, feats (end - start, C_i, h_i, w_i).
+        """
+        states: List[StageState] = [None] * len(chunks)
+        pending = None  # (stage, block, fused voxel feats) of the last fused stage
+        first = 0
+        for end_stage in list(self.fusion_stages) + [None]:
+            block = acc = None
+            if end_stage is not None:
+                block = self.fusion_blocks[self.fusion_stages.index(end_stage)]
+                acc = geometry[end_stage].voxel_sum()
+            last = self.num_stage_steps - 1 if end_stage is None else end_stage
+            for c, (s, e) in enumerate(chunks):
+                state = self.stem_forward(x[s:e]) if first == 0 and pending is None \
+                    else states[c]
+                states[c] = None
+                if pending is not None:
+                    stage, pblock, voxels = pending
+                    residual = pblock.out_proj(geometry[stage].broadcast_views(voxels, s, e))
+                    state = self.add_residual(state, residual)
+                    state = self._emit(stage, state, s, sink)
+                for i in range(first, last + 1):
+                    state = self.stage_forward(i, state)
+                    if i == end_stage:
+                        geometry[i].pool_views(block.in_proj(self.fusion_map(state)), s, acc)
+                    else:
+                        state = self._emit(i, state, s, sink)
+                states[c] = state if end_stage is not None else None
+            if end_stage is None:
+                break
+            pending = (end_stage, block, block.fuse_voxels(acc.mean(), geometry[end_stage]))
+            first = end_stage + 1
+
+    def forward_first_level(self, x: Tensor) -> Tensor:
+        """res2 of some views, recomputed (valid when res2 has no fusion block).
+
+        Args:
+            x: normalised images, shape (n, 3, H, W).
+
+        Returns:
+            Tensor: res2 output, shape (n, C_0, H/4, W/4).
+        """
+        if 0 in self.fusion_stages or 0 not in self.out_indices:
+            raise ValueError('res2 can be recomputed per view only when it is an output and '
+                             'has no fusion block')
+        return self.stage_output(0, self.stage_forward(0, self.stem_forward(x)))[1]
+
+    def _emit(self, i: int, state: StageState, start: int, sink: OutputSink) -> StageState:
+        state, out = self.stage_output(i, state)
+        if out is not None:
+            sink(len([j for j in self.out_indices if j < i]), start, out)
+        return state
 
 
 @MODELS.register_module()
@@ -111,29 +231,35 @@ class ODINResNet(_FusionStages, ResNet):
                     for i in range(self.num_stages)]
         self._add_fusion_blocks(channels, fusion_stages, fusion_layers, fusion_cfg)
 
-    def forward(self, x: Tensor, geometry: Optional[MultiViewGeometry] = None) -> List[Tensor]:
-        """Extract features; 3D fusion runs only when ``geometry`` is given (3D batches).
+    # stage steps of :class:`_FusionStages` (the state is the feature map (N, C, h, w))
+    @property
+    def num_stage_steps(self) -> int:
+        """Number of residual stages."""
+        return len(self.res_layers)
 
-        Args:
-            x: normalised images, shape (B*V, 3, H, W).
-            geometry: voxel geometry of the levels res2..res5, None in 2D mode.
-
-        Returns:
-            list[Tensor]: res2..res5 (those in ``out_indices``), each (B*V, C_i, H/s, W/s).
-        """
+    def stem_forward(self, x: Tensor) -> Tensor:
+        """Stem (deep or plain) and max-pool: (N, 3, H, W) -> (N, C, H/4, W/4)."""
         if self.deep_stem:
             x = self.stem(x)
         else:
             x = self.relu(self.norm1(self.conv1(x)))
-        x = self.maxpool(x)
-        outs = []
-        for i, layer_name in enumerate(self.res_layers):
-            x = getattr(self, layer_name)(x)
-            if geometry is not None and i in self.fusion_stages:
-                x = self.fusion_blocks[self.fusion_stages.index(i)](x, geometry[i])
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
+        return self.maxpool(x)
+
+    def stage_forward(self, i: int, state: Tensor) -> Tensor:
+        """Residual stage ``i``."""
+        return getattr(self, self.res_layers[i])(state)
+
+    def stage_output(self, i: int, state: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """The state and, if stage ``i`` is an output, its output (the same map)."""
+        return state, (state if i in self.out_indices else None)
+
+    def fusion_map(self, state: Tensor) -> Tensor:
+        """The map a fusion block reads, (N, C, h, w)."""
+        return state
+
+    def add_residual(self, state: Tensor, residual: Tensor) -> Tensor:
+        """``state + residual`` (both (N, C, h, w))."""
+        return state + residual
 
 
 @MODELS.register_module()
@@ -151,36 +277,45 @@ class ODINSwinTransformer(_FusionStages, SwinTransformer):
         super().__init__(**kwargs)
         self._add_fusion_blocks(self.num_features, fusion_stages, fusion_layers, fusion_cfg)
 
-    def forward(self, x: Tensor, geometry: Optional[MultiViewGeometry] = None) -> List[Tensor]:
-        """Extract features; 3D fusion runs only when ``geometry`` is given.
+    # stage steps of :class:`_FusionStages` (the state is (tokens (N, h*w, C), (h, w)))
+    @property
+    def num_stage_steps(self) -> int:
+        """Number of Swin stages."""
+        return len(self.stages)
 
-        Args:
-            x: normalised images, shape (B*V, 3, H, W).
-            geometry: voxel geometry of the levels res2..res5, None in 2D mode.
-
-        Returns:
-            list[Tensor]: normalised stage outputs, each (B*V, C_i, H/s, W/s).
-        """
+    def stem_forward(self, x: Tensor) -> tuple:
+        """Patch embedding (+ absolute position embedding): tokens and their grid."""
         x, hw_shape = self.patch_embed(x)
         if self.use_abs_pos_embed:
             x = x + self.absolute_pos_embed
-        x = self.drop_after_pos(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            for block in stage.blocks:
-                x = block(x, hw_shape)
-            if geometry is not None and i in self.fusion_stages:
-                n, _, c = x.shape
-                # shape (N, h*w, C) -> (N, C, h, w)
-                fmap = x.transpose(1, 2).reshape(n, c, *hw_shape)
-                fmap = self.fusion_blocks[self.fusion_stages.index(i)](fmap, geometry[i])
-                x = fmap.flatten(2).transpose(1, 2)
-            out, out_hw_shape = x, hw_shape
-            if stage.downsample:
-                x, hw_shape = stage.downsample(x, hw_shape)
-            if i in self.out_indices:
-                out = getattr(self, f'norm{i}')(out)
-                out = out.view(-1, *out_hw_shape,
-                               self.num_features[i]).permute(0, 3, 1, 2).contiguous()
-                outs.append(out)
-        return outs
+        return self.drop_after_pos(x), hw_shape
+
+    def stage_forward(self, i: int, state: tuple) -> tuple:
+        """The Swin blocks of stage ``i`` (not its patch merging)."""
+        x, hw_shape = state
+        for block in self.stages[i].blocks:
+            x = block(x, hw_shape)
+        return x, hw_shape
+
+    def stage_output(self, i: int, state: tuple) -> Tuple[tuple, Optional[Tensor]]:
+        """Patch merging of stage ``i``, and its normalised output map if it is an output."""
+        x, hw_shape = state
+        out = None
+        if i in self.out_indices:
+            out = getattr(self, f'norm{i}')(x)
+            out = out.view(-1, *hw_shape, self.num_features[i]).permute(0, 3, 1, 2).contiguous()
+        if self.stages[i].downsample:
+            x, hw_shape = self.stages[i].downsample(x, hw_shape)
+        return (x, hw_shape), out
+
+    def fusion_map(self, state: tuple) -> Tensor:
+        """The tokens as the map a fusion block reads, (N, C, h, w)."""
+        x, hw_shape = state
+        n, _, c = x.shape
+        # shape (N, h*w, C) -> (N, C, h, w)
+        return x.transpose(1, 2).reshape(n, c, *hw_shape)
+
+    def add_residual(self, state: tuple, residual: Tensor) -> tuple:
+        """Tokens plus a residual map (N, C, h, w)."""
+        x, hw_shape = state
+        return x + residual.flatten(2).transpose(1, 2), hw_shape

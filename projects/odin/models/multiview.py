@@ -75,6 +75,44 @@ class LevelGeometry:
         flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
         return scatter_mean(flat, self.p2v, self.num_voxels)
 
+    def view_pixels(self, start: int, end: int) -> slice:
+        """Pixel rows of the flattened views ``start:end`` (flattened ``B*V`` view index)."""
+        _, _, h, w = self.shape
+        return slice(start * h * w, end * h * w)
+
+    def pool_views(self, feats: Tensor, start: int, into: 'VoxelSum') -> None:
+        """Add the pixel features of views ``start:start+n`` to a voxel accumulator.
+
+        Args:
+            feats: features of ``n`` consecutive views (flattened ``B*V`` index), (n, C, h, w).
+            start: flattened index of the first of them.
+            into: the accumulator of this level (:meth:`voxel_sum`).
+        """
+        # shape (n, C, h, w) -> (n*h*w, C)
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+        into.add(flat, self.p2v[self.view_pixels(start, start + feats.shape[0])])
+
+    def voxel_sum(self) -> 'VoxelSum':
+        """An empty accumulator of per-voxel means of this level's pixels (chunked pooling)."""
+        counts = torch.bincount(self.p2v, minlength=self.num_voxels)
+        return VoxelSum(counts)
+
+    def broadcast_views(self, voxel_feats: Tensor, start: int, end: int) -> Tensor:
+        """:meth:`broadcast` for the views ``start:end`` only.
+
+        Args:
+            voxel_feats: shape (N_vox, C).
+            start: flattened (``B*V``) index of the first view.
+            end: one past the last view.
+
+        Returns:
+            Tensor: pixel features of those views, shape (end - start, C, h, w).
+        """
+        _, _, h, w = self.shape
+        p2v = self.p2v[self.view_pixels(start, end)]
+        # shape (n*h*w, C) -> (n, C, h, w)
+        return voxel_feats[p2v].view(end - start, h, w, -1).permute(0, 3, 1, 2).contiguous()
+
     def broadcast(self, voxel_feats: Tensor) -> Tensor:
         """Give every pixel the features of its voxel.
 
@@ -89,11 +127,39 @@ class LevelGeometry:
         return voxel_feats[self.p2v].view(b * v, h, w, -1).permute(0, 3, 1, 2).contiguous()
 
 
+class VoxelSum:
+    """Per-voxel mean of pixel features accumulated over view chunks.
+
+    The chunked form of :meth:`LevelGeometry.pool`: ``add`` the pixels of every chunk, then
+    :meth:`mean` (sum / member count; voxels without members are 0).
+
+    Args:
+        counts: member pixels of every voxel, shape (N_vox,).
+    """
+
+    def __init__(self, counts: Tensor) -> None:
+        self.counts = counts
+        self.sums: Optional[Tensor] = None
+
+    def add(self, feats: Tensor, p2v: Tensor) -> None:
+        """Add pixel features ``(n, C)`` whose voxel ids are ``p2v`` ``(n,)``."""
+        if self.sums is None:
+            self.sums = feats.new_zeros(len(self.counts), feats.shape[1])
+        self.sums.index_add_(0, p2v, feats)
+
+    def mean(self) -> Tensor:
+        """Voxel means, shape (N_vox, C)."""
+        if self.sums is None:
+            raise RuntimeError('VoxelSum.mean() before any add()')
+        return self.sums / self.counts.clamp(min=1).unsqueeze(1).to(self.sums.dtype)
+
+
 def compute_multiscale_xyz(depths: Tensor,
                            intrinsics: Tensor,
                            poses: Tensor,
                            img_shapes: Sequence[tuple],
-                           strides: Sequence[int] = (4, 8, 16, 32)) -> List[Tensor]:
+                           strides: Sequence[int] = (4, 8, 16, 32),
+                           view_chunk: int = 16) -> List[Tensor]:
     """Unproject padded depth maps and nearest-downsample the xyz maps.
 
     As docs/specification.md §2.2 says: unprojection at full resolution of the unpadded image,
@@ -107,17 +173,26 @@ def compute_multiscale_xyz(depths: Tensor,
         img_shapes: unpadded ``(H, W)`` of every sample.
         strides: output strides, highest resolution (res2) first, the order of the backbone
             levels and of :class:`MultiViewGeometry`.
+        view_chunk: views unprojected at a time (memory bound; the result does not depend on
+            it).
 
     Returns:
         list[Tensor]: one ``(B, V, Hp/s, Wp/s, 3)`` xyz map per stride.
     """
     b, v, hp, wp = depths.shape
-    full = depths.new_zeros(b, v, hp, wp, 3)
+    per_sample = []
     for i in range(b):
         h, w = img_shapes[i]
-        full[i, :, :h, :w] = unproject_depth(depths[i, :, :h, :w], intrinsics[i], poses[i])
-    levels = multiscale_xyz(full.flatten(0, 1), strides=tuple(strides))
-    return [lvl.view(b, v, *lvl.shape[1:]) for lvl in levels]
+        chunks = []
+        # a few views at a time: the full-resolution xyz map is never held for all views
+        for s in range(0, v, view_chunk):
+            e = min(s + view_chunk, v)
+            full = depths.new_zeros(e - s, hp, wp, 3)
+            full[:, :h, :w] = unproject_depth(depths[i, s:e, :h, :w], intrinsics[i, s:e],
+                                              poses[i, s:e])
+            chunks.append(multiscale_xyz(full, strides=tuple(strides)))
+        per_sample.append([torch.cat([c[j] for c in chunks]) for j in range(len(strides))])
+    return [torch.stack([lv[j] for lv in per_sample]) for j in range(len(strides))]
 
 
 def build_level_geometry(xyz: Tensor, voxel_size: float,

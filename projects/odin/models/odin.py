@@ -4,7 +4,7 @@ Thin, like mmdet's ``MaskFormer``: the detector turns a batch into features (bac
 fusion on the batch's multi-view geometry) and prediction points, and the head does the rest
 (forward, targets and losses, inference). See ``docs/architecture.md`` for the data flow.
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmdet3d.models.detectors import Base3DDetector
@@ -12,6 +12,7 @@ from mmdet3d.registry import MODELS, TASK_UTILS
 from torch import Tensor
 
 from .multiview import MultiViewGeometry, build_multiview_geometry, compute_multiscale_xyz
+from .prediction_points import PredictionPointSet
 
 #: model keys of earlier versions of this project -> what replaces them
 _LEGACY_KEYS = {
@@ -52,8 +53,10 @@ class ODIN(Base3DDetector):
         num_neighbors: k of the voxel k-NN graphs and of every IDW interpolation.
         data_preprocessor: :class:`ODINDataPreprocessor` config.
         train_cfg: head training config (assigner, sampler, 2D point sampling).
-        test_cfg: ``max_frames`` (frame cap, <= 0 = all) here; ``topk``, ``skip_classes`` in
-            the head.
+        test_cfg: ``max_frames`` (frame cap, <= 0 = all), ``view_chunk`` (> 0: the bounded-
+            memory path :meth:`forward_3d_chunked` with that many views per chunk; 0 = whole
+            batch) and ``point_chunk`` (pixels per chunk of point-wise steps) here; ``topk``,
+            ``skip_classes`` in the head.
         init_cfg: initialisation config.
         **legacy: keys of older configs (``use_ghost_points``, ...): rejected with a message
             naming what replaces them.
@@ -160,12 +163,104 @@ class ODIN(Base3DDetector):
                 sample.pred_instances = res
             return batch_data_samples
         batch_inputs = self._select_frames(batch_inputs)
-        feats, points = self.extract_feat_3d(batch_inputs, batch_data_samples)
-        results = self.decode_head.predict_3d(feats, points, batch_data_samples,
-                                              batch_inputs.get('points'))
+        view_chunk = int(self.test_cfg.get('view_chunk') or 0)
+        if view_chunk > 0:
+            cls_list, mask_list, counts, points = self.forward_3d_chunked(
+                batch_inputs, batch_data_samples, view_chunk,
+                int(self.test_cfg.get('point_chunk') or 0))
+            results = self.decode_head.predict_by_feat_3d(cls_list[-1], mask_list[-1], counts,
+                                                          points, batch_inputs.get('points'))
+        else:
+            feats, points = self.extract_feat_3d(batch_inputs, batch_data_samples)
+            results = self.decode_head.predict_3d(feats, points, batch_data_samples,
+                                                  batch_inputs.get('points'))
         for sample, res in zip(batch_data_samples, results):
             sample.pred_pts_seg = res
         return batch_data_samples
+
+    def forward_3d_chunked(self, batch_inputs: dict, batch_data_samples: Sequence,
+                           view_chunk: int, point_chunk: int = 0, keep_aux: bool = False
+                           ) -> Tuple[List[Tensor], List[Tensor], List[int], PredictionPointSet]:
+        """Stage-major, view-chunked 3D forward: exact inference in bounded memory.
+
+        Every per-view operation of ODIN (backbone stages, frozen BN, GroupNorm per map, Swin
+        windows, the deformable encoder, the stride-4 convs) runs on ``view_chunk`` views at a
+        time; every cross-view operation reads voxels. So features are pooled into voxel sums as
+        soon as a chunk has them, fused in 3D once per level, and broadcast back per chunk:
+
+        1. backbone, stage by stage (:meth:`_FusionStages.forward_chunked`); the pixel
+           decoder's input projections are taken as soon as a chunk has its res3..res5 (only
+           they are kept for all views), res2 is pooled into its voxels (mesh points);
+        2. the deformable encoder per chunk, pooled per level; 3D fusion of every level;
+        3. stride-4 mask features: mesh points from the pooled res2; sensor points per chunk
+           (res2 recomputed, then pooled into the res2 voxels);
+        4. the decoder on voxels (:meth:`ODINHead.decode_3d`), keeping only what inference
+           needs.
+
+        The result equals :meth:`extract_feat_3d` + :meth:`ODINHead.forward_3d` up to float
+        summation order (``test_cfg.view_chunk`` selects this path in :meth:`predict`).
+
+        Args:
+            batch_inputs: a 3D batch (``imgs`` (B, V, 3, H, W), ``depths``, ``poses``,
+                ``intrinsics``, ``points``).
+            batch_data_samples: its data samples.
+            view_chunk: views per chunk (>= 1).
+            point_chunk: pixels per chunk of point-wise steps (0 = all at once).
+            keep_aux: keep every decoder prediction (parity checks), not only the last.
+
+        Returns:
+            tuple: class logits and mask logits lists (as :meth:`ODINHead.forward_3d`), valid
+            prediction points per scene, and the :class:`PredictionPointSet`.
+        """
+        if view_chunk < 1:
+            raise ValueError(f'view_chunk must be >= 1, got {view_chunk}')
+        geometry = self.build_geometry(batch_inputs, batch_data_samples)
+        points = self.prediction_points(batch_inputs, geometry, self.training)
+        head = self.decode_head
+        pd = head.pixel_decoder
+        imgs = batch_inputs['imgs'].flatten(0, 1)
+        n = imgs.shape[0]
+        chunks = [(s, min(s + view_chunk, n)) for s in range(0, n, view_chunk)]
+        index = {s: c for c, (s, _) in enumerate(chunks)}
+        levels = pd.num_encoder_levels
+        projs: List[List[Optional[Tensor]]] = [[None] * levels for _ in chunks]
+        mesh = points.mesh_voxels
+        recompute_res2 = mesh is None and 0 not in self.backbone.fusion_stages
+        res2_acc = geometry[0].voxel_sum() if mesh is not None else None
+        res2_kept: List[Optional[Tensor]] = [None] * len(chunks)
+
+        def sink(level: int, start: int, feats: Tensor) -> None:
+            i = pd.encoder_level(level)
+            if i is not None:
+                projs[index[start]][i] = pd.input_convs[i](feats)
+            elif level == 0 and res2_acc is not None:
+                geometry[0].pool_views(feats, start, res2_acc)
+            elif level == 0 and not recompute_res2:
+                res2_kept[index[start]] = feats
+
+        self.backbone.forward_chunked(imgs, geometry, chunks, sink)
+        accs = [geometry[pd.num_input_levels - i - 1].voxel_sum() for i in range(levels)]
+        for c, (s, _) in enumerate(chunks):
+            outs = pd.encode_projected(projs[c])
+            projs[c] = None
+            for i, out in enumerate(outs):
+                geometry[pd.num_input_levels - i - 1].pool_views(out, s, accs[i])
+        voxel_outs = pd.fuse_levels([a.mean() for a in accs], geometry)
+        del accs
+        if mesh is not None:
+            mask_features = pd.mesh_mask_features(res2_acc.mean(), voxel_outs, geometry, mesh)
+        else:
+            up = pd.upsample_to_res2(voxel_outs, geometry)
+            acc = geometry[0].voxel_sum()
+            for c, (s, e) in enumerate(chunks):
+                res2 = self.backbone.forward_first_level(imgs[s:e]) if recompute_res2 \
+                    else res2_kept[c]
+                res2_kept[c] = None
+                geometry[0].pool_views(pd.sensor_mask_features(res2, up, geometry, s), s, acc)
+            mask_features = acc.mean()
+        cls_list, mask_list, counts = head.decode_3d(mask_features, voxel_outs, points,
+                                                     batch_data_samples, keep_aux, point_chunk)
+        return cls_list, mask_list, counts, points
 
     def _forward(self, batch_inputs: dict, batch_data_samples: Sequence = (), **kwargs):
         """Tensor mode: class and mask logits of every prediction."""

@@ -280,20 +280,30 @@ class ODINHead(Mask2FormerHead):
         return [r['ins_results'] for r in results]
 
     # ------------------------------------------------------------------ 3D forward
-    def _memory_3d(self, multi_scale: List[Tensor], geometry: MultiViewGeometry) -> List[dict]:
-        """Voxel memory, positional encodings and key padding of every decoder level."""
+    def _memory_3d(self, voxel_feats: List[Tensor], geometry: MultiViewGeometry,
+                   point_chunk: int = 0) -> List[dict]:
+        """Voxel memory, positional encodings and key padding of every decoder level.
+
+        Args:
+            voxel_feats: the pixel decoder's levels (res5, res4, res3) per voxel, each
+                (N_vox_l, C).
+            geometry: the batch's geometry.
+            point_chunk: pixels per chunk of the positional encoding (0 = all at once).
+
+        Returns:
+            list[dict]: per level ``geo``, ``memory`` (B, N_max, C), ``pos`` (B, N_max, C),
+            ``pad`` (B, N_max) and ``keep`` (training key subsample or None).
+        """
         levels = []
         num_geo = len(geometry.levels)
         for i in range(self.num_transformer_feat_level):
             geo = geometry[num_geo - 1 - i]
-            b, v, h, w = geo.shape
-            mem = geo.pool(self.decoder_input_projs[i](multi_scale[i]))
+            b = geo.shape[0]
+            # the input projection is 1x1 (or identity): applied to the voxels as a 1-wide image
+            mem = self.decoder_input_projs[i](voxel_feats[i].t()[None, :, :, None])[0, :, :, 0].t()
             mem = mem + self.level_embed.weight[i].view(1, -1)
-            # PE of every pixel's xyz (GroupNorm statistics per scene), averaged per voxel
             with torch.autocast(device_type=mem.device.type, enabled=False):
-                xyz = geo.point_xyz.float().view(b, v * h * w, 3).transpose(1, 2)
-                pe = self.pos_embed_3d(xyz).transpose(1, 2).reshape(-1, mem.shape[1])
-                pos = scatter_mean(pe, geo.p2v, geo.num_voxels)
+                pos = self._pos_3d(geo, point_chunk)
             counts, starts = geo.voxel_counts, geo.voxel_starts
             n_max = max(counts)
             mem_b = mem.new_zeros(b, n_max, mem.shape[1])
@@ -309,6 +319,44 @@ class ODINHead(Mask2FormerHead):
                 mem_b, pos_b, pad = mem_b[:, keep], pos_b[:, keep], pad[:, keep]
             levels.append(dict(geo=geo, memory=mem_b, pos=pos_b, pad=pad, keep=keep))
         return levels
+
+    def _pos_3d(self, geo: LevelGeometry, point_chunk: int = 0) -> Tensor:
+        """Positional encoding of the level's keys: the MLP of every pixel's xyz, per voxel.
+
+        ``pos_embed_3d`` (Conv1d - GroupNorm(1) - ReLU - Conv1d) runs on all pixels of a scene
+        (GroupNorm statistics per scene) and is averaged per voxel. With ``point_chunk`` the
+        pixels go through in chunks: the GroupNorm statistics are gathered in a first pass
+        (float64 sums), then normalised chunks are averaged into the voxels.
+
+        Returns:
+            Tensor: shape (N_vox, C).
+        """
+        b, v, h, w = geo.shape
+        n_pix = v * h * w
+        xyz = geo.point_xyz.float().view(b, n_pix, 3)
+        if not point_chunk or n_pix <= point_chunk:
+            pe = self.pos_embed_3d(xyz.transpose(1, 2)).transpose(1, 2)
+            return scatter_mean(pe.reshape(b * n_pix, -1), geo.p2v, geo.num_voxels)
+        conv1, norm, act, conv2 = self.pos_embed_3d
+        acc = geo.voxel_sum()
+        for j in range(b):
+            ranges = [(s, min(s + point_chunk, n_pix)) for s in range(0, n_pix, point_chunk)]
+            total = sq = 0.0
+            for s, e in ranges:
+                y = conv1(xyz[j:j + 1, s:e].transpose(1, 2)).double()
+                total = total + y.sum()
+                sq = sq + (y * y).sum()
+            count = n_pix * conv1.out_channels
+            mean = total / count
+            var = (sq / count - mean * mean).clamp(min=0)
+            scale = (var + norm.eps).rsqrt()
+            for s, e in ranges:
+                y = conv1(xyz[j:j + 1, s:e].transpose(1, 2))
+                y = ((y.double() - mean) * scale).float()
+                y = y * norm.weight.view(1, -1, 1) + norm.bias.view(1, -1, 1)
+                pe = conv2(act(y))[0].t()  # (n, C)
+                acc.add(pe, geo.p2v[j * n_pix + s:j * n_pix + e])
+        return acc.mean()
 
     def _head_3d(self, query: Tensor, mask_feats: Tensor, pred_counts: List[int],
                  points: PredictionPointSet, level: dict,
@@ -356,13 +404,34 @@ class ODINHead(Mask2FormerHead):
             mask logits (B, Q, N_max) over the prediction points, and the number of valid
             prediction points of every scene.
         """
-        geometry = points.geometry
-        mask_features, multi_scale = self.pixel_decoder(feats, geometry, points.mesh_voxels)
+        mask_features, _, voxel_feats = self.pixel_decoder(feats, points.geometry,
+                                                           points.mesh_voxels)
+        return self.decode_3d(mask_features, voxel_feats, points, batch_data_samples)
+
+    def decode_3d(self, mask_features, voxel_feats: List[Tensor], points: PredictionPointSet,
+                  batch_data_samples: Optional[Sequence] = None, keep_aux: bool = True,
+                  point_chunk: int = 0) -> Tuple[List[Tensor], List[Tensor], List[int]]:
+        """The masked-attention decoder on the pixel decoder's 3D outputs.
+
+        Args:
+            mask_features: the pixel decoder's stride-4 features (see
+                :meth:`ODINPixelDecoder.forward`).
+            voxel_feats: the pixel decoder's levels per voxel (res5, res4, res3).
+            points: the batch's prediction points.
+            batch_data_samples: data samples (vocabulary in open-vocabulary mode).
+            keep_aux: return every prediction (training, parity); False keeps only the last
+                (inference: the earlier ones are freed as soon as the next exists).
+            point_chunk: pixels per chunk of the keys' positional encoding (0 = all).
+
+        Returns:
+            tuple: as :meth:`forward_3d` (a single prediction when not ``keep_aux``).
+        """
         per_scene = points.pool_features(mask_features)
         pred_counts = [f.shape[1] for f in per_scene]
         n_max = max(pred_counts)
         mask_feats = torch.stack([pad_to(f, n_max) for f in per_scene])
-        levels = self._memory_3d(multi_scale, geometry)
+        del per_scene, mask_features
+        levels = self._memory_3d(voxel_feats, points.geometry, point_chunk)
         batch_size = mask_feats.shape[0]
         query = self.query_feat.weight.unsqueeze(0).repeat(batch_size, 1, 1)
         query_embed = self.query_embed.weight.unsqueeze(0).repeat(batch_size, 1, 1)
@@ -389,6 +458,9 @@ class ODINHead(Mask2FormerHead):
             nxt = levels[(i + 1) % self.num_transformer_feat_level]
             cls_pred, mask_pred, attn = self._head_3d(query, mask_feats, pred_counts, points,
                                                       nxt, text)
+            if not keep_aux:
+                cls_list.clear()
+                mask_list.clear()
             cls_list.append(cls_pred)
             mask_list.append(mask_pred)
         return cls_list, mask_list, pred_counts
@@ -410,11 +482,29 @@ class ODINHead(Mask2FormerHead):
             ``instance_labels``, ``instance_scores``.
         """
         cls_list, mask_list, pred_counts = self.forward_3d(feats, points, batch_data_samples)
+        return self.predict_by_feat_3d(cls_list[-1], mask_list[-1], pred_counts, points,
+                                       eval_points)
+
+    def predict_by_feat_3d(self, cls_logits: Tensor, mask_logits: Tensor,
+                           pred_counts: List[int], points: PredictionPointSet,
+                           eval_points: Optional[Sequence[Tensor]] = None) -> List[PointData]:
+        """Post-process the last prediction of every scene on its evaluation points.
+
+        Args:
+            cls_logits: shape (B, Q, K+1).
+            mask_logits: over the prediction points, shape (B, Q, N_max).
+            pred_counts: valid prediction points per scene.
+            points: the batch's prediction points.
+            eval_points: as :meth:`predict_3d`.
+
+        Returns:
+            list[PointData]: as :meth:`predict_3d`.
+        """
         results = []
         for b, n in enumerate(pred_counts):
-            logits = points.lift_logits(b, mask_list[-1][b, :, :n],
+            logits = points.lift_logits(b, mask_logits[b, :, :n],
                                         None if eval_points is None else eval_points[b])
-            results.append(self.postprocess_3d(cls_list[-1][b], logits))
+            results.append(self.postprocess_3d(cls_logits[b], logits))
         return results
 
     def postprocess_3d(self, cls_logits: Tensor, point_logits: Tensor) -> PointData:

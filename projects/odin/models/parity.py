@@ -152,7 +152,11 @@ def rel_err(ours: Tensor, ref: Tensor) -> float:
 
 
 class Recorder:
-    """Forward hooks storing module outputs under names."""
+    """Forward hooks storing module outputs under names.
+
+    A module called several times in one pass (per view chunk, per scene) has its tensor
+    outputs concatenated along dim 0 (views), in call order.
+    """
 
     def __init__(self) -> None:
         self.data: Dict[str, object] = {}
@@ -165,7 +169,11 @@ class Recorder:
         With ``stop`` the hook then ends the forward pass (raises :class:`_Stop`).
         """
         def fn(mod, args, out):
-            self.data[name] = args[input_index] if input_index is not None else out
+            value = args[input_index] if input_index is not None else out
+            prev = self.data.get(name)
+            if isinstance(prev, Tensor) and isinstance(value, Tensor):
+                value = torch.cat([prev, value])
+            self.data[name] = value
             if stop:
                 raise _Stop(name)
         self.handles.append(module.register_forward_hook(fn))
@@ -443,7 +451,7 @@ class KnnSelections:
 def run_parity(golden_path: str, reference_dir: Optional[str] = None,
                verbose: bool = True, tie_order: str = 'ours',
                modify_model: Optional[Callable[[torch.nn.Module], None]] = None,
-               max_trials: int = MAX_TRIALS
+               max_trials: int = MAX_TRIALS, view_chunk: int = 0, point_chunk: int = 0
                ) -> Tuple[bool, List[Tuple[str, str, bool]]]:
     """Run the parity check of one golden, robust to the CPU's k-NN tie order.
 
@@ -463,6 +471,9 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
             other way first, as a CPU with another float32 tie order would (tests).
         modify_model: called with the loaded model before the forward (tests perturb a weight).
         max_trials: most forward passes of the resolution search.
+        view_chunk: > 0 checks the bounded-memory path with this many views per chunk
+            (:meth:`ODIN.forward_3d_chunked`); 0 the whole-batch path.
+        point_chunk: pixels per chunk of its point-wise steps (with ``view_chunk``).
 
     Returns:
         tuple: overall pass flag and rows ``(stage, value, ok)``.
@@ -479,7 +490,8 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
 
     def run(choices, stop_after=None):
         sel = KnnSelections(recorded, choices=choices, tie_order=tie_order)
-        return _forward_and_compare(model, arch, golden, sel, stop_after), sel
+        return _forward_and_compare(model, arch, golden, sel, stop_after, view_chunk,
+                                    point_chunk), sel
 
     rows, sel = run({})
     sites: OrderedDict[Tuple, List[TieRow]] = OrderedDict()
@@ -610,12 +622,29 @@ def _is_number(v: str) -> bool:
     return True
 
 
+def _run_3d(model, inputs: dict, samples, view_chunk: int, point_chunk: int):
+    """Every decoder prediction of a 3D batch, whole-batch or view-chunked."""
+    if view_chunk:
+        return model.forward_3d_chunked(inputs, samples, view_chunk, point_chunk,
+                                        keep_aux=True)
+    feats, points = model.extract_feat_3d(inputs, samples)
+    return (*model.decode_head.forward_3d(feats, points, samples), points)
+
+
 def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelections,
-                         stop_after: Optional[str] = None):
+                         stop_after: Optional[str] = None, view_chunk: int = 0,
+                         point_chunk: int = 0):
     """One forward pass with ``selections`` as the model's k-NN; the table of stage rows.
 
     With ``stop_after`` (a hook name of :data:`_HOOKED`) the pass ends after that module and
-    the summed absolute error of its stage is returned instead of the table.
+    the summed absolute error of its stage is returned instead of the table (view-chunked
+    passes run to the end: the module runs once per chunk).
+
+    With ``view_chunk`` the model runs its bounded-memory path
+    (:meth:`ODIN.forward_3d_chunked`); per-view stages are recorded chunk by chunk and
+    concatenated, the backbone outputs are read at the pixel decoder's inputs and the
+    multi-scale features are the fused voxels broadcast to the pixels (the bounded path never
+    holds them; mesh mode never holds res2 either, whose row then says so).
     """
     G = golden['intermediates']
     rec = Recorder()
@@ -628,14 +657,22 @@ def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelecti
         rec.hook(blk.attn, f'bb.attn.{stage}')
         rec.hook(blk.out_proj, f'bb.out_proj.{stage}')
     pd = model.decode_head.pixel_decoder
+    if view_chunk:
+        stop_after_hook, stop_after = stop_after, None
+        for i in range(pd.num_encoder_levels):
+            rec.hook(pd.input_convs[i], f'bb.out.{pd.num_input_levels - i - 1}', input_index=0)
     rec.hook(pd.encoder, 'pd.encoder', stop=stop_after == 'pd.encoder')
     if pd.fusion_blocks is not None:
         for i, blk in enumerate(pd.fusion_blocks):
             rec.hook(blk, f'pd.fusion.{i}')
     rec.hook(pd.lateral_convs[0], 'pd.lateral', stop=stop_after == 'pd.lateral')
+    if view_chunk and type(model.prediction_points).__name__ == 'SensorPoints':
+        # sensor points recompute res2 per chunk for the lateral conv (mesh points pool it)
+        rec.hook(pd.lateral_convs[0], 'bb.out.0', input_index=0)
     rec.hook(pd.output_convs[0], 'pd.output', stop=stop_after == 'pd.output')
     rec.hook(model.backbone, 'backbone.out')
     rec.hook(pd, 'pixel_decoder')
+    rec.hook(pd.mask_feature, 'pd.mask_feature')
     head = model.decode_head
     mask_refs = [h['attn_mask_next_level'] for h in golden['decoder_heads']]
     masks: List[Tuple[int, int]] = []  # per decoder head: (differing, unexplained) entries
@@ -649,6 +686,18 @@ def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelecti
         handles.append(head.transformer_decoder.layers[li].register_forward_pre_hook(
             grab, with_kwargs=True))
     data = golden_data(golden)
+    if view_chunk and stop_after_hook is not None:
+        stage = {v: k for k, v in _HOOKED.items()}[stop_after_hook]
+        ref = G[stage[:-3]][0] if stage.endswith('[0]') else G[stage]
+        try:
+            with torch.no_grad(), substitute_knn(selections):
+                prep = model.data_preprocessor(data, False)
+                _run_3d(model, prep['inputs'], prep['data_samples'], view_chunk, point_chunk)
+        finally:
+            rec.remove()
+            for h in handles:
+                h.remove()
+        return float((rec.data[stop_after_hook] - ref).abs().sum())
     if stop_after is not None:
         stage = {v: k for k, v in _HOOKED.items()}[stop_after]
         ref = G[stage[:-3]][0] if stage.endswith('[0]') else G[stage]
@@ -667,8 +716,8 @@ def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelecti
     with torch.no_grad(), substitute_knn(selections):
         data = model.data_preprocessor(data, False)
         inputs, samples = data['inputs'], data['data_samples']
-        feats, points = model.extract_feat_3d(inputs, samples)
-        cls_list, mask_list, counts = head.forward_3d(feats, points, samples)
+        cls_list, mask_list, counts, points = _run_3d(model, inputs, samples, view_chunk,
+                                                      point_chunk)
         eval_points = inputs['points'][0]
         logits = points.lift_logits(0, mask_list[-1][0, :, :counts[0]], eval_points)
         result = head.postprocess_3d(cls_list[-1][0], logits)
@@ -721,7 +770,12 @@ def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelecti
         tr = f'{pre}trans_to_res.out' if swin else f'backbone.trans_to_res.{nm}.out'
         cont(tr, R[f'bb.out_proj.{stage}'], G[tr])
     for j, lvl in enumerate(['res2', 'res3', 'res4', 'res5']):
-        cont(f'backbone.out.{lvl}', R['backbone.out'][j], G[f'backbone.out.{lvl}'])
+        if not view_chunk:
+            cont(f'backbone.out.{lvl}', R['backbone.out'][j], G[f'backbone.out.{lvl}'])
+        elif f'bb.out.{j}' in R:
+            cont(f'backbone.out.{lvl}', R[f'bb.out.{j}'], G[f'backbone.out.{lvl}'])
+        else:
+            rows.append((f'backbone.out.{lvl}', 'pooled per chunk (not held)', True))
     if ghost is not None:
         exact('prep.scannet_p2v_batched',
               bool(torch.equal(ghost.p2v[0], G['prep.scannet_p2v_batched'][0])))
@@ -735,14 +789,16 @@ def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelecti
             key = f'sem_seg_head.pixel_decoder.cross_view_attn.{i}.layer0.out_voxel'
             cont(key, R[f'pd.fusion.{i}'], G[key][:, 0])
     for j in range(3):
-        cont(f'pixel_decoder.multi_scale_features[{j}]',
-             R['pixel_decoder'][1][j],
+        if view_chunk:
+            geo = geometry[pd.num_input_levels - j - 1]
+            ms = geo.broadcast(R[f'pd.fusion.{j}'])
+        else:
+            ms = R['pixel_decoder'][1][j]
+        cont(f'pixel_decoder.multi_scale_features[{j}]', ms,
              G['pixel_decoder.multi_scale_features'][j])
     cont('pixel_decoder.lateral_conv0.out', R['pd.lateral'], G['pixel_decoder.lateral_conv0.out'])
     cont('pixel_decoder.output_conv0.out', R['pd.output'], G['pixel_decoder.output_conv0.out'])
-    mf = R['pixel_decoder'][0]
-    mf = mf[0][None, :, :, None] if isinstance(mf, list) else mf
-    cont('pixel_decoder.mask_features', mf, G['pixel_decoder.mask_features'])
+    cont('pixel_decoder.mask_features', R['pd.mask_feature'], G['pixel_decoder.mask_features'])
     cont('decoder.in.mask_features_xyz', points.src_xyz,
          G['decoder.in.mask_features_xyz'][0])
     for li in range(3):

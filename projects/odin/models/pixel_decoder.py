@@ -90,13 +90,32 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
             chunks.append(self._encode_chunk([f[s:s + step] for f in feats]))
         return [torch.cat([c[i] for c in chunks]) for i in range(self.num_encoder_levels)]
 
+    def encoder_level(self, level: int) -> Optional[int]:
+        """Encoder level (0 = lowest resolution) of backbone level ``level`` (0 = res2), or None."""
+        i = self.num_input_levels - level - 1
+        return i if 0 <= i < self.num_encoder_levels else None
+
     def _encode_chunk(self, feats: List[Tensor]) -> List[Tensor]:
-        batch_size = feats[0].shape[0]
+        return self.encode_projected([
+            self.input_convs[i](feats[self.num_input_levels - i - 1])
+            for i in range(self.num_encoder_levels)
+        ])
+
+    def encode_projected(self, projs: List[Tensor]) -> List[Tensor]:
+        """The deformable encoder on input-projected levels of a chunk of views.
+
+        Args:
+            projs: ``input_convs[i]`` outputs of the encoder levels (lowest resolution first),
+                each (N, C, h_i, w_i).
+
+        Returns:
+            list[Tensor]: encoder outputs, same shapes.
+        """
+        batch_size = projs[0].shape[0]
         inputs, pos_list, shapes, refs = [], [], [], []
-        for i in range(self.num_encoder_levels):
+        for i, proj in enumerate(projs):
             level_idx = self.num_input_levels - i - 1
-            feat = feats[level_idx]
-            proj = self.input_convs[i](feat)
+            feat = proj
             h, w = feat.shape[-2:]
             mask = feat.new_zeros((batch_size, h, w), dtype=torch.bool)
             pos = self.postional_encoding(mask) + self.level_encoding.weight[i].view(1, -1, 1, 1)
@@ -108,7 +127,7 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
             pos_list.append(pos.flatten(2).permute(0, 2, 1))
             shapes.append((h, w))
             refs.append(ref)
-        spatial_shapes = torch.tensor(shapes, device=feats[0].device, dtype=torch.long)
+        spatial_shapes = torch.tensor(shapes, device=projs[0].device, dtype=torch.long)
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1, )), spatial_shapes.prod(1).cumsum(0)[:-1]))
         reference_points = torch.cat(refs)[None, :, None].repeat(
@@ -129,7 +148,7 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
     def forward(self,
                 feats: List[Tensor],
                 geometry: Optional[MultiViewGeometry] = None,
-                mesh: Optional[MeshVoxels] = None) -> Tuple[object, List[Tensor]]:
+                mesh: Optional[MeshVoxels] = None) -> tuple:
         """Pixel decoder forward (2D, sensor-point 3D or mesh-point 3D).
 
         Args:
@@ -138,39 +157,105 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
             mesh: the mesh voxels when masks are predicted on mesh points, None otherwise.
 
         Returns:
-            tuple: ``mask_features`` and ``multi_scale_features``.
+            tuple: ``mask_features`` and ``multi_scale_features`` (2D); in 3D batches also
+            ``voxel_features``.
 
-            - mask_features: 2D and sensor mode (B*V, C, H/4, W/4); mesh mode a list with
-              one (C, N_mv_b) tensor per scene.
+            - mask_features: 2D mode (B*V, C, H/4, W/4); sensor mode the res2 voxels
+              (N_vox2, C); mesh mode a list with one (C, N_mv_b) tensor per scene.
             - multi_scale_features: levels res5, res4, res3, each (B*V, C, h, w) (3D batches:
               the fused, voxel-constant features).
+            - voxel_features: the same levels per voxel, each (N_vox_l, C) (what the decoder's
+              memory reads).
         """
         outs = self.encode(feats)
         if geometry is None:
             return self._fpn_2d(feats, outs)
-        voxel_outs = []
-        for i in range(self.num_encoder_levels):
-            geo = geometry[self.num_input_levels - i - 1]
-            voxel_feats = geo.pool(outs[i])
-            if self.fusion_blocks is not None:
-                voxel_feats = self.fusion_blocks[i](voxel_feats, geo.voxel_xyz, geo.knn_idx)
-                outs[i] = geo.broadcast(voxel_feats)
-            voxel_outs.append(voxel_feats)
-        # the stride-4 level (num_input_levels - num_encoder_levels == 1 level)
+        voxel_outs = self.fuse_levels(
+            [geometry[self.num_input_levels - i - 1].pool(outs[i])
+             for i in range(self.num_encoder_levels)], geometry)
+        if self.fusion_blocks is not None:
+            for i in range(self.num_encoder_levels):
+                outs[i] = geometry[self.num_input_levels - i - 1].broadcast(voxel_outs[i])
         lvl = self.num_input_levels - self.num_encoder_levels - 1
-        src_geo = geometry[lvl + 1]
-        src_feats = voxel_outs[-1]  # fused highest-resolution encoder level, per voxel
-        res2_geo = geometry[lvl]
         if mesh is None:
-            # sensor points: IDW onto the res2 voxels, broadcast to the res2 pixels
-            up = geometry.idw(src_feats, src_geo, res2_geo.voxel_xyz, res2_geo.voxel_offsets)
-            y = self.lateral_convs[lvl](feats[lvl]) + res2_geo.broadcast(up)
-            y = self.output_convs[lvl](y)
-            return self.mask_feature(y), outs[:self.num_outs]
-        # mesh points: everything on the 2 cm mesh voxels
-        res2_voxel = res2_geo.pool(feats[lvl])
-        skip = geometry.idw(res2_voxel, res2_geo, mesh.voxel_xyz, mesh.voxel_offsets)
-        cur = geometry.idw(src_feats, src_geo, mesh.voxel_xyz, mesh.voxel_offsets)
+            up = self.upsample_to_res2(voxel_outs, geometry)
+            res2 = geometry[lvl]
+            acc = res2.voxel_sum()
+            res2.pool_views(self.sensor_mask_features(feats[lvl], up, geometry, 0), 0, acc)
+            return acc.mean(), outs[:self.num_outs], voxel_outs
+        mask_features = self.mesh_mask_features(geometry[lvl].pool(feats[lvl]), voxel_outs,
+                                                geometry, mesh)
+        return mask_features, outs[:self.num_outs], voxel_outs
+
+    # ------------------------------------------------------------------ 3D steps
+    def fuse_levels(self, voxel_feats: List[Tensor], geometry: MultiViewGeometry) -> List[Tensor]:
+        """3D fusion of every encoder level over its voxels (identity without fusion layers).
+
+        Args:
+            voxel_feats: encoder outputs averaged per voxel, lowest resolution first, each
+                (N_vox_l, C).
+            geometry: the batch's geometry.
+
+        Returns:
+            list[Tensor]: fused voxel features, same shapes.
+        """
+        if self.fusion_blocks is None:
+            return list(voxel_feats)
+        outs = []
+        for i, v in enumerate(voxel_feats):
+            geo = geometry[self.num_input_levels - i - 1]
+            outs.append(self.fusion_blocks[i](v, geo.voxel_xyz, geo.knn_idx))
+        return outs
+
+    def upsample_to_res2(self, voxel_outs: List[Tensor], geometry: MultiViewGeometry) -> Tensor:
+        """Sensor points: the fused highest-resolution encoder level IDW'd onto the res2 voxels.
+
+        Returns:
+            Tensor: shape (N_vox2, C).
+        """
+        lvl = self.num_input_levels - self.num_encoder_levels - 1
+        res2 = geometry[lvl]
+        return geometry.idw(voxel_outs[-1], geometry[lvl + 1], res2.voxel_xyz,
+                            res2.voxel_offsets)
+
+    def sensor_mask_features(self, res2_feats: Tensor, up: Tensor, geometry: MultiViewGeometry,
+                             start: int) -> Tensor:
+        """Stride-4 mask features of a chunk of views (sensor points).
+
+        ``mask_feature(output_conv(lateral_conv(res2) + broadcast(up)))``, per view.
+
+        Args:
+            res2_feats: backbone res2 of views ``start:start+n``, (n, C2, h, w).
+            up: :meth:`upsample_to_res2`, (N_vox2, C).
+            geometry: the batch's geometry.
+            start: flattened (``B*V``) index of the first view.
+
+        Returns:
+            Tensor: shape (n, C, h, w).
+        """
+        lvl = self.num_input_levels - self.num_encoder_levels - 1
+        res2 = geometry[lvl]
+        y = self.lateral_convs[lvl](res2_feats) + res2.broadcast_views(
+            up, start, start + res2_feats.shape[0])
+        return self.mask_feature(self.output_convs[lvl](y))
+
+    def mesh_mask_features(self, res2_voxel: Tensor, voxel_outs: List[Tensor],
+                           geometry: MultiViewGeometry, mesh: MeshVoxels) -> List[Tensor]:
+        """Mask features on the mesh voxels (ghost points), per scene.
+
+        Args:
+            res2_voxel: backbone res2 averaged per res2 voxel, (N_vox2, C2).
+            voxel_outs: :meth:`fuse_levels` output.
+            geometry: the batch's geometry.
+            mesh: the mesh voxels.
+
+        Returns:
+            list[Tensor]: per scene (C, N_mv_b).
+        """
+        lvl = self.num_input_levels - self.num_encoder_levels - 1
+        skip = geometry.idw(res2_voxel, geometry[lvl], mesh.voxel_xyz, mesh.voxel_offsets)
+        cur = geometry.idw(voxel_outs[-1], geometry[lvl + 1], mesh.voxel_xyz,
+                           mesh.voxel_offsets)
         mask_features = []
         start = 0
         for n in mesh.voxel_counts:
@@ -180,7 +265,7 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
             y = self.output_convs[lvl](c + self.lateral_convs[lvl](s))
             mask_features.append(self.mask_feature(y)[0, :, :, 0])
             start += n
-        return mask_features, outs[:self.num_outs]
+        return mask_features
 
     def _fpn_2d(self, feats: List[Tensor], outs: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         """Mask2Former's bilinear FPN step for the levels not in the encoder."""

@@ -98,16 +98,15 @@ class PredictionPointSet:
         """Mask features of the prediction points, per scene.
 
         Args:
-            mask_features: the pixel decoder's stride-4 features: (B*V, C, H/4, W/4) on the
-                pixels (sensor points), or a list of (C, N_mv_b) per scene (mesh voxels).
+            mask_features: the pixel decoder's stride-4 features: averaged per res2 voxel
+                (N_vox2, C) (sensor points), or a list of (C, N_mv_b) per scene (mesh voxels).
 
         Returns:
             list[Tensor]: per scene (C, N_pred_b).
         """
         if self.mesh_voxels is None:
-            res2 = self.geometry[0]
-            voxel_feats = res2.pool(mask_features)
-            return [voxel_feats[s:e].t() for s, e in scene_ranges(res2.voxel_offsets)]
+            offsets = self.geometry[0].voxel_offsets
+            return [mask_features[s:e].t() for s, e in scene_ranges(offsets)]
         per_scene = list(mask_features)
         segments = self.mesh_voxels.segments
         if segments is None:
