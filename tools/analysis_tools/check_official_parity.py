@@ -32,6 +32,11 @@ def main() -> int:
     parser.add_argument('--tie-order', choices=('ours', 'reverse', 'shuffle'), default='ours',
                         help='resolve k-NN near-ties the other way first (simulates a CPU with '
                         'another float32 tie order; the check must still pass)')
+    parser.add_argument('--view-chunk', type=int, default=0,
+                        help='check the bounded-memory path with this many views per chunk '
+                        '(0: the whole-batch path)')
+    parser.add_argument('--point-chunk', type=int, default=0,
+                        help='pixels per chunk of its point-wise steps (with --view-chunk)')
     parser.add_argument('--max-trials', type=int, default=None,
                         help='most forward passes spent searching near-tie resolutions of the '
                         'k-NN calls the golden does not record')
@@ -42,7 +47,8 @@ def main() -> int:
     from projects.odin.models.parity import MAX_TRIALS, run_parity
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     ok, _ = run_parity(args.golden, args.reference_dir, tie_order=args.tie_order,
-                       max_trials=args.max_trials or MAX_TRIALS)
+                       max_trials=args.max_trials or MAX_TRIALS, view_chunk=args.view_chunk,
+                       point_chunk=args.point_chunk)
     return 0 if ok else 1
 
 

@@ -106,4 +106,8 @@ model = dict(
     test_cfg=dict(
         topk=100,
         skip_classes=(),
-        max_frames=-1))
+        max_frames=-1,
+        # bounded-memory inference (docs/model.md): views per chunk of every per-view step
+        # (0 = all views at once) and pixels per chunk of the keys' positional encoding
+        view_chunk=8,
+        point_chunk=65536))

@@ -110,7 +110,7 @@ class _FusionStages:
     :class:`ResidualFusionBlock`); every other argument goes to the mmdet backbone.
 
     A backbone using it defines the stage steps :meth:`stem_forward`, :meth:`stage_forward`,
-    :meth:`stage_output`, :meth:`fusion_map` and :meth:`add_residual`; the mixin composes them
+    :meth:`stage_output`, :meth:`fusion_map` and :meth:`from_fusion_map`; the mixin composes them
     into the whole-batch :meth:`forward` and the view-chunked :meth:`forward_chunked`, which
     therefore run exactly the same per-view operations.
     """
@@ -142,8 +142,7 @@ class _FusionStages:
             state = self.stage_forward(i, state)
             if geometry is not None and i in self.fusion_stages:
                 block = self.fusion_blocks[self.fusion_stages.index(i)]
-                state = self.add_residual(state, block.residual(self.fusion_map(state),
-                                                                geometry[i]))
+                state = self.from_fusion_map(state, block(self.fusion_map(state), geometry[i]))
             state, out = self.stage_output(i, state)
             if out is not None:
                 outs.append(out)
@@ -181,7 +180,7 @@ class _FusionStages:
                 if pending is not None:
                     stage, pblock, voxels = pending
                     residual = pblock.out_proj(geometry[stage].broadcast_views(voxels, s, e))
-                    state = self.add_residual(state, residual)
+                    state = self.from_fusion_map(state, self.fusion_map(state) + residual)
                     state = self._emit(stage, state, s, sink)
                 for i in range(first, last + 1):
                     state = self.stage_forward(i, state)
@@ -257,9 +256,9 @@ class ODINResNet(_FusionStages, ResNet):
         """The map a fusion block reads, (N, C, h, w)."""
         return state
 
-    def add_residual(self, state: Tensor, residual: Tensor) -> Tensor:
-        """``state + residual`` (both (N, C, h, w))."""
-        return state + residual
+    def from_fusion_map(self, state: Tensor, fmap: Tensor) -> Tensor:
+        """The state holding a fused map (N, C, h, w)."""
+        return fmap
 
 
 @MODELS.register_module()
@@ -315,7 +314,6 @@ class ODINSwinTransformer(_FusionStages, SwinTransformer):
         # shape (N, h*w, C) -> (N, C, h, w)
         return x.transpose(1, 2).reshape(n, c, *hw_shape)
 
-    def add_residual(self, state: tuple, residual: Tensor) -> tuple:
-        """Tokens plus a residual map (N, C, h, w)."""
-        x, hw_shape = state
-        return x + residual.flatten(2).transpose(1, 2), hw_shape
+    def from_fusion_map(self, state: tuple, fmap: Tensor) -> tuple:
+        """The state holding a fused map (N, C, h, w) as tokens."""
+        return fmap.flatten(2).transpose(1, 2), state[1]

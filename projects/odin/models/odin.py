@@ -225,9 +225,7 @@ class ODIN(Base3DDetector):
         levels = pd.num_encoder_levels
         projs: List[List[Optional[Tensor]]] = [[None] * levels for _ in chunks]
         mesh = points.mesh_voxels
-        recompute_res2 = mesh is None and 0 not in self.backbone.fusion_stages
         res2_acc = geometry[0].voxel_sum() if mesh is not None else None
-        res2_kept: List[Optional[Tensor]] = [None] * len(chunks)
 
         def sink(level: int, start: int, feats: Tensor) -> None:
             i = pd.encoder_level(level)
@@ -235,8 +233,6 @@ class ODIN(Base3DDetector):
                 projs[index[start]][i] = pd.input_convs[i](feats)
             elif level == 0 and res2_acc is not None:
                 geometry[0].pool_views(feats, start, res2_acc)
-            elif level == 0 and not recompute_res2:
-                res2_kept[index[start]] = feats
 
         self.backbone.forward_chunked(imgs, geometry, chunks, sink)
         accs = [geometry[pd.num_input_levels - i - 1].voxel_sum() for i in range(levels)]
@@ -252,10 +248,9 @@ class ODIN(Base3DDetector):
         else:
             up = pd.upsample_to_res2(voxel_outs, geometry)
             acc = geometry[0].voxel_sum()
-            for c, (s, e) in enumerate(chunks):
-                res2 = self.backbone.forward_first_level(imgs[s:e]) if recompute_res2 \
-                    else res2_kept[c]
-                res2_kept[c] = None
+            for s, e in chunks:
+                # res2 is recomputed per chunk rather than held for all views
+                res2 = self.backbone.forward_first_level(imgs[s:e])
                 geometry[0].pool_views(pd.sensor_mask_features(res2, up, geometry, s), s, acc)
             mask_features = acc.mean()
         cls_list, mask_list, counts = head.decode_3d(mask_features, voxel_outs, points,
