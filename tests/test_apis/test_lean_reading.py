@@ -109,3 +109,24 @@ def test_resize_while_reading_equals_resize_step(tmp_path):
                                   b['data_samples'].pixel_to_point)
     prep = prepare_recording(seq, image_size=(6, 8), point_voxel_size=0.01)
     assert prep.pixel_to_point.dtype == np.int32 and prep.images.dtype == np.uint8
+
+
+def test_fusion_beyond_the_packed_key_range():
+    """A view 30 km away (beyond the packed keys' range) fuses as the others (unpacked keys)."""
+    from projects.odin.datasets.transforms import _unpack_voxel_keys, _voxel_keys
+    xyz = np.array([[0.01, -0.03, 5.0], [-20000.0, 3.0, -1.0], [1.0, 2.0, 3.0]])
+    keys = _voxel_keys(xyz, 0.02)
+    assert keys.ndim == 1
+    np.testing.assert_array_equal(_unpack_voxel_keys(keys), np.floor(xyz / 0.02))
+    # packed keys sort as the index triplets
+    np.testing.assert_array_equal(np.argsort(keys),
+                                  np.lexsort(np.floor(xyz / 0.02).T[::-1]))
+    assert _voxel_keys(xyz * 2, 0.02).ndim == 2
+    res = _views(num_views=3)
+    res['cam2global'][2] = res['cam2global'][2].copy()
+    res['cam2global'][2][0, 3] = 30000.0
+    ref_pts, _, ref_p2p = _fuse_all_at_once(res, 0.1)
+    out = ODINSensorPoints(voxel_size=0.1)(_views(num_views=3) | {
+        'cam2global': res['cam2global']})
+    np.testing.assert_array_equal(out['points'].tensor.numpy(), ref_pts)
+    np.testing.assert_array_equal(out['pixel_to_point'], ref_p2p)

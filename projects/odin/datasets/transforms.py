@@ -491,6 +491,40 @@ class ODINPointSegClassMapping(BaseTransform):
         return results
 
 
+#: bits per axis of a packed voxel key (:func:`_voxel_keys`)
+_KEY_BITS = 21
+
+
+def _voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
+    """Voxel keys of points that sort like their (x, y, z) voxel indices.
+
+    ``floor(xyz / voxel_size)`` packed into one int64 (21 bits per axis, offset to be
+    non-negative: x in the high bits) when every index is within ±2**20 (±20 km at 2 cm), which
+    sorts and compares exactly as the index triplets do but 1-D (fast); else the (M, 3) indices.
+
+    Args:
+        xyz: (M, 3) float64 points.
+        voxel_size: metres.
+
+    Returns:
+        (M,) int64 packed keys, or (M, 3) int64 voxel indices.
+    """
+    idx = np.floor(xyz / voxel_size).astype(np.int64)
+    half = 1 << (_KEY_BITS - 1)
+    if len(idx) and (idx.min() < -half or idx.max() >= half):
+        return idx
+    idx += half
+    return (idx[:, 0] << (2 * _KEY_BITS)) | (idx[:, 1] << _KEY_BITS) | idx[:, 2]
+
+
+def _unpack_voxel_keys(keys: np.ndarray) -> np.ndarray:
+    """(M,) packed keys of :func:`_voxel_keys` -> (M, 3) int64 voxel indices."""
+    mask = (1 << _KEY_BITS) - 1
+    half = 1 << (_KEY_BITS - 1)
+    return np.stack([(keys >> (2 * _KEY_BITS)) & mask, (keys >> _KEY_BITS) & mask,
+                     keys & mask], 1) - half
+
+
 @TRANSFORMS.register_module()
 class ODINSensorPoints(BaseTransform):
     """Build the supervision/evaluation point cloud from the (final) views' valid depth pixels.
@@ -578,8 +612,8 @@ class ODINSensorPoints(BaseTransform):
                                           results['cam2global'])):
             mask = self._mask(d)
             pts = unproject(d, k, p, mask)
-            voxel, first, local = np.unique(np.floor(pts / self.voxel_size).astype(np.int64),
-                                            axis=0, return_index=True, return_inverse=True)
+            voxel, first, local = np.unique(_voxel_keys(pts, self.voxel_size), axis=0,
+                                            return_index=True, return_inverse=True)
             pixel_to_point[i][mask] = local.ravel()
             keys.append(voxel)
             xyz.append(pts[first])
@@ -590,6 +624,8 @@ class ODINSensorPoints(BaseTransform):
         if not sum(len(x) for x in keys):
             self._no_points(results)
         # the views' voxels in view order: the first occurrence is the first view's point
+        if any(k.ndim == 2 for k in keys):  # some view beyond the packed range
+            keys = [_unpack_voxel_keys(k) if k.ndim == 1 else k for k in keys]
         _, first, merged = np.unique(np.concatenate(keys), axis=0, return_index=True,
                                      return_inverse=True)
         merged = merged.ravel().astype(np.int32)
