@@ -2,15 +2,19 @@
 
 Usage:
     python demo/odin_demo.py RECORDING CONFIG CHECKPOINT --out-dir OUT [--max-frames N]
-        [--device cpu|cuda] [--layout auto|sens|nerfstudio|arkitscenes|scannet|tum|7scenes|plain]
+        [--view-chunk N] [--max-memory-gb GB] [--quiet] [--device cpu|cuda]
+        [--layout auto|sens|nerfstudio|arkitscenes|scannet|tum|7scenes|plain]
         [--depth-scale S] [--frame-stride K] [--intrinsics FILE] [--image-size H W]
         [--score-thr T] [--classes NAME [NAME ...]] [--allow-partial] [--cfg-options KEY=VALUE ...]
 
 RECORDING is a folder (ScanNet export, TUM, 7-Scenes, ARKitScenes, nerfstudio ``transforms.json``,
 or a plain ``rgb/ depth/ + pose list + intrinsics`` folder), a ScanNet ``.sens`` file or a
 ``transforms.json`` (see docs/demo.md for the layouts). The layout, depth unit and frame count are
-printed before the model is loaded. ODIN runs in sensor-point mode on the fused point cloud and
-writes to OUT:
+printed before the model is loaded. Every frame is used (``--max-frames`` / ``--frame-stride``
+thin the recording to go faster); the model runs its bounded-memory path over chunks of
+``--view-chunk`` views with a progress bar, and ``--max-memory-gb`` refuses up front a recording
+whose estimated peak memory exceeds the budget, naming the frame count that fits. ODIN runs in
+sensor-point mode on the fused point cloud and writes to OUT:
 
 * ``<scene>_instances.ply``  the fused cloud, coloured by instance (``instance``/``label`` fields);
 * ``views/<frame>.png``       per-view overlays of the instances;
@@ -27,7 +31,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from projects.odin.apis.demo import DemoError, run_recording_demo  # noqa: E402
+from projects.odin.apis.demo import (  # noqa: E402
+    DEFAULT_VIEW_CHUNK,
+    DemoError,
+    run_recording_demo,
+)
 from projects.odin.apis.rgbd_folder import LAYOUTS  # noqa: E402
 
 
@@ -39,8 +47,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='model config')
     parser.add_argument('checkpoint', help='checkpoint (ours, or converted official weights)')
     parser.add_argument('--out-dir', required=True, help='output folder')
-    parser.add_argument('--max-frames', type=int, default=60,
-                        help='uniform frame cap that bounds memory (default 60)')
+    parser.add_argument('--max-frames', type=int, default=None,
+                        help='use at most N frames spread uniformly over the recording, a speed '
+                        'option (default: every frame)')
+    parser.add_argument('--view-chunk', type=int, default=None,
+                        help='views per chunk of the bounded-memory inference path (model.'
+                        'test_cfg.view_chunk; 0 = unchunked; default: the config\'s, else '
+                        f'{DEFAULT_VIEW_CHUNK})')
+    parser.add_argument('--max-memory-gb', type=float, default=None,
+                        help='refuse the run if its estimated peak memory exceeds this many GB '
+                        '(the message gives the frame count that fits)')
+    parser.add_argument('--quiet', action='store_true', help='no progress bars')
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
     parser.add_argument('--layout', default='auto', choices=['auto', *LAYOUTS])
     parser.add_argument('--depth-scale', type=float, default=None,
@@ -76,7 +93,9 @@ def main(argv=None) -> int:
             depth_scale=args.depth_scale, frame_stride=args.frame_stride,
             intrinsics=args.intrinsics, image_size=args.image_size, max_depth=args.max_depth,
             score_thr=args.score_thr, min_points=args.min_points, classes=args.classes,
-            allow_partial=args.allow_partial, cfg_options=args.cfg_options)
+            allow_partial=args.allow_partial, cfg_options=args.cfg_options,
+            view_chunk=args.view_chunk, max_memory_gb=args.max_memory_gb,
+            progress=not args.quiet)
     except DemoError as e:
         print(e.cli_line(), file=sys.stderr)
         return 2

@@ -5,6 +5,13 @@
 ``out_dir``: ``<scene>_instances.ply`` (the fused cloud coloured by instance, with
 ``instance``/``label`` fields), ``views/<frame>.png`` (per-view overlays) and
 ``<scene>_instances.json`` (one record per instance).
+
+Every frame of the recording is used unless ``max_frames`` / ``frame_stride`` thin it (a speed
+option). The model runs its bounded-memory path (``model.test_cfg.view_chunk``, default
+:data:`DEFAULT_VIEW_CHUNK` views per chunk), a progress bar follows the views through the
+backbone stages and the pixel decoder (:class:`projects.odin.apis.progress.ViewProgress`), and
+``max_memory_gb`` refuses, before anything heavy runs, a recording whose estimated peak memory
+(:mod:`projects.odin.apis.memory`) exceeds the budget, naming the frame count that fits.
 """
 import os
 import os.path as osp
@@ -14,7 +21,13 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 
 from .export import flatten_instances, overlay_instances, write_instance_ply, write_instances_json
+from .memory import check_memory_budget
+from .progress import ViewProgress
 from .rgbd_folder import RGBDFolderError, RGBDSequence, load_rgbd_folder
+
+#: views per chunk of the bounded-memory inference path the demo uses unless the config (or
+#: ``--cfg-options model.test_cfg.view_chunk=N``) sets one; 0 = the unchunked path.
+DEFAULT_VIEW_CHUNK = 8
 
 
 class DemoError(Exception):
@@ -53,10 +66,12 @@ class DemoResult:
 
 
 def open_recording(folder: str, layout: str = 'auto', depth_scale: Optional[float] = None,
-                   frame_stride: int = 1, max_frames: Optional[int] = 60,
+                   frame_stride: int = 1, max_frames: Optional[int] = None,
                    intrinsics: Optional[str] = None,
                    log: Callable[[str], None] = print) -> RGBDSequence:
     """Read and validate a recording and log its summary line.
+
+    ``max_frames`` None keeps every frame (after ``frame_stride``).
 
     Raises:
         DemoError: the recording cannot be read (the reader's message).
@@ -124,13 +139,15 @@ def write_demo_outputs(out_dir: str, folder: str, seq: RGBDSequence, prepared, p
 
 
 def run_recording_demo(folder: str, config: str, checkpoint: str, out_dir: str, *,
-                       max_frames: Optional[int] = 60, device: str = 'cpu',
+                       max_frames: Optional[int] = None, device: str = 'cpu',
                        layout: str = 'auto', depth_scale: Optional[float] = None,
                        frame_stride: int = 1, intrinsics: Optional[str] = None,
                        image_size: Optional[Tuple[int, int]] = None,
                        max_depth: Optional[float] = None, score_thr: float = 0.3,
                        min_points: int = 50, classes: Optional[Sequence[str]] = None,
                        allow_partial: bool = False, cfg_options: Optional[dict] = None,
+                       view_chunk: Optional[int] = None,
+                       max_memory_gb: Optional[float] = None, progress: bool = True,
                        log: Callable[[str], None] = print) -> DemoResult:
     """Run ODIN (sensor-point mode) on a recording and write its instances to ``out_dir``.
 
@@ -142,7 +159,8 @@ def run_recording_demo(folder: str, config: str, checkpoint: str, out_dir: str, 
         config: model config file.
         checkpoint: checkpoint (ours, or converted official weights).
         out_dir: output folder.
-        max_frames: uniform frame cap. Defaults to 60.
+        max_frames: keep at most this many frames, spread uniformly over the recording (a
+            speed option). Defaults to None (every frame).
         device: 'cpu' or 'cuda[:N]'.
         layout: recording layout or 'auto'.
         depth_scale: raw depth units per metre (None: inferred).
@@ -155,14 +173,23 @@ def run_recording_demo(folder: str, config: str, checkpoint: str, out_dir: str, 
         classes: open-vocabulary model: names to find; closed-set: new names of its classes.
         allow_partial: run with a checkpoint that does not fit the config.
         cfg_options: config overrides.
+        view_chunk: views per chunk of the bounded-memory path (``model.test_cfg.view_chunk``;
+            0 = unchunked). Defaults to None: the config's, else :data:`DEFAULT_VIEW_CHUNK`.
+        max_memory_gb: refuse the run when its estimated peak memory exceeds this (GB).
+            Defaults to None (no check).
+        progress: progress bars on stderr (reading frames, views through the model).
+            Defaults to True.
         log: where progress lines go. Defaults to ``print``.
 
     Returns:
         The written files.
 
     Raises:
-        DemoError: unusable recording, config, checkpoint or vocabulary.
+        DemoError: unusable recording, config, checkpoint or vocabulary, a negative
+            ``view_chunk`` or a run whose estimated memory exceeds ``max_memory_gb``.
     """
+    if view_chunk is not None and view_chunk < 0:
+        raise DemoError(f'--view-chunk must be >= 0 (0 = unchunked), got {view_chunk}')
     seq = open_recording(folder, layout, depth_scale, frame_stride, max_frames, intrinsics, log)
     from mmengine.config import Config
 
@@ -181,9 +208,21 @@ def run_recording_demo(folder: str, config: str, checkpoint: str, out_dir: str, 
         cfg.merge_from_dict(cfg_options)
     image_size = tuple(image_size) if image_size else demo_image_size(cfg, seq)
     log(f'input size {image_size[0]}x{image_size[1]}')
+    test_cfg = cfg.model.setdefault('test_cfg', {})
+    if view_chunk is not None:
+        test_cfg['view_chunk'] = view_chunk
+    elif test_cfg.get('view_chunk') is None:
+        test_cfg['view_chunk'] = DEFAULT_VIEW_CHUNK
+    try:
+        estimate = check_memory_budget(cfg, len(seq), image_size, max_memory_gb,
+                                       test_cfg['view_chunk'], frame_stride)
+    except ValueError as e:  # MemoryBudgetError, or a budget that is not positive
+        raise DemoError(str(e)) from None
+    log(f'view chunk {test_cfg["view_chunk"] or "off (unchunked)"}, estimated peak memory '
+        f'~{estimate:.1f} GB' + (f' (budget {max_memory_gb:g} GB)' if max_memory_gb else ''))
     try:
         prepared = prepare_recording(seq, image_size=image_size, max_depth=max_depth,
-                                     progress=True, cfg=cfg)
+                                     progress=progress, cfg=cfg)
     except (RGBDFolderError, ValueError) as e:  # unreadable frames, no valid depth at all
         raise DemoError(str(e), after_progress=True) from None
     try:
@@ -195,7 +234,8 @@ def run_recording_demo(folder: str, config: str, checkpoint: str, out_dir: str, 
         names = set_vocabulary(model, classes)
     except (FileNotFoundError, ValueError) as e:
         raise DemoError(str(e)) from None
-    result = inference_recording(model, prepared)
+    with ViewProgress(model, len(seq), enabled=progress):
+        result = inference_recording(model, prepared)
     out = write_demo_outputs(out_dir, folder, seq, prepared, result.pred_pts_seg, names,
                              score_thr, min_points)
     log(f'{out.num_instances} instances → {out.ply_path}, {out.json_path}, '
@@ -203,5 +243,5 @@ def run_recording_demo(folder: str, config: str, checkpoint: str, out_dir: str, 
     return out
 
 
-__all__ = ['DemoError', 'DemoResult', 'open_recording', 'run_recording_demo',
+__all__ = ['DEFAULT_VIEW_CHUNK', 'DemoError', 'DemoResult', 'open_recording', 'run_recording_demo',
            'write_demo_outputs']

@@ -69,7 +69,8 @@ def recording_pipeline(cfg=None, image_size: Optional[Tuple[int, int]] = (240, 3
     before the colour normalisation / packing) and ``ODINResize`` gets the fixed ``image_size``.
     Without a config (or a test pipeline in it) the pipeline is
     ``LoadRecordingFrames -> ODINResize -> ODINSensorPoints -> NormalizePointsColor ->
-    PackODINInputs``.
+    PackODINInputs``. :func:`prepare_recording` runs it with the resize folded into the
+    loading step (:func:`fold_resize_into_loading`).
 
     Args:
         cfg: a model config (``mmengine.Config``) or None.
@@ -110,6 +111,26 @@ def recording_pipeline(cfg=None, image_size: Optional[Tuple[int, int]] = (240, 3
     return out
 
 
+def fold_resize_into_loading(steps: List[dict]) -> List[dict]:
+    """Move an ``ODINResize`` that directly follows ``LoadRecordingFrames`` into it.
+
+    ``LoadRecordingFrames(resize=...)`` resizes every frame as it is read, with the same result
+    as the separate step, so a long recording is never held at its full resolution.
+
+    Args:
+        steps: transform configs (:func:`recording_pipeline`); not modified.
+
+    Returns:
+        list[dict]: the same pipeline with the resize folded in (unchanged if there is none).
+    """
+    steps = [dict(t) for t in steps]
+    if len(steps) > 1 and steps[0]['type'] == 'LoadRecordingFrames' and \
+            steps[1]['type'] == 'ODINResize':
+        steps[0]['resize'] = {k: v for k, v in steps[1].items() if k != 'type'}
+        del steps[1]
+    return steps
+
+
 def prepare_recording(seq: RGBDSequence,
                       image_size: Optional[Tuple[int, int]] = (240, 320),
                       point_voxel_size: float = 0.02,
@@ -139,8 +160,8 @@ def prepare_recording(seq: RGBDSequence,
     from mmengine.registry import init_default_scope
     init_default_scope('mmdet3d')
     import projects.odin.datasets  # noqa: F401  (registers the transforms)
-    pipeline = Compose(recording_pipeline(cfg, image_size, point_voxel_size, max_depth,
-                                          progress))
+    pipeline = Compose(fold_resize_into_loading(
+        recording_pipeline(cfg, image_size, point_voxel_size, max_depth, progress)))
     packed = pipeline(dict(recording=seq))
     sample = packed['data_samples']
     metainfo = dict(sample.metainfo)
@@ -327,6 +348,7 @@ def _np(x: Union[torch.Tensor, np.ndarray, Sequence]) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-__all__: List[str] = ['PreparedRecording', 'recording_pipeline', 'prepare_recording',
+__all__: List[str] = ['PreparedRecording', 'recording_pipeline', 'fold_resize_into_loading',
+                      'prepare_recording',
                       'init_odin_model', 'set_vocabulary', 'demo_image_size',
                       'inference_recording', 'select_instances', 'unproject_frame']

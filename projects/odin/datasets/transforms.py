@@ -491,6 +491,40 @@ class ODINPointSegClassMapping(BaseTransform):
         return results
 
 
+#: bits per axis of a packed voxel key (:func:`_voxel_keys`)
+_KEY_BITS = 21
+
+
+def _voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
+    """Voxel keys of points that sort like their (x, y, z) voxel indices.
+
+    ``floor(xyz / voxel_size)`` packed into one int64 (21 bits per axis, offset to be
+    non-negative: x in the high bits) when every index is within ±2**20 (±20 km at 2 cm), which
+    sorts and compares exactly as the index triplets do but 1-D (fast); else the (M, 3) indices.
+
+    Args:
+        xyz: (M, 3) float64 points.
+        voxel_size: metres.
+
+    Returns:
+        (M,) int64 packed keys, or (M, 3) int64 voxel indices.
+    """
+    idx = np.floor(xyz / voxel_size).astype(np.int64)
+    half = 1 << (_KEY_BITS - 1)
+    if len(idx) and (idx.min() < -half or idx.max() >= half):
+        return idx
+    idx += half
+    return (idx[:, 0] << (2 * _KEY_BITS)) | (idx[:, 1] << _KEY_BITS) | idx[:, 2]
+
+
+def _unpack_voxel_keys(keys: np.ndarray) -> np.ndarray:
+    """(M,) packed keys of :func:`_voxel_keys` -> (M, 3) int64 voxel indices."""
+    mask = (1 << _KEY_BITS) - 1
+    half = 1 << (_KEY_BITS - 1)
+    return np.stack([(keys >> (2 * _KEY_BITS)) & mask, (keys >> _KEY_BITS) & mask,
+                     keys & mask], 1) - half
+
+
 @TRANSFORMS.register_module()
 class ODINSensorPoints(BaseTransform):
     """Build the supervision/evaluation point cloud from the (final) views' valid depth pixels.
@@ -507,8 +541,9 @@ class ODINSensorPoints(BaseTransform):
 
     With ``voxel_size`` the fused cloud is thinned to the first point (in view, row, column
     order) of every ``voxel_size`` voxel, keys computed in float64 before the float32 cast (the
-    demo's fusion of a recording); ``pixel_to_point`` (V, H, W) int64 then gives every pixel's
-    point (-1: no valid depth or not sampled) and the points come sorted by voxel key.
+    demo's fusion of a recording); ``pixel_to_point`` (V, H, W) int32 then gives every pixel's
+    point (-1: no valid depth or not sampled) and the points come sorted by voxel key. The fusion
+    runs view by view (only one view's pixels held as points at a time).
 
     Args:
         stride (int): Pixel subsampling (official half resolution: 2). Defaults to 1.
@@ -522,25 +557,33 @@ class ODINSensorPoints(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         """Unproject the views."""
-        s = self.stride
-        xyz, rgb, inst, sem, owner = [], [], [], [], []
+        if self.voxel_size is not None:
+            return self._fused(results)
+        xyz, rgb, inst, sem = [], [], [], []
         for i, (d, k, p) in enumerate(zip(results['depths'], results['cam2img'],
                                           results['cam2global'])):
-            mask = np.zeros(d.shape, bool)
-            mask[::s, ::s] = True
-            mask &= d > 0
+            mask = self._mask(d)
             xyz.append(unproject(d, k, p, mask))
             rgb.append(results['img'][i][mask].astype(np.float64))
-            owner.append(np.flatnonzero(mask.ravel()) + i * d.size)
             if 'inst_maps' in results:
                 inst.append(results['inst_maps'][i][mask])
                 sem.append(results['sem_maps'][i][mask])
         if not sum(len(x) for x in xyz):
-            raise ValueError(f'scene {results.get("scene_id", results.get("sample_idx"))}: no '
-                             'view has a pixel with valid depth, no sensor points')
-        if self.voxel_size is not None:
-            xyz, rgb, inst, sem = self._fuse(results, np.concatenate(xyz), np.concatenate(rgb),
-                                             inst, sem, np.concatenate(owner))
+            self._no_points(results)
+        return self._output(results, xyz, rgb, inst, sem)
+
+    def _mask(self, depth: np.ndarray) -> np.ndarray:
+        """(H, W) bool: the sampled pixels (every ``stride``-th) with valid depth."""
+        mask = np.zeros(depth.shape, bool)
+        mask[::self.stride, ::self.stride] = True
+        return mask & (depth > 0)
+
+    @staticmethod
+    def _no_points(results: dict) -> None:
+        raise ValueError(f'scene {results.get("scene_id", results.get("sample_idx"))}: no '
+                         'view has a pixel with valid depth, no sensor points')
+
+    def _output(self, results: dict, xyz: list, rgb: list, inst: list, sem: list) -> dict:
         pts = np.concatenate([np.concatenate(xyz), np.concatenate(rgb)], 1).astype(np.float32)
         results['points'] = DepthPoints(pts, points_dim=6, attribute_dims=dict(color=[3, 4, 5]))
         results['superpoints'] = np.arange(len(pts), dtype=np.int64)
@@ -553,19 +596,50 @@ class ODINSensorPoints(BaseTransform):
                     pts_semantic_mask=results['pts_semantic_mask'].copy())
         return results
 
-    def _fuse(self, results: dict, xyz: np.ndarray, rgb: np.ndarray, inst: list, sem: list,
-              owner: np.ndarray):
-        """Keep the first point of every voxel; set ``results['pixel_to_point']``."""
-        keys = np.floor(xyz / self.voxel_size).astype(np.int64)
-        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    def _fused(self, results: dict) -> dict:
+        """Keep the first point of every voxel; set ``results['pixel_to_point']``.
+
+        View by view, so that only one view's pixels are held as points at a time: each view's
+        voxels and their first pixel (row-major) are kept, then the views' voxels are merged
+        keeping the first view's point. The same points, in the same (voxel key) order, as
+        fusing all pixels at once.
+        """
         v = len(results['depths'])
         h, w = results['depths'][0].shape[:2]
-        pixel_to_point = np.full(v * h * w, -1, np.int64)
-        pixel_to_point[owner] = inverse.ravel()
-        results['pixel_to_point'] = pixel_to_point.reshape(v, h, w)
+        pixel_to_point = np.full((v, h, w), -1, np.int32)
+        keys, xyz, rgb, inst, sem = [], [], [], [], []
+        for i, (d, k, p) in enumerate(zip(results['depths'], results['cam2img'],
+                                          results['cam2global'])):
+            mask = self._mask(d)
+            pts = unproject(d, k, p, mask)
+            voxel, first, local = np.unique(_voxel_keys(pts, self.voxel_size), axis=0,
+                                            return_index=True, return_inverse=True)
+            pixel_to_point[i][mask] = local.ravel()
+            keys.append(voxel)
+            xyz.append(pts[first])
+            rgb.append(results['img'][i][mask][first])
+            if 'inst_maps' in results:
+                inst.append(results['inst_maps'][i][mask][first])
+                sem.append(results['sem_maps'][i][mask][first])
+        if not sum(len(x) for x in keys):
+            self._no_points(results)
+        # the views' voxels in view order: the first occurrence is the first view's point
+        if any(k.ndim == 2 for k in keys):  # some view beyond the packed range
+            keys = [_unpack_voxel_keys(k) if k.ndim == 1 else k for k in keys]
+        _, first, merged = np.unique(np.concatenate(keys), axis=0, return_index=True,
+                                     return_inverse=True)
+        merged = merged.ravel().astype(np.int32)
+        offset = 0
+        for i, voxel in enumerate(keys):
+            valid = pixel_to_point[i] >= 0
+            pixel_to_point[i][valid] = merged[offset + pixel_to_point[i][valid]]
+            offset += len(voxel)
+        results['pixel_to_point'] = pixel_to_point
+        xyz = [np.concatenate(xyz)[first]]
+        rgb = [np.concatenate(rgb)[first].astype(np.float64)]
         if inst:
             inst, sem = [np.concatenate(inst)[first]], [np.concatenate(sem)[first]]
-        return [xyz[first]], [rgb[first]], inst, sem
+        return self._output(results, xyz, rgb, inst, sem)
 
 
 def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> dict:
