@@ -157,7 +157,7 @@ def test_progress_counts_views_and_chunks():
 def test_progress_hooks_on_a_tiny_odin(tmp_path):
     seq = load_rgbd_folder(str(make_scannet(tmp_path / 'rec', n=5)))
     cfg = Config.fromfile(DEMO_CONFIG)
-    cfg.model.decode_head.pixel_decoder.encoder_chunk_size = 2  # the encoder runs in 3 chunks
+    cfg.model.test_cfg.view_chunk = 2  # bounded path: every stage runs in 3 chunks
     model = init_odin_model(cfg)
     prepared = prepare_recording(seq, image_size=(24, 32), cfg=cfg)
     bar = ViewProgress(model, num_views=5, enabled=False)
@@ -165,5 +165,11 @@ def test_progress_hooks_on_a_tiny_odin(tmp_path):
         inference_recording(model, prepared)
     assert bar.stages == ['res2', 'res3', 'res4', 'res5', 'encoder']
     assert bar.views == [5] * 5  # every view passes every stage once
-    assert bar.calls[-1] == math.ceil(5 / 2)
+    assert bar.calls == [math.ceil(5 / 2)] * 5
     assert bar.done == bar.total == 25
+    # whole-batch path: one call per stage
+    model.test_cfg['view_chunk'] = 0
+    bar = ViewProgress(model, num_views=5, enabled=False)
+    with bar:
+        inference_recording(model, prepared)
+    assert bar.calls == [1] * 5 and bar.done == bar.total == 25

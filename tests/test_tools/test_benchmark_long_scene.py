@@ -37,7 +37,7 @@ def test_benchmark_long_scene_prints_a_table(tmp_path, capsys):
 def test_benchmark_skips_sizes_over_the_budget(tmp_path, capsys):
     bench = load_script('tools/analysis_tools/benchmark_long_scene.py')
     # a budget below the estimate of any size: nothing runs, every size says what it would need
-    rc = bench.main(['--frames', '2', '3', '--models', 'r50_sensor', '--paths', 'unchunked',
+    rc = bench.main(['--frames', '2', '100', '--models', 'r50_sensor', '--paths', 'unchunked',
                      '--recording-hw', '48', '64', '--work-dir', str(tmp_path),
                      '--max-memory-gb', '0.5'])
     out = capsys.readouterr().out

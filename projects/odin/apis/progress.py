@@ -16,7 +16,8 @@ from torch import Tensor, nn
 def progress_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     """The modules every view passes once per forward, in execution order.
 
-    ResNet backbones: ``backbone.layer1..layer4`` (``res_layers``); Swin: ``backbone.stages[i]``;
+    ResNet backbones: ``backbone.layer1..layer4`` (``res_layers``); Swin: the last block of
+    ``backbone.stages[i]``;
     then ``decode_head.pixel_decoder.encoder`` when the head has one.
 
     Args:
@@ -34,7 +35,10 @@ def progress_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
         mods += [(f'res{i + 2}', getattr(backbone, name))
                  for i, name in enumerate(backbone.res_layers)]
     elif backbone is not None and isinstance(getattr(backbone, 'stages', None), nn.ModuleList):
-        mods += [(f'stage{i + 1}', stage) for i, stage in enumerate(backbone.stages)]
+        # ODIN's Swin runs a stage's blocks and its patch merging as separate steps (the fusion
+        # block sits between them), so the stage's last block is what every view passes once
+        mods += [(f'stage{i + 1}', stage.blocks[-1] if len(getattr(stage, 'blocks', ())) else
+                  stage) for i, stage in enumerate(backbone.stages)]
     if not mods:
         raise ValueError(f'{type(model).__name__}: no backbone stages (res_layers or stages) to '
                          'follow for a progress bar')
