@@ -93,8 +93,8 @@ def tiny_overrides(cfg_path: str, data: dict, image_size: int = 64) -> List[str]
     else:
         opts.append('train_dataloader.batch_size=1')
     head = cfg.model.decode_head
-    if head.get('open_vocab_cfg'):
-        opts.append('model.decode_head.open_vocab_cfg.text_encoder.pretrained='
+    if head.get('classifier', {}).get('type') == 'OpenVocabClassifier':
+        opts.append('model.decode_head.classifier.text_encoder.pretrained='
                     f'{data["roberta"]}')
     for path, node in _walk(cfg.val_evaluator.to_dict(), 'val_evaluator'):
         if isinstance(node, dict) and node.get('type') == 'mmdet.CocoMetric':

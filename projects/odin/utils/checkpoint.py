@@ -216,6 +216,33 @@ def checkpoint_state_dict(checkpoint: Any, filename: str = '<checkpoint>') -> Di
     return out
 
 
+def upgraded_state_dict(model: nn.Module, state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of a state dict with the keys renamed as the model's modules rename them on load.
+
+    A module that renamed its parameters declares ``upgrade_state_dict(state_dict, prefix,
+    version)`` (e.g. :meth:`ODINHead.upgrade_state_dict`) and calls it from its
+    ``_load_from_state_dict``; this applies the same renaming without loading, with each
+    module's version from the state dict's ``_metadata`` (None where absent).
+
+    Args:
+        model: the model.
+        state_dict: the checkpoint's state dict (not modified).
+
+    Returns:
+        The renamed copy (with the original ``_metadata``).
+    """
+    metadata = getattr(state_dict, '_metadata', None)
+    out = OrderedDict(state_dict)
+    for name, module in model.named_modules():
+        upgrade = getattr(module, 'upgrade_state_dict', None)
+        if callable(upgrade):
+            version = (metadata or {}).get(name, {}).get('version')
+            upgrade(out, f'{name}.' if name else '', version)
+    if metadata is not None:
+        out._metadata = metadata
+    return out
+
+
 def compare_state_dict(model: nn.Module, state_dict: Dict[str, Any]) -> CheckpointFit:
     """Compare a state dict's keys and shapes with a model's (nothing is loaded).
 
@@ -227,6 +254,7 @@ def compare_state_dict(model: nn.Module, state_dict: Dict[str, Any]) -> Checkpoi
         The fit.
     """
     own = model.state_dict()
+    state_dict = upgraded_state_dict(model, state_dict)
     fit = CheckpointFit()
     for key, value in own.items():
         if key not in state_dict:
@@ -253,7 +281,8 @@ def _config_arch(cfg) -> Optional[dict]:
         backbone = 'swin' if bb.get('embed_dims') == 128 else f'swin{bb.get("embed_dims")}'
     else:
         backbone = f'r{bb.get("depth", 50)}'
-    open_vocab = bool(head.get('open_vocab_cfg'))
+    open_vocab = bool(head.get('open_vocab_cfg')) or \
+        (head.get('classifier') or {}).get('type') == 'OpenVocabClassifier'
     return dict(backbone=backbone, num_classes=None if open_vocab else head['num_things_classes'],
                 num_queries=head['num_queries'], open_vocab=open_vocab,
                 backbone_fusion_layers=tuple(bb.get('fusion_layers') or ()),
@@ -374,7 +403,7 @@ def load_checked_checkpoint(model: nn.Module, filename: str, config: Optional[st
     """
     checkpoint = read_checkpoint(filename, map_location='cpu')
     fit = check_checkpoint(model, filename, config, allow_partial, checkpoint, logger)
-    state_dict = checkpoint_state_dict(checkpoint, filename)
+    state_dict = upgraded_state_dict(model, checkpoint_state_dict(checkpoint, filename))
     for key, _, _ in fit.mismatched:
         del state_dict[key]
     model.load_state_dict(state_dict, strict=False)
