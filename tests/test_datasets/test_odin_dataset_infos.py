@@ -46,3 +46,39 @@ def test_parse_data_info_changes_no_attribute(converted, monkeypatch, with_mesh)
         assert not osp.isabs(raw['lidar_points']['lidar_path'])
     else:
         assert 'lidar_path' not in info
+
+
+def test_info_files_with_the_earlier_pose_key_are_read(converted):
+    """Info files of earlier versions call the pose ``cam2global``: read as they are."""
+    import numpy as np
+    from mmdet3d.registry import DATASETS
+    out, _ = converted
+    with open(osp.join(out, 'scannet_infos_train.pkl'), 'rb') as fh:
+        infos = pickle.load(fh)
+    frames = infos['data_list'][0]['images']
+    assert all('cam2world' in fr and 'cam2global' not in fr for fr in frames.values())
+    for fr in frames.values():
+        fr['cam2global'] = fr.pop('cam2world')
+    with open(osp.join(out, 'legacy_pose_infos.pkl'), 'wb') as fh:
+        pickle.dump(infos, fh)
+    pipeline = [dict(type='LoadODINFrames', sampling='all')]
+    new, old = (DATASETS.build(dict(type='ODINScanNetDataset', data_root=str(out), ann_file=ann,
+                                    pipeline=pipeline))[0]
+                for ann in ('scannet_infos_train.pkl', 'legacy_pose_infos.pkl'))
+    assert len(old['cam2world']) == len(frames) > 1 and 'cam2global' not in old
+    for a, b in zip(old['cam2world'], new['cam2world']):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(new['cam2world'][0], new['cam2world'][1])
+    from projects.odin.datasets.loading import frame_pose
+    with pytest.raises(KeyError, match=r'no camera pose \(cam2world\)'):
+        frame_pose(dict(img_path='f.jpg'))
+
+
+def test_batches_with_the_earlier_poses_key_are_refused():
+    from projects.odin.models.data_preprocessor import ODINDataPreprocessor
+    from projects.odin.testing import create_odin_inputs
+    data = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=50)
+    data['inputs']['poses'] = data['inputs'].pop('cam2world')
+    pre = ODINDataPreprocessor(mean=[0, 0, 0], std=[1, 1, 1])
+    with pytest.raises(KeyError, match=r'inputs\["poses"\] is now called inputs\["cam2world"\]'):
+        pre(data, False)

@@ -10,8 +10,7 @@ import torch
 from plyfile import PlyData
 from rgbd_makers import make_7scenes, make_scannet, make_tum
 
-from projects.odin.apis.synthetic_demo import DEMO_CONFIG, REPO_ROOT
-from projects.odin.utils import load_script
+from projects.odin.testing import DEMO_CONFIG, REPO_ROOT, load_script
 
 CLASSES = ('wall', 'floor', 'cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 'window',
            'bookshelf', 'picture', 'counter', 'desk', 'curtain', 'refrigerator',

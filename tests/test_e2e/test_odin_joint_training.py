@@ -11,8 +11,7 @@ import pytest
 from mmengine.config import Config
 
 from projects.odin.datasets.metainfo import SCANNET_METAINFO
-from projects.odin.testing import REPO_ROOT, make_tiny_coco
-from projects.odin.utils import load_script
+from projects.odin.testing import REPO_ROOT, load_script, make_tiny_coco
 
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_joint_test.py'
 OV_CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_joint_ov_test.py'

@@ -117,8 +117,11 @@ def _v1_state_dict(model):
 def test_checkpoints_of_version_1_load_with_renamed_keys(tmp_path):
     from mmengine.runner.checkpoint import load_checkpoint
 
-    from projects.odin.utils.checkpoint import (check_checkpoint, compare_state_dict,
-                                                trusted_checkpoint_loading)
+    from projects.odin.utils.checkpoint import (
+        check_checkpoint,
+        compare_state_dict,
+        trusted_checkpoint_loading,
+    )
     source = _build()
     assert source.state_dict()._metadata['decode_head']['version'] == 2
     old = _v1_state_dict(source)

@@ -34,7 +34,7 @@ class ODINScanNetDataset(Seg3DDataset):
     Info entry (see docs/data.md): ``sample_idx``, ``lidar_points.lidar_path``,
     ``pts_semantic_mask_path``, ``pts_instance_mask_path``, ``super_pts_path``,
     ``axis_align_matrix``, ``depth_scale`` and ``images`` = {frame id: ``img_path``, ``depth_map``
-    [, ``depth_inpainted_map``], ``height``, ``width``, ``cam2img``, ``cam2global``}.
+    [, ``depth_inpainted_map``], ``height``, ``width``, ``cam2img``, ``cam2world``}.
 
     Args:
         data_root (str, optional): Root of the converted data; relative paths are joined.

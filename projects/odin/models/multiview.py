@@ -91,7 +91,7 @@ class LevelGeometry:
 
 def compute_multiscale_xyz(depths: Tensor,
                            intrinsics: Tensor,
-                           poses: Tensor,
+                           cam2world: Tensor,
                            img_shapes: Sequence[tuple],
                            strides: Sequence[int] = (4, 8, 16, 32)) -> List[Tensor]:
     """Unproject padded depth maps and nearest-downsample the xyz maps.
@@ -103,7 +103,7 @@ def compute_multiscale_xyz(depths: Tensor,
     Args:
         depths: shape (B, V, Hp, Wp), metres, 0 = invalid.
         intrinsics: shape (B, V, 4, 4).
-        poses: camera-to-world, shape (B, V, 4, 4).
+        cam2world: camera-to-world, shape (B, V, 4, 4).
         img_shapes: unpadded ``(H, W)`` of every sample.
         strides: output strides, highest resolution (res2) first, the order of the backbone
             levels and of :class:`MultiViewGeometry`.
@@ -115,7 +115,7 @@ def compute_multiscale_xyz(depths: Tensor,
     full = depths.new_zeros(b, v, hp, wp, 3)
     for i in range(b):
         h, w = img_shapes[i]
-        full[i, :, :h, :w] = unproject_depth(depths[i, :, :h, :w], intrinsics[i], poses[i])
+        full[i, :, :h, :w] = unproject_depth(depths[i, :, :h, :w], intrinsics[i], cam2world[i])
     levels = multiscale_xyz(full.flatten(0, 1), strides=tuple(strides))
     return [lvl.view(b, v, *lvl.shape[1:]) for lvl in levels]
 

@@ -98,7 +98,7 @@ class ODIN(Base3DDetector):
         idx = torch.arange(0, num_views, num_views // cap, device=batch_inputs['imgs'].device)
         idx = idx[:cap]
         out = dict(batch_inputs)
-        for key in ('imgs', 'depths', 'poses', 'intrinsics'):
+        for key in ('imgs', 'depths', 'cam2world', 'intrinsics'):
             out[key] = batch_inputs[key][:, idx]
         return out
 
@@ -113,7 +113,7 @@ class ODIN(Base3DDetector):
                 shape = shape[0]
             shapes.append(tuple(shape[:2]))
         xyz = compute_multiscale_xyz(batch_inputs['depths'], batch_inputs['intrinsics'],
-                                     batch_inputs['poses'], shapes)
+                                     batch_inputs['cam2world'], shapes)
         knn_levels = tuple(range(1, len(xyz)))
         return build_multiview_geometry(xyz, self.voxel_sizes, self.num_neighbors, knn_levels)
 

@@ -297,15 +297,22 @@ def suggest_configs(arch: dict, config_dir: Optional[str] = None) -> List[str]:
 
     Args:
         arch: ``meta['arch']`` written by ``tools/model_converters/odin_to_mmdet3d.py``.
-        config_dir: folder of configs to search. Defaults to ``configs/odin`` of this repository.
+        config_dir: folder of configs to search. Defaults to the project's ``configs/odin``
+            (:func:`projects.odin.utils.resources.find_resource`: package data or working
+            directory).
 
     Returns:
-        Paths of the matching configs (relative to the repository root when inside it), sorted.
+        Paths of the matching configs (relative to the working directory when inside it),
+        sorted.
+
+    Raises:
+        FileNotFoundError: no ``config_dir`` given and the project's configs are not found.
     """
     from mmengine.config import Config
 
-    from .scripts import REPO_ROOT
-    config_dir = config_dir or osp.join(REPO_ROOT, 'configs', 'odin')
+    from .resources import find_resource
+    config_dir = config_dir or find_resource(osp.join('configs', 'odin'))
+    cwd = os.getcwd() + os.sep
     want = dict(arch)
     if want.get('open_vocab'):
         want['num_classes'] = None
@@ -318,7 +325,8 @@ def suggest_configs(arch: dict, config_dir: Optional[str] = None) -> List[str]:
         except Exception:  # noqa: BLE001 - a config that does not parse cannot be suggested
             continue
         if have and all(want[k] == have[k] for k in have if k in want):
-            found.append(osp.relpath(path, REPO_ROOT) if path.startswith(REPO_ROOT) else path)
+            path = osp.abspath(path)
+            found.append(osp.relpath(path) if path.startswith(cwd) else path)
     return found
 
 
@@ -331,10 +339,11 @@ def _arch_hint(meta: dict, config: Optional[str]) -> str:
     if meta.get('kind') == 'mask2former_init':
         return hint + (' from 2D Mask2Former weights: it initialises training (load_from=), it '
                        'is not a trained ODIN model.')
-    from .scripts import REPO_ROOT
-    found = suggest_configs(arch)
-    matches = [c for c in found if config is None
-               or osp.abspath(osp.join(REPO_ROOT, c)) != osp.abspath(config)]
+    try:
+        found = suggest_configs(arch)
+    except FileNotFoundError:  # an installation without configs: no suggestion to make
+        return hint + '.'
+    matches = [c for c in found if config is None or osp.abspath(c) != osp.abspath(config)]
     if matches:
         return hint + f': use {" or ".join(matches)}.'
     if found:
