@@ -23,7 +23,8 @@ import os.path as osp
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
 
 
 from mmengine.config import DictAction  # noqa: E402
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
         run_demo,
         train,
     )
-    config = args.config or DEMO_CONFIG
+    config = args.config or osp.join(REPO_ROOT, DEMO_CONFIG)
     work = osp.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)
     t_start = time.time()

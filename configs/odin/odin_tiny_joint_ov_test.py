@@ -9,7 +9,8 @@ _base_ = ['./odin_tiny_joint_test.py']
 roberta_path = 'data/tiny_roberta'
 model = dict(
     decode_head=dict(
-        open_vocab_cfg=dict(
+        classifier=dict(
+            type='OpenVocabClassifier',
             text_encoder=dict(type='ODINTextEncoder', pretrained=roberta_path, max_seq_len=64),
-            temperature=0.07),
-        class_names=None))
+            temperature=0.07,
+            class_names=None)))

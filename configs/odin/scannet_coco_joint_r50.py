@@ -33,10 +33,11 @@ model = dict(
         num_things_classes=num_classes,
         # class weights: 1 per class, last entry = no-object weight (0.1), resized per batch
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1]),
-        open_vocab_cfg=dict(
+        classifier=dict(
+            type='OpenVocabClassifier',
             text_encoder=dict(type='ODINTextEncoder', pretrained=roberta_path, max_seq_len=256),
-            temperature=0.07),
-        class_names=None),  # every sample carries its dataset's `classes`
+            temperature=0.07,
+            class_names=None)),  # every sample carries its dataset's `classes`
     test_cfg=dict(skip_classes=(18, 19)))  # wall/floor never reported for ScanNet-20
 
 # ---------------------------------------------------------------- data

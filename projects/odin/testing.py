@@ -6,7 +6,17 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from projects.odin.utils.scripts import REPO_ROOT
+from projects.odin.utils.scripts import load_script as _load_script
+
+#: the checkout this test support runs from (tests know the checkout; the library does not)
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+#: the demo config of the checkout (``make demo``)
+DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'odin', 'synthetic_r18_demo.py')
+
+
+def load_script(path: str):
+    """A script of the checkout (e.g. ``'tools/test.py'``) loaded as a module."""
+    return _load_script(path, REPO_ROOT)
 
 
 def reference_dir() -> str:
@@ -155,14 +165,14 @@ def create_odin_inputs(num_views: int = 2,
             inputs['img'].append(img)
             samples.append(s)
         return dict(inputs=inputs, data_samples=samples)
-    for key in ('depths', 'poses', 'intrinsics', 'points', 'superpoints'):
+    for key in ('depths', 'cam2world', 'intrinsics', 'points', 'superpoints'):
         inputs[key] = []
     f = 0.8 * w
     K = np.eye(4)
     K[0, 0], K[1, 1], K[0, 2], K[1, 2] = f, f, (w - 1) / 2, (h - 1) / 2
     for _ in range(batch_size):
         target = np.array([1.0, 1.0, 0.5])
-        imgs, depths, poses, xyz_all = [], [], [], []
+        imgs, depths, cam2world, xyz_all = [], [], [], []
         for v in range(num_views):
             ang = 2 * np.pi * v / max(num_views, 1) + rng.uniform(-0.2, 0.2)
             eye = target + np.array([1.2 * np.cos(ang), 1.2 * np.sin(ang), 0.6])
@@ -177,7 +187,7 @@ def create_odin_inputs(num_views: int = 2,
             img = np.clip(128 + 100 * np.sin(world * 3).reshape(h, w, 3), 0, 255)
             imgs.append(torch.from_numpy(img.transpose(2, 0, 1).astype(np.uint8)))
             depths.append(torch.from_numpy(depth.astype(np.float32)))
-            poses.append(torch.from_numpy(pose.astype(np.float32)))
+            cam2world.append(torch.from_numpy(pose.astype(np.float32)))
         xyz = np.concatenate(xyz_all)
         pts = xyz[rng.choice(len(xyz), num_points, replace=len(xyz) < num_points)]
         pts = pts + rng.normal(0, 0.003, pts.shape)
@@ -190,7 +200,7 @@ def create_odin_inputs(num_views: int = 2,
         rgb = rng.uniform(0, 1, (num_points, 3))
         inputs['img'].append(torch.stack(imgs))
         inputs['depths'].append(torch.stack(depths))
-        inputs['poses'].append(torch.stack(poses))
+        inputs['cam2world'].append(torch.stack(cam2world))
         inputs['intrinsics'].append(torch.from_numpy(np.stack([K] * num_views).astype(np.float32)))
         inputs['points'].append(torch.from_numpy(np.concatenate([pts, rgb], 1).astype(np.float32)))
         if num_superpoints:

@@ -19,7 +19,7 @@ from mmengine.registry import init_default_scope
 from torch import nn
 from torch.utils.data import Dataset
 
-from projects.odin.utils import REPO_ROOT, load_script
+from projects.odin.testing import REPO_ROOT, load_script
 from projects.odin.utils.checkpoint import (
     CheckpointMismatchError,
     CheckpointReadError,
@@ -93,7 +93,8 @@ def test_other_architecture_is_refused_naming_checkpoint_config_keys_and_the_rig
         init_odin_model(tiny['six'], tiny['ckpt'])
     msg = str(err.value)
     assert f'checkpoint {tiny["ckpt"]} does not fit the model of {tiny["six"]}' in msg
-    assert 'decode_head.cls_embed.weight [5, 32] in the checkpoint vs [7, 32] in the model' in msg
+    assert ('decode_head.classifier.cls_embed.weight [5, 32] in the checkpoint vs [7, 32] in '
+            'the model') in msg
     assert 'mis-shaped keys' in msg and 'missing keys' not in msg
     # the converter's architecture record names the config that fits
     assert 'backbone=r18, num_classes=4' in msg
@@ -305,7 +306,7 @@ def test_tools_test_refuses_another_architecture_and_unreadable_files(tiny, tmp_
     assert run_test_py(tiny['six'], tiny['ckpt'], tmp_path / 'w6') == 2
     err = capsys.readouterr().err
     assert f'error: checkpoint {tiny["ckpt"]} does not fit the model of {tiny["six"]}' in err
-    assert 'decode_head.cls_embed.weight [5, 32]' in err
+    assert 'decode_head.classifier.cls_embed.weight [5, 32]' in err
     assert 'use configs/odin/odin_tiny_test.py.' in err
     cut = truncated_copy(tiny['ckpt'], tmp_path / 'cut.pth')
     for path in (cut, str(tmp_path / 'absent.pth')):

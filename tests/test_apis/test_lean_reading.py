@@ -27,7 +27,7 @@ def _views(num_views=5, hw=(20, 28), seed=0):
     k = np.eye(4)
     k[0, 0] = k[1, 1] = 20.0
     k[0, 2], k[1, 2] = (w - 1) / 2, (h - 1) / 2
-    res = dict(img=[], depths=[], cam2img=[], cam2global=[], inst_maps=[], sem_maps=[])
+    res = dict(img=[], depths=[], cam2img=[], cam2world=[], inst_maps=[], sem_maps=[])
     for v in range(num_views):
         depth = (1.5 + 0.3 * rng.random((h, w))).astype(np.float32)
         depth[rng.random((h, w)) < 0.1] = 0
@@ -36,7 +36,7 @@ def _views(num_views=5, hw=(20, 28), seed=0):
         res['img'].append(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         res['depths'].append(depth)
         res['cam2img'].append(k)
-        res['cam2global'].append(pose)
+        res['cam2world'].append(pose)
         res['inst_maps'].append(rng.integers(0, 5, (h, w)))
         res['sem_maps'].append(rng.integers(0, 3, (h, w)))
     return res
@@ -45,7 +45,7 @@ def _views(num_views=5, hw=(20, 28), seed=0):
 def _fuse_all_at_once(res, voxel_size):
     """Reference: unproject every valid pixel, then keep each voxel's first point."""
     xyz, rgb, inst, owner = [], [], [], []
-    for i, (d, k, p) in enumerate(zip(res['depths'], res['cam2img'], res['cam2global'])):
+    for i, (d, k, p) in enumerate(zip(res['depths'], res['cam2img'], res['cam2world'])):
         mask = d > 0
         xyz.append(unproject(d, k, p, mask))
         rgb.append(res['img'][i][mask].astype(np.float64))
@@ -123,10 +123,10 @@ def test_fusion_beyond_the_packed_key_range():
                                   np.lexsort(np.floor(xyz / 0.02).T[::-1]))
     assert _voxel_keys(xyz * 2, 0.02).ndim == 2
     res = _views(num_views=3)
-    res['cam2global'][2] = res['cam2global'][2].copy()
-    res['cam2global'][2][0, 3] = 30000.0
+    res['cam2world'][2] = res['cam2world'][2].copy()
+    res['cam2world'][2][0, 3] = 30000.0
     ref_pts, _, ref_p2p = _fuse_all_at_once(res, 0.1)
     out = ODINSensorPoints(voxel_size=0.1)(_views(num_views=3) | {
-        'cam2global': res['cam2global']})
+        'cam2world': res['cam2world']})
     np.testing.assert_array_equal(out['points'].tensor.numpy(), ref_pts)
     np.testing.assert_array_equal(out['pixel_to_point'], ref_p2p)

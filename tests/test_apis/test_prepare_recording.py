@@ -19,7 +19,7 @@ def test_prepare_recording_shapes_and_pixel_mapping(tmp_path):
     prep = prepare_recording(seq, image_size=(6, 8), point_voxel_size=0.01)
     inp = prep.inputs
     assert inp['img'].shape == (3, 3, 6, 8) and inp['depths'].shape == (3, 6, 8)
-    assert inp['poses'].shape == inp['intrinsics'].shape == (3, 4, 4)
+    assert inp['cam2world'].shape == inp['intrinsics'].shape == (3, 4, 4)
     # intrinsics scaled by 0.5 with the image
     np.testing.assert_allclose(inp['intrinsics'][0, :2, :3].numpy(), K[:2] * 0.5)
     pts = inp['points'].numpy()

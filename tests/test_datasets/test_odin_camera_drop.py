@@ -10,12 +10,12 @@ from projects.odin.datasets.transforms import ODINCameraDrop, draw_camera_drop, 
 
 def _sample(num_views: int) -> dict:
     ds = Det3DDataSample(metainfo=dict(img_path=[f'{i}.jpg' for i in range(num_views)],
-                                       cam2global=np.arange(num_views * 16.0).reshape(-1, 4, 4),
+                                       cam2world=np.arange(num_views * 16.0).reshape(-1, 4, 4),
                                        num_views=num_views))
     views = torch.arange(num_views, dtype=torch.float32)
     return dict(inputs=dict(img=views.view(-1, 1, 1, 1).expand(-1, 3, 2, 2).clone(),
                             depths=views.view(-1, 1, 1).expand(-1, 2, 2).clone(),
-                            poses=torch.eye(4).expand(num_views, 4, 4).clone(),
+                            cam2world=torch.eye(4).expand(num_views, 4, 4).clone(),
                             intrinsics=torch.eye(4).expand(num_views, 4, 4).clone()),
                 data_samples=ds)
 

@@ -48,7 +48,7 @@ def test_synthetic_config_end_to_end(converted):
         item = ds[0]
         inp = item['inputs']
         v = inp['img'].shape[0]
-        assert inp['depths'].shape[0] == inp['poses'].shape[0] == v
+        assert inp['depths'].shape[0] == inp['cam2world'].shape[0] == v
         if split == 'train':
             assert v == 5 and inp['img'].shape[2:] == (96, 96)
         else:
@@ -59,7 +59,7 @@ def test_synthetic_config_end_to_end(converted):
 
 
 def test_check_odin_data_tool(converted):
-    from projects.odin.utils import load_script
+    from projects.odin.testing import load_script
     out, _ = converted
     mod = load_script('tools/analysis_tools/check_odin_data.py')
     rows = mod.main([str(CFG_DIR / 'synthetic_mv.py'), '--split', 'val', '--num', '1',

@@ -64,7 +64,7 @@ def _check_alignment(out, info, scene):
     assert np.mean(tree.query(pts[:, :3])[0] < 1e-4) > 0.99  # the converted points (+ stairs)
     for fr in info['images'].values():
         d = cv2.imread(str(out / fr['depth_map']), cv2.IMREAD_UNCHANGED) / 1000.0
-        xyz = unproject(d, np.asarray(fr['cam2img']), np.asarray(fr['cam2global']))
+        xyz = unproject(d, np.asarray(fr['cam2img']), np.asarray(fr['cam2world']))
         assert len(xyz) > 100
         dist = tree.query(xyz)[0]
         assert np.median(dist) < 0.02 and np.percentile(dist, 95) < 0.04
@@ -127,7 +127,7 @@ def test_s3dis(scene, tmp_path):
     assert len(info['images']) == 4 and len(train[0]['images']) == 1
     fr = info['images'][sorted(info['images'])[0]]
     np.testing.assert_allclose(fr['cam2img'], _k(HW), atol=1e-6)
-    np.testing.assert_allclose(fr['cam2global'], scene.poses[0], atol=1e-5)
+    np.testing.assert_allclose(fr['cam2world'], scene.poses[0], atol=1e-5)
     depth = cv2.imread(str(out / fr['depth_map']), cv2.IMREAD_UNCHANGED)
     ref = render(scene, scene.poses[0].astype(np.float64), _k(HW), HW)['depth']
     np.testing.assert_allclose(depth / 1000.0, np.round(ref * 512) / 512, atol=6e-4)
@@ -205,7 +205,7 @@ def test_matterport(scene, tmp_path):
     k_expect[1, 2] = 30.0
     k_expect[:2, :3] *= 0.5
     np.testing.assert_allclose(fr['cam2img'], k_expect, atol=1e-4)
-    np.testing.assert_allclose(fr['cam2global'], scene.poses[0], atol=1e-5)
+    np.testing.assert_allclose(fr['cam2world'], scene.poses[0], atol=1e-5)
     assert (fr['height'], fr['width']) == HW
     sem = np.fromfile(out / info['pts_semantic_mask_path'], np.int64)
     inst = np.fromfile(out / info['pts_instance_mask_path'], np.int64)
@@ -307,7 +307,7 @@ def _punch_holes(folder, invalid):
 def test_inpainted_depth_via_create_data(dataset, scene, tmp_path, capsys):
     """``create_data.py <dataset> --inpaint-depth`` writes filled depth that the configs read."""
     from projects.odin.datasets.converters.common import inpaint_depth
-    from projects.odin.utils import load_script
+    from projects.odin.testing import load_script
     create_data = load_script('tools/create_data.py').main
     raw, out = tmp_path / 'raw', tmp_path / 'out'
     if dataset == 's3dis':

@@ -31,7 +31,7 @@ class _Pack:
         from mmdet3d.structures import Det3DDataSample
         if self.task == '3d':
             inputs = dict(img=torch.zeros(4, 3, 8, 8, dtype=torch.uint8),
-                          depths=torch.ones(4, 8, 8), poses=torch.eye(4).repeat(4, 1, 1),
+                          depths=torch.ones(4, 8, 8), cam2world=torch.eye(4).repeat(4, 1, 1),
                           intrinsics=torch.eye(4).repeat(4, 1, 1))
             ds = Det3DDataSample(metainfo=dict(num_views=4, sample_idx=info['id'],
                                                img_path=[f'{info["id"]}_{v}' for v in range(4)]))

@@ -68,7 +68,7 @@ def _alignment(results):
     pts = results['points'].tensor[:, :3].numpy()
     tree = cKDTree(pts)
     xyz = np.concatenate([unproject(d, k, p) for d, k, p in
-                          zip(results['depths'], results['cam2img'], results['cam2global'])])
+                          zip(results['depths'], results['cam2img'], results['cam2world'])])
     assert len(xyz) > 500
     return tree.query(xyz)[0]
 
@@ -110,7 +110,7 @@ def test_depth_and_mesh_stay_aligned_after_every_augmentation(dense_data):
 def _view_results(scene, hw, k, pose):
     out = render(scene, pose, k, hw)
     return dict(img=[out['color']], depths=[out['depth'].astype(np.float32)],
-                cam2img=[k.astype(np.float32)], cam2global=[pose.astype(np.float32)])
+                cam2img=[k.astype(np.float32)], cam2world=[pose.astype(np.float32)])
 
 
 @pytest.mark.parametrize('mode', ['resize', 'resize_crop'])
@@ -202,7 +202,7 @@ def test_packed_sample_contract(converted):
     inp, ds0 = item['inputs'], item['data_samples']
     assert inp['img'].shape == (3, 3, 32, 32) and inp['img'].dtype == torch.uint8
     assert inp['depths'].shape == (3, 32, 32) and inp['depths'].dtype == torch.float32
-    assert inp['poses'].shape == (3, 4, 4) and inp['intrinsics'].shape == (3, 4, 4)
+    assert inp['cam2world'].shape == (3, 4, 4) and inp['intrinsics'].shape == (3, 4, 4)
     n = inp['points'].shape[0]
     assert inp['points'].shape == (n, 6) and float(inp['points'][:, 3:].max()) <= 1.0
     assert inp['superpoints'].shape == (n, ) and inp['superpoints'].dtype == torch.int64
@@ -216,7 +216,7 @@ def test_packed_sample_contract(converted):
     assert meta['num_views'] == 3 and len(meta['img_path']) == 3 and len(meta['depth_path']) == 3
     assert meta['scene_id'] == 'scene0000_00' and meta['img_shape'] == (32, 32)
     np.testing.assert_allclose(np.stack(meta['cam2img']), inp['intrinsics'].numpy())
-    np.testing.assert_allclose(np.stack(meta['cam2global']), inp['poses'].numpy())
+    np.testing.assert_allclose(np.stack(meta['cam2world']), inp['cam2world'].numpy())
     assert tuple(ds.metainfo['classes'][-2:]) == ('wall', 'floor')
 
     # test mode: eval_ann_info carries the mapped labels; uniform frames; resized, not cropped
@@ -237,7 +237,7 @@ def test_packed_sample_contract(converted):
     np.random.seed(0)
     col = odin_collate(batch, camera_drop_prob=1.0)
     v = col['inputs']['img'][0].shape[0]
-    for key in ('img', 'depths', 'poses', 'intrinsics'):
+    for key in ('img', 'depths', 'cam2world', 'intrinsics'):
         assert [x.shape[0] for x in col['inputs'][key]] == [v, v]
     assert all(len(s.metainfo['img_path']) == v == s.metainfo['num_views']
                for s in col['data_samples'])
@@ -283,7 +283,7 @@ def test_sensor_points_follow_the_frames(converted):
                   dict(type='ODINRandomResizeCrop', crop_size=(32, 32), prob=1.0),
                   dict(type='ODINSensorPoints', stride=2),
                   dict(type='ODINGlobalAug3D'),
-                  dict(type='PackODINInputs', keys=('img', 'depths', 'poses', 'intrinsics',
+                  dict(type='PackODINInputs', keys=('img', 'depths', 'cam2world', 'intrinsics',
                                                      'points', 'superpoints'))]))
     item = ds[0]
     inp = item['inputs']
@@ -292,7 +292,7 @@ def test_sensor_points_follow_the_frames(converted):
     assert inp['points'].shape == (expect, 6)
     # the packed points are exactly the unprojection of the packed depth with the packed poses
     pts = []
-    for di, k, p in zip(d, inp['intrinsics'].numpy(), inp['poses'].numpy()):
+    for di, k, p in zip(d, inp['intrinsics'].numpy(), inp['cam2world'].numpy()):
         m = np.zeros(di.shape, bool)
         m[::2, ::2] = True
         pts.append(unproject(di, k, p, m & (di > 0)))
@@ -303,6 +303,6 @@ def test_pack_rejects_views_of_different_sizes():
     from projects.odin.datasets.formatting import PackODINInputs
     res = dict(img=[np.zeros((4, 6, 3), np.uint8), np.zeros((5, 6, 3), np.uint8)],
                depths=[np.zeros((4, 6), np.float32), np.zeros((5, 6), np.float32)],
-               cam2img=[np.eye(4)] * 2, cam2global=[np.eye(4)] * 2, scene_id='s0')
+               cam2img=[np.eye(4)] * 2, cam2world=[np.eye(4)] * 2, scene_id='s0')
     with pytest.raises(ValueError, match='scene s0: views of different sizes'):
         PackODINInputs()(res)

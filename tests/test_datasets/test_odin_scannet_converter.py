@@ -80,7 +80,7 @@ def test_outputs_field_by_field(synthetic_raw, converted):
             np.testing.assert_array_equal(inp[depth > 0], depth[depth > 0])
             color = cv2.imread(str(out / fr['img_path']))
             assert color.shape == (48, 64, 3) and (fr['height'], fr['width']) == (48, 64)
-            np.testing.assert_allclose(fr['cam2global'], frame.camera_to_world, atol=1e-6)
+            np.testing.assert_allclose(fr['cam2world'], frame.camera_to_world, atol=1e-6)
             pose_txt = np.loadtxt(out / 'frames' / scene / 'pose' / f'{key}.txt')
             np.testing.assert_allclose(pose_txt, frame.camera_to_world, atol=1e-6)
             np.testing.assert_allclose(fr['cam2img'], reader.header.intrinsic_depth, atol=1e-6)
@@ -242,7 +242,7 @@ def test_scannet200_labels_and_known_bad_scene(synthetic_raw, tmp_path):
 
 
 def _tool(root, rel):
-    from projects.odin.utils import load_script
+    from projects.odin.testing import load_script
     return load_script(os.path.join(root, rel))
 
 
@@ -301,5 +301,5 @@ def test_converted_scene_folder_reads_in_the_demo_loader(converted):
     assert list(seq.frame_ids) == sorted(info['images'])
     for i, fid in enumerate(seq.frame_ids):
         fr = info['images'][fid]
-        np.testing.assert_allclose(seq.poses[i], fr['cam2global'], atol=1e-6)
+        np.testing.assert_allclose(seq.poses[i], fr['cam2world'], atol=1e-6)
         np.testing.assert_allclose(seq.intrinsics[i], fr['cam2img'], atol=1e-6)

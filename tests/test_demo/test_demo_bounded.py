@@ -8,16 +8,14 @@ from mmengine.config import Config
 
 from projects.odin.apis import load_rgbd_folder
 from projects.odin.apis.inference import init_odin_model, prepare_recording
-from projects.odin.apis.synthetic_demo import DEMO_CONFIG
-from projects.odin.testing import REPO_ROOT
-from projects.odin.utils import load_script
+from projects.odin.testing import DEMO_CONFIG, load_script
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
 def recording(tmp_path_factory):
-    bench = load_script(f'{REPO_ROOT}/tools/analysis_tools/benchmark_long_scene.py')
+    bench = load_script('tools/analysis_tools/benchmark_long_scene.py')
     out = tmp_path_factory.mktemp('long') / 'rec'
     return bench.make_long_recording(str(out), num_frames=24, hw=(48, 64), render_scale=1.0)
 

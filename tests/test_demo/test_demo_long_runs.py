@@ -22,7 +22,7 @@ from projects.odin.apis.memory import (
     frames_within_budget,
 )
 from projects.odin.apis.progress import ViewProgress, progress_modules
-from projects.odin.apis.synthetic_demo import DEMO_CONFIG
+from projects.odin.testing import DEMO_CONFIG
 
 OPTS = dict(image_size=(24, 32), score_thr=0.0, min_points=1, progress=False)
 

@@ -10,8 +10,7 @@ import torch
 from plyfile import PlyData
 from rgbd_makers import make_7scenes, make_scannet, make_tum
 
-from projects.odin.apis.synthetic_demo import DEMO_CONFIG, REPO_ROOT
-from projects.odin.utils import load_script
+from projects.odin.testing import DEMO_CONFIG, REPO_ROOT, load_script
 
 CLASSES = ('wall', 'floor', 'cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 'window',
            'bookshelf', 'picture', 'counter', 'desk', 'curtain', 'refrigerator',
@@ -147,7 +146,7 @@ def tiny_open_vocab(tmp_path_factory):
     roberta = make_tiny_roberta(str(root / 'roberta'))
     init_default_scope('mmdet3d')
     cfg = Config.fromfile(OV_CONFIG)
-    cfg.model.decode_head.open_vocab_cfg.text_encoder.pretrained = roberta
+    cfg.model.decode_head.classifier.text_encoder.pretrained = roberta
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -160,7 +159,7 @@ def tiny_open_vocab(tmp_path_factory):
 def test_set_vocabulary_open_and_closed_set(tiny_open_vocab, tiny_checkpoint):
     from projects.odin.apis.inference import init_odin_model, set_vocabulary
     roberta, ckpt = tiny_open_vocab
-    opts = {'model.decode_head.open_vocab_cfg.text_encoder.pretrained': roberta}
+    opts = {'model.decode_head.classifier.text_encoder.pretrained': roberta}
     model = init_odin_model(OV_CONFIG, ckpt, cfg_options=opts)
     assert set_vocabulary(model) == list(CLASSES)  # the checkpoint's classes by default
     assert model.decode_head.batch_num_classes([]) == len(CLASSES)
@@ -177,7 +176,7 @@ def test_set_vocabulary_open_and_closed_set(tiny_open_vocab, tiny_checkpoint):
 def test_demo_open_vocabulary_classes(tmp_path, tiny_open_vocab, tiny_checkpoint, capsys):
     roberta, ckpt = tiny_open_vocab
     folder = make_scannet(tmp_path / 'rec')
-    opts = ['--cfg-options', f'model.decode_head.open_vocab_cfg.text_encoder.pretrained={roberta}']
+    opts = ['--cfg-options', f'model.decode_head.classifier.text_encoder.pretrained={roberta}']
     vocab = ['lamp', 'potted plant', 'coffee table']
 
     def run(out, *extra):
@@ -199,7 +198,7 @@ def test_demo_open_vocabulary_classes(tmp_path, tiny_open_vocab, tiny_checkpoint
     # the RoBERTa folder missing: exit 2, the message names the path and the remedy
     assert _demo_module().main([str(folder), OV_CONFIG, ckpt, '--out-dir', str(tmp_path / 'x'),
                                 '--image-size', '24', '32', '--cfg-options',
-                                'model.decode_head.open_vocab_cfg.text_encoder.pretrained='
+                                'model.decode_head.classifier.text_encoder.pretrained='
                                 f'{tmp_path / "no_roberta"}']) == 2
     err = capsys.readouterr().err
     assert 'cannot load RoBERTa' in err and 'no_roberta' in err and 'save_pretrained' in err

@@ -17,8 +17,7 @@ import pytest
 import torch
 from mmengine.config import Config, ConfigDict
 
-from projects.odin.testing import REPO_ROOT, make_tiny_coco, make_tiny_roberta
-from projects.odin.utils import load_script
+from projects.odin.testing import REPO_ROOT, load_script, make_tiny_coco, make_tiny_roberta
 
 FP32_LINE = 'training in fp32'
 COCO_CLASSES = ('person', 'bicycle', 'car')  # the first three COCO categories
@@ -93,8 +92,8 @@ def tiny_overrides(cfg_path: str, data: dict, image_size: int = 64) -> List[str]
     else:
         opts.append('train_dataloader.batch_size=1')
     head = cfg.model.decode_head
-    if head.get('open_vocab_cfg'):
-        opts.append('model.decode_head.open_vocab_cfg.text_encoder.pretrained='
+    if head.get('classifier', {}).get('type') == 'OpenVocabClassifier':
+        opts.append('model.decode_head.classifier.text_encoder.pretrained='
                     f'{data["roberta"]}')
     for path, node in _walk(cfg.val_evaluator.to_dict(), 'val_evaluator'):
         if isinstance(node, dict) and node.get('type') == 'mmdet.CocoMetric':

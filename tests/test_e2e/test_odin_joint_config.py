@@ -49,7 +49,8 @@ def test_official_joint_recipe_values(cfg):
               if t.type == 'mmdet.Resize'][0]
     assert tuple(resize.scale) == (1333, 800)  # COCO test 800 / 1333
     # model: open vocabulary, 2D batches leave 3D layers unused under DDP
-    ov = cfg.model.decode_head.open_vocab_cfg
+    ov = cfg.model.decode_head.classifier
+    assert ov.type == 'OpenVocabClassifier' and 'open_vocab_cfg' not in cfg.model.decode_head
     assert ov.text_encoder.type == 'ODINTextEncoder' and ov.temperature == 0.07
     assert cfg.model_wrapper_cfg == dict(type='MMDistributedDataParallel',
                                          find_unused_parameters=True)
@@ -72,8 +73,7 @@ def test_every_pipeline_and_the_model_build(cfg):
     # closed-set variant (the open-vocabulary head is tested with a tiny RoBERTa in
     # tests/test_models/test_odin_open_vocab*.py)
     model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.decode_head.pop('open_vocab_cfg')
-    model_cfg.decode_head.pop('class_names')
+    model_cfg.decode_head.classifier = dict(type='LinearClassifier')
     model = MODELS.build(model_cfg)
     assert model.decode_head.num_classes == 20
 
@@ -102,13 +102,13 @@ def test_coco_side_uses_both_scales(cfg, tmp_path):
 
 
 def test_open_vocabulary_model_builds_and_classifies_both_vocabularies(cfg, tmp_path):
-    """The config's open_vocab_cfg with a tiny RoBERTa: 2D logits over the batch's vocabulary."""
+    """The config's OpenVocabClassifier, tiny RoBERTa: 2D logits over the batch's vocabulary."""
     import torch
     from mmdet3d.registry import MODELS
 
     from projects.odin import testing
     model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.decode_head.open_vocab_cfg.text_encoder.pretrained = testing.make_tiny_roberta(
+    model_cfg.decode_head.classifier.text_encoder.pretrained = testing.make_tiny_roberta(
         str(tmp_path / 'roberta'))
     model = MODELS.build(model_cfg)
     model.eval()

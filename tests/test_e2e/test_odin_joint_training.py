@@ -11,8 +11,7 @@ import pytest
 from mmengine.config import Config
 
 from projects.odin.datasets.metainfo import SCANNET_METAINFO
-from projects.odin.testing import REPO_ROOT, make_tiny_coco
-from projects.odin.utils import load_script
+from projects.odin.testing import REPO_ROOT, load_script, make_tiny_coco
 
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_joint_test.py'
 OV_CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_joint_ov_test.py'
@@ -118,7 +117,7 @@ def test_tiny_joint_open_vocabulary_trains_two_vocabularies(joint_data, one_thre
     make_tiny_coco(str(root / 'coco_ov'), num_images=2, split='val', seed=1, classes=classes)
     runner, losses = _train(
         OV_CFG, str(root / 'work_ov'), joint_data['root_3d'], coco['data_root'], classes,
-        {'model.decode_head.open_vocab_cfg.text_encoder.pretrained': roberta})
+        {'model.decode_head.classifier.text_encoder.pretrained': roberta})
     metrics = runner.test()
     print(metrics)
     _check(losses, metrics)

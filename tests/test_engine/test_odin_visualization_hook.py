@@ -81,7 +81,7 @@ def test_hook_does_nothing_unless_drawing(tmp_path):
 def test_hook_is_the_default_visualization_hook():
     from mmengine.config import Config
 
-    from projects.odin.apis.synthetic_demo import REPO_ROOT
+    from projects.odin.testing import REPO_ROOT
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', '_base_', 'default_runtime.py'))
     assert cfg.default_hooks.visualization.type == 'ODINVisualizationHook'
 

@@ -6,7 +6,7 @@ import pytest
 
 from projects.odin.class_names import SCANNET200_INSTANCE_CLASSES, SCANNET_INSTANCE_CLASSES
 from projects.odin.evaluation.functional import write_ids
-from projects.odin.utils import load_script
+from projects.odin.testing import load_script
 
 
 @pytest.fixture(scope='module')

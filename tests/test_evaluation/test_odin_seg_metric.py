@@ -15,7 +15,7 @@ from projects.odin.class_names import (
 )
 from projects.odin.evaluation.functional import load_ids, write_ids
 from projects.odin.evaluation.metrics import ODINSegMetric
-from projects.odin.utils import load_script
+from projects.odin.testing import load_script
 
 IGNORE = len(SCANNET_CLASSES)  # 20
 

@@ -7,13 +7,13 @@ import re
 
 import pytest
 
+from projects.odin.testing import REPO_ROOT
 from projects.odin.utils.model_zoo import (
     ODIN_INDEX,
     PEERS_INDEX,
     ModelIndexError,
     load_model_index,
 )
-from projects.odin.utils.scripts import REPO_ROOT
 
 COLLECTION_METADATA = ('Training Data', 'Training Techniques', 'Training Resources',
                        'Architecture')
@@ -25,7 +25,7 @@ HF = 'https://huggingface.co/katefgroup/odin/resolve/main/'
 
 @pytest.fixture(scope='module')
 def odin_index():
-    return load_model_index(ODIN_INDEX)
+    return load_model_index(osp.join(REPO_ROOT, ODIN_INDEX))
 
 
 def _is_number(v) -> bool:
@@ -115,7 +115,7 @@ def test_published_numbers_match_the_checkpoint_names(odin_index):
 
 
 def test_peers_file(odin_index):
-    collections, models = load_model_index(PEERS_INDEX)
+    collections, models = load_model_index(osp.join(REPO_ROOT, PEERS_INDEX))
     assert {c['Name'] for c in collections} >= {'OneFormer3D', 'Mask3D', 'SPFormer'}
     for c in collections:
         assert c['Paper']['URL'].startswith('https://arxiv.org/abs/'), c['Name']

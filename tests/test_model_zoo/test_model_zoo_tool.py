@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from projects.odin.testing import REPO_ROOT, load_script
 from projects.odin.utils.model_zoo import (
     README_BEGIN,
     README_END,
@@ -14,7 +15,6 @@ from projects.odin.utils.model_zoo import (
     build_model_zoo,
     installed_mmdet3d_index,
 )
-from projects.odin.utils.scripts import REPO_ROOT, load_script
 
 tool = load_script('tools/analysis_tools/model_zoo.py')
 

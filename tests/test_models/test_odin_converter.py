@@ -87,7 +87,7 @@ def test_conversion_fails_loudly():
     converted = convert_official_state_dict(official)
     model_sd = {k: v for k, v in converted.items()}
     wrong = dict(converted)
-    wrong['decode_head.cls_embed.weight'] = torch.empty(5, 256, device='meta')
+    wrong['decode_head.classifier.cls_embed.weight'] = torch.empty(5, 256, device='meta')
     with pytest.raises(ConversionError, match='shape mismatch'):
         check_state_dict(wrong, model_sd)
     missing = dict(converted)

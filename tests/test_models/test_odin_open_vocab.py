@@ -43,9 +43,9 @@ def _build(roberta_dir, class_names=VOCAB, **head):
     import projects.odin  # noqa: F401
     init_default_scope('mmdet3d')
     model_cfg = copy.deepcopy(Config.fromfile(CFG).model)
-    model_cfg.decode_head.open_vocab_cfg = dict(
+    model_cfg.decode_head.classifier = dict(
+        type='OpenVocabClassifier', class_names=class_names,
         text_encoder=dict(type='ODINTextEncoder', pretrained=roberta_dir))
-    model_cfg.decode_head.class_names = class_names
     model_cfg.decode_head.update(head)
     torch.manual_seed(0)
     model = MODELS.build(model_cfg)
@@ -146,14 +146,14 @@ def test_text_cross_attention_ignores_padded_tokens():
 def test_background_tokens_give_the_no_object_logit(roberta_dir):
     model = _build(roberta_dir)
     head = model.decode_head
-    text = head.text_encoder(VOCAB, 1)
+    text = head.classifier.text_encoder(VOCAB, 1)
     bg_tokens = text['pos_map'][-1]
     # a query aligned with the mean background token direction: no-object (last) wins
     with torch.no_grad():
-        head.cls_embed.weight.copy_(torch.eye(head.cls_embed.weight.shape[0]))
-        head.cls_embed.bias.zero_()
+        head.classifier.cls_embed.weight.copy_(torch.eye(head.classifier.cls_embed.weight.shape[0]))
+        head.classifier.cls_embed.bias.zero_()
         bg = F.normalize(text['feats'][0, bg_tokens], dim=-1).mean(0)
-        logits = head._class_logits(bg.view(1, 1, -1), text)
+        logits = head.classifier(bg.view(1, 1, -1), text)
     assert logits.shape == (1, 1, len(VOCAB) + 1)
     assert logits[0, 0].argmax() == len(VOCAB)
     # unmatched queries are trained towards the background index with the no-object weight
@@ -193,7 +193,7 @@ def test_logit_shapes_3d_and_2d_follow_the_batch_vocabulary(roberta_dir):
     assert all(c.shape == (2, 8, 7) for c in cls2)
     assert cls_cfg[-1].shape == (1, 8, len(VOCAB) + 1)
     # one encoding per vocabulary is cached
-    assert len(model.decode_head.text_encoder._cache) == 4
+    assert len(model.decode_head.classifier.text_encoder._cache) == 4
     mixed = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=100, batch_size=2)
     mixed['data_samples'][0].set_metainfo(dict(classes=('a', 'b')))
     mixed['data_samples'][1].set_metainfo(dict(classes=('a', 'c')))
@@ -208,13 +208,13 @@ def test_open_vocab_3d_training_frozen_encoder_and_predictions(roberta_dir):
     from transformers import RobertaModel
     model = _build(roberta_dir)
     model.train()
-    roberta = model.decode_head.text_encoder.roberta
+    roberta = model.decode_head.classifier.text_encoder.roberta
     assert not roberta.training and not any(p.requires_grad for p in roberta.parameters())
     # init_weights kept the pretrained weights
     ref = RobertaModel.from_pretrained(roberta_dir, add_pooling_layer=False).state_dict()
     before = {k: v.clone() for k, v in roberta.state_dict().items()}
     assert all(torch.equal(before[k], ref[k]) for k in before)
-    proj_before = model.decode_head.text_encoder.text_projector.weight.clone()
+    proj_before = model.decode_head.classifier.text_encoder.text_projector.weight.clone()
     data = _with_vocab(create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=200),
                        VOCAB)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -230,8 +230,9 @@ def test_open_vocab_3d_training_frozen_encoder_and_predictions(roberta_dir):
     assert {'loss_cls', 'd0.loss_cls', 'd2.loss_dice'} <= set(losses)
     assert sum(history[-3:]) < 0.7 * sum(history[:3]), history
     assert all(torch.equal(before[k], v) for k, v in roberta.state_dict().items())
-    assert not torch.equal(proj_before, model.decode_head.text_encoder.text_projector.weight)
-    assert model.decode_head.text_cross_attn_layers[0].attn.attn.in_proj_weight.grad is not None
+    classifier = model.decode_head.classifier
+    assert not torch.equal(proj_before, classifier.text_encoder.text_projector.weight)
+    assert classifier.text_cross_attn_layers[0].attn.attn.in_proj_weight.grad is not None
     model.eval()
     with torch.no_grad():
         pred = model(**model.data_preprocessor(data, False), mode='predict')[0].pred_pts_seg

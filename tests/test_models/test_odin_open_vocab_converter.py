@@ -79,11 +79,11 @@ def test_joint_checkpoint_converts_and_loads_without_missing_or_unexpected_keys(
     check_state_dict(converted, model_sd)  # no missing, unexpected or mis-shaped key
     assert len(converted) == len(model_sd)
     head = 'decode_head.'
-    assert converted[head + 'cls_embed.weight'].shape == (256, 256)
-    assert head + 'text_cross_attn_layers.8.attn.attn.in_proj_weight' in converted
-    assert head + 'text_encoder.token_pos_embed.weight' in converted
-    assert head + 'text_encoder.text_projector.weight' in converted
-    mapped = [k for k in converted if k.startswith(head + 'text_encoder.roberta.')]
+    assert converted[head + 'classifier.cls_embed.weight'].shape == (256, 256)
+    assert head + 'classifier.text_cross_attn_layers.8.attn.attn.in_proj_weight' in converted
+    assert head + 'classifier.text_encoder.token_pos_embed.weight' in converted
+    assert head + 'classifier.text_encoder.text_projector.weight' in converted
+    mapped = [k for k in converted if k.startswith(head + 'classifier.text_encoder.roberta.')]
     dropped = [k for k in rob if '.pooler.' in k or k.endswith('position_ids')]
     assert len(mapped) == len(rob) - len(dropped) and len(dropped) == 3
     # strict loading of real tensors works

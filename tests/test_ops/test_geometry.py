@@ -44,7 +44,7 @@ def test_unproject_depth_matches_pinhole_model():
 def test_unproject_and_multiscale_match_official_golden(scene_golden):
     bi = scene_golden['inputs']['batched_inputs'][0]
     xyz = unproject_depth(torch.stack(bi['depths']), torch.stack(bi['intrinsics']),
-                          torch.stack(bi['poses']))
+                          torch.stack(bi['poses']))  # official key
     torch.testing.assert_close(xyz, bi['original_xyz'], rtol=0, atol=1e-6)
     for ours, ref in zip(multiscale_xyz(xyz, (32, 16, 8, 4)), bi['multi_scale_xyz']):
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     from projects.odin.models.parity import official_knn, substitute_knn
     from projects.odin.ops import ext_available
     from projects.odin.utils import load_script
-    helpers = load_script('tools/analysis_tools/benchmark_ops.py')
+    helpers = load_script('tools/analysis_tools/benchmark_ops.py', str(ROOT))
     device = torch.device('cpu')
     init_default_scope('mmdet3d')
     cfg = Config.fromfile(args.config)

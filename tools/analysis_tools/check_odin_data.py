@@ -53,7 +53,7 @@ def alignment(sample) -> tuple:
         return float('nan'), float('nan')
     tree = cKDTree(pts)
     xyz = []
-    for d, k, p in zip(inp['depths'].numpy(), inp['intrinsics'].numpy(), inp['poses'].numpy()):
+    for d, k, p in zip(inp['depths'].numpy(), inp['intrinsics'].numpy(), inp['cam2world'].numpy()):
         m = np.zeros(d.shape, bool)
         m[::ALIGN_STRIDE, ::ALIGN_STRIDE] = True
         xyz.append(unproject(d, k, p, m & (d > 0)))

@@ -95,7 +95,7 @@ def build_test_config(config: str, checkpoint: str, data_config: str, work_dir: 
     from mmengine.config import Config
 
     from projects.odin.utils.scripts import load_script
-    test_tool = load_script('tools/test.py')
+    test_tool = load_script('tools/test.py', REPO_ROOT)
     cfg = test_tool.build_config(test_tool.parse_args([config, checkpoint, '--work-dir',
                                                        work_dir]))
     if cfg_options:

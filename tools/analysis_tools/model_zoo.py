@@ -15,7 +15,8 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO_ROOT)
 
 from projects.odin.utils.model_zoo import (  # noqa: E402
     ODIN_INDEX,
@@ -25,13 +26,14 @@ from projects.odin.utils.model_zoo import (  # noqa: E402
     render_tables,
     replace_readme_block,
 )
-from projects.odin.utils.scripts import REPO_ROOT  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--index', default=ODIN_INDEX, help='our root model-index.yml')
-    parser.add_argument('--peers', default=PEERS_INDEX, help='published peers (model-index schema)')
+    parser.add_argument('--index', default=osp.join(REPO_ROOT, ODIN_INDEX),
+                        help='our root model-index.yml')
+    parser.add_argument('--peers', default=osp.join(REPO_ROOT, PEERS_INDEX),
+                        help='published peers (model-index schema)')
     parser.add_argument('--mmdet3d-index', default=None,
                         help="mmdet3d's model-index.yml or a folder of <method>/metafile.yml "
                         "(default: the installed package's mmdet3d/.mim)")

@@ -43,6 +43,8 @@ model = dict(
         num_transformer_feat_level=3,
         sample_sizes=(800, 3200, 12800),
         max_train_points=50000,
+        # closed-set Linear(C, K+1); open vocabulary: dict(type='OpenVocabClassifier', ...)
+        classifier=dict(type='LinearClassifier'),
         fusion_head_2d=dict(  # 2D (COCO) instance inference; max_per_image = test_cfg.topk
             type='mmdet.MaskFormerFusionHead',
             test_cfg=dict(panoptic_on=False, semantic_on=False, instance_on=True, iou_thr=0.8,

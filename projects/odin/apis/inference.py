@@ -105,7 +105,7 @@ def recording_pipeline(cfg=None, image_size: Optional[Tuple[int, int]] = (240, 3
             out.append(fuse)
             fuse = None
         if t['type'] == 'PackODINInputs':
-            t = dict(t, keys=('img', 'depths', 'poses', 'intrinsics', 'points'),
+            t = dict(t, keys=('img', 'depths', 'cam2world', 'intrinsics', 'points'),
                      meta_keys=tuple(t.get('meta_keys', ODIN_META_KEYS)) + ('pixel_to_point',))
         out.append(t)
     return out

@@ -21,9 +21,11 @@ from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
-from projects.odin.utils.scripts import REPO_ROOT
+from projects.odin.utils.resources import resolve_file
 
-DEMO_CONFIG = osp.join(REPO_ROOT, 'configs', 'odin', 'synthetic_r18_demo.py')
+#: the demo config, relative to the project root (found by :func:`resolve_file`: package data
+#: or working directory; the tools pass the checkout's path)
+DEMO_CONFIG = 'configs/odin/synthetic_r18_demo.py'
 INFO_PREFIX = 'synthetic'
 
 
@@ -101,14 +103,16 @@ def load_demo_config(data_root: str,
     Args:
         data_root: the converted dataset (``make_synthetic_dataset(...)['converted']``).
         work_dir: logs and checkpoints go here.
-        config: config file. Defaults to ``configs/odin/synthetic_r18_demo.py``.
+        config: config file; a relative path that does not exist from the working directory
+            is looked up as a project file (:func:`resolve_file`). Defaults to
+            ``configs/odin/synthetic_r18_demo.py``.
         max_iters: training iterations (the config's when None); the schedule is rescaled.
         cfg_options: further overrides (``Config.merge_from_dict`` keys).
 
     Returns:
         The config.
     """
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(resolve_file(config))
     root = data_root.rstrip('/') + '/'
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         dataset = cfg[key].dataset

@@ -7,7 +7,7 @@ from mmdet3d.datasets.transforms import Pack3DDetInputs
 from mmdet3d.registry import TRANSFORMS
 
 ODIN_META_KEYS = ('img_path', 'depth_path', 'ori_shape', 'img_shape', 'pad_shape', 'cam2img',
-                  'cam2global', 'scale_factor', 'crop_offset', 'sample_idx', 'scene_id',
+                  'cam2world', 'scale_factor', 'crop_offset', 'sample_idx', 'scene_id',
                   'num_views', 'frame_ids', 'axis_align_matrix', 'transformation_3d_flow',
                   'global_aug_matrix', 'pcd_rotation', 'pcd_scale_factor', 'num_pts_feats',
                   'lidar_path', 'box_type_3d', 'box_mode_3d', 'task', 'classes')
@@ -18,10 +18,10 @@ class PackODINInputs(Pack3DDetInputs):
     """Pack a scene chunk of V posed RGB-D frames (see ``docs/data_contract.md``).
 
     ``inputs``: ``img`` (V, 3, H, W) uint8, ``depths`` (V, H, W) float32 metres (0 = invalid),
-    ``poses`` (V, 4, 4) float32 camera-to-world (after 3D augmentation), ``intrinsics``
+    ``cam2world`` (V, 4, 4) float32 camera-to-world (after 3D augmentation), ``intrinsics``
     (V, 4, 4) float32, ``points`` (N, 3 + C) float32, ``superpoints`` (N,) int64.
     ``data_samples.gt_pts_seg``: ``pts_semantic_mask`` / ``pts_instance_mask`` (N,) int64.
-    Metainfo: ``ODIN_META_KEYS`` (per-view lists for paths, ``cam2img``, ``cam2global``);
+    Metainfo: ``ODIN_META_KEYS`` (per-view lists for paths, ``cam2img``, ``cam2world``);
     ``task`` is ``'3d'`` unless the results say otherwise, ``classes`` (the dataset's class names
     in label order, for the open-vocabulary head) when the dataset puts them in its infos.
 
@@ -33,11 +33,11 @@ class PackODINInputs(Pack3DDetInputs):
         meta_keys (tuple[str]): Metainfo keys. Defaults to ``ODIN_META_KEYS``.
     """
 
-    INPUTS_KEYS = ['points', 'img', 'depths', 'poses', 'intrinsics', 'superpoints']
+    INPUTS_KEYS = ['points', 'img', 'depths', 'cam2world', 'intrinsics', 'superpoints']
     INSTANCEDATA_3D_KEYS = [k for k in Pack3DDetInputs.INSTANCEDATA_3D_KEYS if k != 'depths']
 
     def __init__(self,
-                 keys: tuple = ('img', 'depths', 'poses', 'intrinsics', 'points', 'superpoints',
+                 keys: tuple = ('img', 'depths', 'cam2world', 'intrinsics', 'points', 'superpoints',
                                 'pts_semantic_mask', 'pts_instance_mask'),
                  meta_keys: tuple = ODIN_META_KEYS) -> None:
         super().__init__(keys=keys, meta_keys=meta_keys)
@@ -55,9 +55,9 @@ class PackODINInputs(Pack3DDetInputs):
         if 'depths' in results and isinstance(results['depths'], list):
             results['depths'] = torch.from_numpy(
                 np.ascontiguousarray(np.stack(results['depths']), dtype=np.float32))
-        if 'cam2global' in results:
-            results['poses'] = torch.from_numpy(
-                np.stack([np.asarray(p, np.float32) for p in results['cam2global']]))
+        if 'cam2world' in results:
+            results['cam2world'] = torch.from_numpy(
+                np.stack([np.asarray(p, np.float32) for p in results['cam2world']]))
         if 'cam2img' in results:
             results['intrinsics'] = torch.from_numpy(
                 np.stack([np.asarray(k, np.float32) for k in results['cam2img']]))

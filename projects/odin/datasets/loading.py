@@ -73,16 +73,36 @@ def sample_frame_indices(num_frames: int,
     raise ValueError(f'unknown frame sampling mode {mode!r}')
 
 
+#: the pose key of info files written before the pose had one name (read, never written)
+LEGACY_POSE_KEY = 'cam2global'
+
+
+def frame_pose(frame: dict) -> np.ndarray:
+    """The camera-to-world pose (4, 4) of an info file's frame.
+
+    ``frame['cam2world']``; info files of earlier versions of this project call it
+    ``cam2global`` and are read as they are (no re-conversion needed).
+
+    Raises:
+        KeyError: the frame has neither key.
+    """
+    if 'cam2world' in frame:
+        return frame['cam2world']
+    if LEGACY_POSE_KEY in frame:
+        return frame[LEGACY_POSE_KEY]
+    raise KeyError(f'frame {frame.get("img_path", "?")}: no camera pose (cam2world) in the info')
+
+
 @TRANSFORMS.register_module()
 class LoadODINFrames(BaseTransform):
     """Sample the frames of a scene and load colour, depth, intrinsics and poses.
 
     Required keys: ``images`` (dict frame id -> ``img_path``, ``depth_map``, optional
-    ``depth_inpainted_map``, ``cam2img`` (4x4), ``cam2global`` (4x4 camera-to-world), optional
+    ``depth_inpainted_map``, ``cam2img`` (4x4), ``cam2world`` (4x4 camera-to-world), optional
     ``instance_map`` / ``semantic_map`` paths (AI2THOR)), optional ``depth_scale``.
 
     Added keys: ``img`` (list of V (H, W, 3) uint8 RGB), ``depths`` (list of V (H, W) float32
-    metres, 0 = invalid), ``cam2img`` (list of V (4, 4) float32), ``cam2global`` (list of V (4, 4)
+    metres, 0 = invalid), ``cam2img`` (list of V (4, 4) float32), ``cam2world`` (list of V (4, 4)
     float32), ``img_path``, ``depth_path``, ``frame_ids`` (lists of V), ``num_views``,
     ``img_shape``, ``ori_shape``, optional ``inst_maps`` / ``sem_maps`` (lists of (H, W) int64).
     Modified keys: ``images`` (only the sampled frames).
@@ -132,7 +152,7 @@ class LoadODINFrames(BaseTransform):
         keys = sorted(frames)
         idx = sample_frame_indices(len(keys), self.num_views, self.sampling, self.max_stride)
         scale = self.depth_scale or results.get('depth_scale', 1000.0)
-        out = dict(img=[], depths=[], cam2img=[], cam2global=[], img_path=[], depth_path=[],
+        out = dict(img=[], depths=[], cam2img=[], cam2world=[], img_path=[], depth_path=[],
                    frame_ids=[])
         inst_maps: List[np.ndarray] = []
         sem_maps: List[np.ndarray] = []
@@ -152,7 +172,7 @@ class LoadODINFrames(BaseTransform):
             out['img'].append(img)
             out['depths'].append(dep)
             out['cam2img'].append(np.asarray(fr['cam2img'], np.float32).reshape(4, 4))
-            out['cam2global'].append(np.asarray(fr['cam2global'], np.float32).reshape(4, 4))
+            out['cam2world'].append(np.asarray(frame_pose(fr), np.float32).reshape(4, 4))
             out['img_path'].append(fr['img_path'])
             out['depth_path'].append(fr[dkey])
             out['frame_ids'].append(keys[i])
@@ -226,7 +246,7 @@ class LoadRecordingFrames(BaseTransform):
     Required keys: ``recording`` (a validated
     :class:`projects.odin.apis.rgbd_folder.RGBDSequence`: ``load_frame(i)``, ``intrinsics``,
     ``poses``, ``color_paths``, ``depth_paths``, ``frame_ids``, ``scene_name``).
-    Added keys: as :class:`LoadODINFrames` (``img``, ``depths``, ``cam2img``, ``cam2global``,
+    Added keys: as :class:`LoadODINFrames` (``img``, ``depths``, ``cam2img``, ``cam2world``,
     ``img_path``, ``depth_path``, ``frame_ids``, ``num_views``, ``img_shape``, ``ori_shape``),
     plus ``scene_id`` and ``sample_idx`` (0); with ``resize`` also ``scale_factor`` and
     ``pad_shape`` (as ``ODINResize``).
@@ -272,7 +292,7 @@ class LoadRecordingFrames(BaseTransform):
             intrinsics.append(k)
         results.update(
             img=imgs, depths=depths, cam2img=intrinsics,
-            cam2global=[np.asarray(p) for p in seq.poses], img_path=list(seq.color_paths),
+            cam2world=[np.asarray(p) for p in seq.poses], img_path=list(seq.color_paths),
             depth_path=list(seq.depth_paths), frame_ids=list(seq.frame_ids),
             num_views=len(imgs), scene_id=seq.scene_name, sample_idx=0,
             img_shape=imgs[0].shape[:2], ori_shape=ori_shape)

@@ -34,7 +34,7 @@ class ODINScanNetDataset(Seg3DDataset):
     Info entry (see docs/data.md): ``sample_idx``, ``lidar_points.lidar_path``,
     ``pts_semantic_mask_path``, ``pts_instance_mask_path``, ``super_pts_path``,
     ``axis_align_matrix``, ``depth_scale`` and ``images`` = {frame id: ``img_path``, ``depth_map``
-    [, ``depth_inpainted_map``], ``height``, ``width``, ``cam2img``, ``cam2global``}.
+    [, ``depth_inpainted_map``], ``height``, ``width``, ``cam2img``, ``cam2world``}.
 
     Args:
         data_root (str, optional): Root of the converted data; relative paths are joined.
@@ -119,15 +119,22 @@ class ODINScanNetDataset(Seg3DDataset):
         info.setdefault('scene_id', info.get('sample_idx'))
         info.setdefault('axis_align_matrix', np.eye(4).tolist())
         info['axis_align_matrix'] = np.asarray(info['axis_align_matrix'], np.float32)
-        # Seg3DDataset joins the point / mask paths and adds seg_label_mapping
-        modality = self.modality
-        self.modality = dict(modality, use_camera=False)
-        try:
-            if info.get('lidar_points') is None:
-                self.modality = dict(self.modality, use_lidar=False)
-            info = super().parse_data_info(info)
-        finally:
-            self.modality = modality
+        # what Seg3DDataset.parse_data_info does for point clouds, without its camera-path
+        # join (done above with the depth and label maps) and for scenes without a mesh
+        lidar = info.get('lidar_points')
+        if lidar is not None and self.modality.get('use_lidar', True):
+            lidar = dict(lidar, lidar_path=osp.join(self.data_prefix.get('pts', ''),
+                                                    lidar['lidar_path']))
+            info['lidar_points'], info['lidar_path'] = lidar, lidar['lidar_path']
+            if 'num_pts_feats' in lidar:
+                info['num_pts_feats'] = lidar['num_pts_feats']
+        for key, prefix in (('pts_instance_mask_path', 'pts_instance_mask'),
+                            ('pts_semantic_mask_path', 'pts_semantic_mask')):
+            if key in info:
+                info[key] = osp.join(self.data_prefix.get(prefix, ''), info[key])
+        info['seg_label_mapping'] = self.seg_label_mapping
+        if self.test_mode and self.load_eval_anns:
+            info['eval_ann_info'] = dict()
         info['ignore_index'] = self.ignore_index
         # the vocabulary of the sample (open-vocabulary head; PackODINInputs keeps it in metainfo)
         info['classes'] = tuple(self.metainfo['classes'])

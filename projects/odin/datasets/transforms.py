@@ -22,7 +22,7 @@ from mmdet3d.structures.points import BasePoints, DepthPoints
 
 from projects.odin.layers.geometry import unproject_depth
 
-VIEW_KEYS = ('img', 'depths', 'cam2img', 'cam2global', 'img_path', 'depth_path', 'frame_ids',
+VIEW_KEYS = ('img', 'depths', 'cam2img', 'cam2world', 'img_path', 'depth_path', 'frame_ids',
              'inst_maps', 'sem_maps', 'scale_factor', 'crop_offset')
 
 
@@ -299,14 +299,14 @@ class ODINGlobalAug3D(BaseTransform):
     translation drawn uniformly between the centred min and max per axis divided by 2, rotate
     about the new mean (z ~ U(rot_range), x and y ~ U(+-tilt), R = Rz Ry Rx), then scale each
     axis by U(scale_range). The resulting 4x4 affine ``T`` maps old world coordinates to new
-    ones: points ``p' = T p`` and poses ``cam2global' = T @ cam2global``, so unprojecting any
+    ones: points ``p' = T p`` and poses ``cam2world' = T @ cam2world``, so unprojecting any
     depth pixel with the new pose gives ``T`` applied to its old world point.
 
     The scene statistics come from ``points`` (mesh vertices) or, without points, from the
     unprojected valid depth of all views.
 
-    Required keys: ``cam2global`` (list of V), ``points`` (optional), ``depths``, ``cam2img``.
-    Modified keys: ``points`` xyz, ``cam2global``. Added keys: ``global_aug_matrix`` (4, 4),
+    Required keys: ``cam2world`` (list of V), ``points`` (optional), ``depths``, ``cam2img``.
+    Modified keys: ``points`` xyz, ``cam2world``. Added keys: ``global_aug_matrix`` (4, 4),
     ``pcd_rotation`` (3, 3), ``pcd_scale_factor`` (3,), ``transformation_3d_flow`` (+ 'T').
 
     Args:
@@ -364,7 +364,7 @@ class ODINGlobalAug3D(BaseTransform):
         if xyz is None or len(xyz) == 0:
             xyz = np.concatenate([
                 unproject(d, k, p)
-                for d, k, p in zip(results['depths'], results['cam2img'], results['cam2global'])
+                for d, k, p in zip(results['depths'], results['cam2img'], results['cam2world'])
             ])
             if len(xyz) == 0:
                 raise ValueError(f'scene {results.get("sample_idx")}: no valid depth and no '
@@ -383,8 +383,8 @@ class ODINGlobalAug3D(BaseTransform):
                 pts = np.array(pts, copy=True)
                 pts[:, :3] = moved
                 results['points'] = pts
-        results['cam2global'] = [(mat @ np.asarray(p, np.float64)).astype(np.float32)
-                                 for p in results['cam2global']]
+        results['cam2world'] = [(mat @ np.asarray(p, np.float64)).astype(np.float32)
+                                 for p in results['cam2world']]
         prev = results.get('global_aug_matrix', np.eye(4))
         results['global_aug_matrix'] = (mat @ prev).astype(np.float32)
         results['pcd_rotation'] = rot.astype(np.float32)
@@ -441,7 +441,7 @@ class ODINCameraDrop(BaseTransform):
     that scenes stack; use the ``odin_collate`` collate function (``camera_drop_prob``, the same
     draw) for that behaviour, or this transform with batch size 1 / a padding preprocessor.
 
-    Modified keys: every per-view list (``img``, ``depths``, ``cam2img``, ``cam2global``, paths,
+    Modified keys: every per-view list (``img``, ``depths``, ``cam2img``, ``cam2world``, paths,
     ids, label maps), ``num_views``.
     """
 
@@ -561,7 +561,7 @@ class ODINSensorPoints(BaseTransform):
             return self._fused(results)
         xyz, rgb, inst, sem = [], [], [], []
         for i, (d, k, p) in enumerate(zip(results['depths'], results['cam2img'],
-                                          results['cam2global'])):
+                                          results['cam2world'])):
             mask = self._mask(d)
             xyz.append(unproject(d, k, p, mask))
             rgb.append(results['img'][i][mask].astype(np.float64))
@@ -609,7 +609,7 @@ class ODINSensorPoints(BaseTransform):
         pixel_to_point = np.full((v, h, w), -1, np.int32)
         keys, xyz, rgb, inst, sem = [], [], [], [], []
         for i, (d, k, p) in enumerate(zip(results['depths'], results['cam2img'],
-                                          results['cam2global'])):
+                                          results['cam2world'])):
             mask = self._mask(d)
             pts = unproject(d, k, p, mask)
             voxel, first, local = np.unique(_voxel_keys(pts, self.voxel_size), axis=0,
@@ -647,7 +647,7 @@ def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> d
 
     With probability ``camera_drop_prob`` one n ~ U{1..V_min} is drawn for the whole batch and
     every sample keeps n random views (:func:`draw_camera_drop`; inputs ``img``, ``depths``,
-    ``poses``, ``intrinsics`` and
+    ``cam2world``, ``intrinsics`` and
     the per-view metainfo lists), so the views still stack.
 
     Args:
@@ -665,7 +665,7 @@ def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> d
         n = len(keeps[0])
         for d, keep in zip(data_batch, keeps):
             idx = torch.as_tensor(keep, dtype=torch.long)
-            for key in ('img', 'depths', 'poses', 'intrinsics'):
+            for key in ('img', 'depths', 'cam2world', 'intrinsics'):
                 if key in d['inputs']:
                     d['inputs'][key] = d['inputs'][key][idx]
             ds = d['data_samples']
@@ -680,7 +680,7 @@ def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> d
     return pseudo_collate(data_batch)
 
 
-PER_VIEW_META = ('img_path', 'depth_path', 'cam2img', 'cam2global', 'frame_ids', 'lidar2img',
+PER_VIEW_META = ('img_path', 'depth_path', 'cam2img', 'cam2world', 'frame_ids', 'lidar2img',
                  'depth2img', 'scale_factor', 'crop_offset')
 
 

@@ -142,7 +142,7 @@ class ODINVisualizationHook(Hook):
         Args:
             sample: ``Det3DDataSample`` with ``pred_pts_seg`` (and ``eval_ann_info`` for GT).
             inputs: the sample's packed inputs (``points`` (N, 3+C), optionally ``img``
-                (V, 3, H, W), ``depths`` (V, H, W), ``poses``, ``intrinsics``).
+                (V, 3, H, W), ``depths`` (V, H, W), ``cam2world``, ``intrinsics``).
             out_dir: root output folder.
             class_names: names of the training classes.
 
@@ -217,11 +217,11 @@ class ODINVisualizationHook(Hook):
 
     def _draw_views(self, inputs, meta, xyz, pred_ids, gt_ids, scene_dir) -> List[str]:
         imgs, depths = inputs.get('img'), inputs.get('depths')
-        poses, intrs = inputs.get('poses'), inputs.get('intrinsics')
-        if any(x is None for x in (imgs, depths, poses, intrs)) or len(xyz) == 0:
+        cam2world, intrs = inputs.get('cam2world'), inputs.get('intrinsics')
+        if any(x is None for x in (imgs, depths, cam2world, intrs)) or len(xyz) == 0:
             return []
         imgs, depths = _np(imgs), _np(depths).astype(np.float64)
-        poses, intrs = _np(poses).astype(np.float64), _np(intrs).astype(np.float64)
+        cam2world, intrs = _np(cam2world).astype(np.float64), _np(intrs).astype(np.float64)
         num_views = len(imgs)
         sel = np.unique(np.linspace(0, num_views - 1, min(self.max_views, num_views)).round()
                         .astype(int))
@@ -232,7 +232,7 @@ class ODINVisualizationHook(Hook):
         for v in sel:
             img = imgs[v].transpose(1, 2, 0).astype(np.uint8)
             depth = depths[v]
-            world = unproject_frame(depth, intrs[v], poses[v]).reshape(-1, 3)
+            world = unproject_frame(depth, intrs[v], cam2world[v]).reshape(-1, 3)
             valid = depth.reshape(-1) > 0
             nearest = np.full(len(world), -1, np.int64)
             if valid.any():

@@ -1,4 +1,5 @@
 from .backbones import ODINResNet, ODINSwinTransformer, ResidualFusionBlock
+from .classifiers import BaseClassifier, LinearClassifier, OpenVocabClassifier
 from .data_preprocessor import ODINDataPreprocessor
 from .odin import ODIN
 from .odin_head import ODINHead
@@ -9,5 +10,6 @@ from .text_encoder import ODINTextEncoder
 __all__ = [
     'ODIN', 'ODINDataPreprocessor', 'ODINResNet', 'ODINSwinTransformer', 'ResidualFusionBlock',
     'ODINPixelDecoder', 'ODINHead', 'ODINTextEncoder', 'MeshPoints', 'SensorPoints',
-    'MeshVoxels', 'PredictionPointSet'
+    'MeshVoxels', 'PredictionPointSet', 'BaseClassifier', 'LinearClassifier',
+    'OpenVocabClassifier'
 ]

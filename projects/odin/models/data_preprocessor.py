@@ -1,4 +1,4 @@
-"""Data preprocessor of ODIN: multi-view images plus depth, poses and intrinsics."""
+"""Data preprocessor of ODIN: multi-view images plus depth, camera poses and intrinsics."""
 from typing import List, Optional
 
 import torch
@@ -13,7 +13,7 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
 
     ``inputs['img']`` (V, 3, H, W) per sample becomes ``imgs`` (B, V, 3, Hp, Wp), normalised and
     zero padded (after normalisation) to a multiple of ``pad_size_divisor``. ``depths`` (V, H, W)
-    are padded with 0 to the same size and stacked to (B, V, Hp, Wp); ``poses`` and
+    are padded with 0 to the same size and stacked to (B, V, Hp, Wp); ``cam2world`` and
     ``intrinsics`` are stacked to (B, V, 4, 4); ``points`` and ``superpoints`` stay lists.
     Samples without ``depths`` are single images (2D mode, mmdet's Mask2Former path); they may
     come from mmdet's ``PackDetInputs`` (``inputs`` a plain image tensor). A batch must be all-3D
@@ -49,7 +49,10 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
         if depths is not None and len(depths) != len(inputs['img']):
             raise ValueError('a batch must be all-3D (with depths) or all-2D (without): got '
                              f'{len(depths)} depth stacks for {len(inputs["img"])} samples')
-        extras = {k: inputs[k] for k in ('depths', 'poses', 'intrinsics', 'superpoints')
+        if 'poses' in inputs and 'cam2world' not in inputs:
+            raise KeyError('inputs["poses"] is now called inputs["cam2world"] (camera-to-world, '
+                           '(V, 4, 4) per sample; docs/data_contract.md)')
+        extras = {k: inputs[k] for k in ('depths', 'cam2world', 'intrinsics', 'superpoints')
                   if inputs.get(k) is not None}
         out = super().simple_process(data, training)
         if not extras:
@@ -64,7 +67,7 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
                     raise ValueError(f'sample {i}: depths must be (V, H, W), got {tuple(d.shape)}')
                 padded.append(F.pad(d.float(), (0, wp - d.shape[-1], 0, hp - d.shape[-2])))
             batch_inputs['depths'] = torch.stack(padded)
-            for key in ('poses', 'intrinsics'):
+            for key in ('cam2world', 'intrinsics'):
                 if key not in extras:
                     raise KeyError(f'3D sample without inputs["{key}"]')
                 batch_inputs[key] = torch.stack([x.float() for x in extras[key]])

@@ -83,6 +83,7 @@ def odin_r50_model(num_classes: int = 20, num_queries: int = 100) -> Dict[str, A
             num_transformer_feat_level=3,
             sample_sizes=(800, 3200, 12800),
             max_train_points=50000,
+            classifier=dict(type='LinearClassifier'),
             fusion_head_2d=dict(
                 type='mmdet.MaskFormerFusionHead',
                 test_cfg=dict(panoptic_on=False, semantic_on=False, instance_on=True,

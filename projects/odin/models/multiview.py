@@ -156,7 +156,7 @@ class VoxelSum:
 
 def compute_multiscale_xyz(depths: Tensor,
                            intrinsics: Tensor,
-                           poses: Tensor,
+                           cam2world: Tensor,
                            img_shapes: Sequence[tuple],
                            strides: Sequence[int] = (4, 8, 16, 32),
                            view_chunk: int = 16) -> List[Tensor]:
@@ -169,7 +169,7 @@ def compute_multiscale_xyz(depths: Tensor,
     Args:
         depths: shape (B, V, Hp, Wp), metres, 0 = invalid.
         intrinsics: shape (B, V, 4, 4).
-        poses: camera-to-world, shape (B, V, 4, 4).
+        cam2world: camera-to-world, shape (B, V, 4, 4).
         img_shapes: unpadded ``(H, W)`` of every sample.
         strides: output strides, highest resolution (res2) first, the order of the backbone
             levels and of :class:`MultiViewGeometry`.
@@ -189,7 +189,7 @@ def compute_multiscale_xyz(depths: Tensor,
             e = min(s + view_chunk, v)
             full = depths.new_zeros(e - s, hp, wp, 3)
             full[:, :h, :w] = unproject_depth(depths[i, s:e, :h, :w], intrinsics[i, s:e],
-                                              poses[i, s:e])
+                                              cam2world[i, s:e])
             chunks.append(multiscale_xyz(full, strides=tuple(strides)))
         per_sample.append([torch.cat([c[j] for c in chunks]) for j in range(len(strides))])
     return [torch.stack([lv[j] for lv in per_sample]) for j in range(len(strides))]

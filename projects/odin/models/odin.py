@@ -101,7 +101,7 @@ class ODIN(Base3DDetector):
         idx = torch.arange(0, num_views, num_views // cap, device=batch_inputs['imgs'].device)
         idx = idx[:cap]
         out = dict(batch_inputs)
-        for key in ('imgs', 'depths', 'poses', 'intrinsics'):
+        for key in ('imgs', 'depths', 'cam2world', 'intrinsics'):
             out[key] = batch_inputs[key][:, idx]
         return out
 
@@ -116,7 +116,7 @@ class ODIN(Base3DDetector):
                 shape = shape[0]
             shapes.append(tuple(shape[:2]))
         xyz = compute_multiscale_xyz(batch_inputs['depths'], batch_inputs['intrinsics'],
-                                     batch_inputs['poses'], shapes)
+                                     batch_inputs['cam2world'], shapes)
         knn_levels = tuple(range(1, len(xyz)))
         return build_multiview_geometry(xyz, self.voxel_sizes, self.num_neighbors, knn_levels)
 
@@ -201,7 +201,7 @@ class ODIN(Base3DDetector):
         summation order (``test_cfg.view_chunk`` selects this path in :meth:`predict`).
 
         Args:
-            batch_inputs: a 3D batch (``imgs`` (B, V, 3, H, W), ``depths``, ``poses``,
+            batch_inputs: a 3D batch (``imgs`` (B, V, 3, H, W), ``depths``, ``cam2world``,
                 ``intrinsics``, ``points``).
             batch_data_samples: its data samples.
             view_chunk: views per chunk (>= 1).

@@ -14,18 +14,20 @@ losses). 3D batches (docs/specification.md §2.8, §2.10):
 * losses: Hungarian matching (mmdet assigner and costs) and CE/BCE/Dice with deep supervision on
   random <= 50k-point subsets, normalised by the mean number of GT masks over GPUs.
 
-Open-vocabulary mode (``open_vocab_cfg``, docs/specification.md §2.9): the batch's class names
-become a caption encoded by a frozen RoBERTa (:class:`ODINTextEncoder`); before every decoder layer
-the queries cross-attend to the text tokens; class logits are cosine similarities to the tokens
-averaged per class name, with a background class as no-object, so K varies per batch.
+Class logits come from the configured ``classifier`` (models/classifiers.py): the closed-set
+``LinearClassifier`` or the ``OpenVocabClassifier`` (docs/specification.md §2.9), whose K is the
+size of the batch's vocabulary and whose text cross-attention conditions the queries before every
+decoder layer. The head calls both through one interface, without asking which it has.
 """
-from contextlib import contextmanager
-from typing import Dict, List, Optional, Sequence, Tuple
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.ops import point_sample
 from mmdet.models.dense_heads import Mask2FormerHead
+from mmdet.models.utils import get_uncertain_point_coords_with_randomness
 from mmdet.utils import reduce_mean
 from mmdet3d.registry import MODELS
 from mmdet3d.structures import PointData
@@ -36,14 +38,44 @@ from torch import Tensor
 from projects.odin.ops import scatter_mean
 
 from . import neighbors
+from .classifiers import BaseClassifier
 from .multiview import LevelGeometry, MultiViewGeometry, pad_to
-from .open_vocab import TextCrossAttentionLayer, open_vocab_class_logits
 from .postprocess import instance_inference, semantic_inference
 from .prediction_points import PredictionPointSet
 
 
 def _to_cfg(cfg):
     return ConfigDict(cfg) if isinstance(cfg, dict) and not isinstance(cfg, ConfigDict) else cfg
+
+
+#: state-dict entries of the class head before it became ``classifier`` (version 1 of ODINHead)
+_V1_CLASSIFIER_KEYS = ('cls_embed.', 'text_encoder.', 'text_cross_attn_layers.')
+
+
+def _classifier_cfg(classifier: Optional[dict], open_vocab_cfg: Optional[dict],
+                    class_names: Optional[Sequence[str]]) -> dict:
+    """The classifier config, with the deprecated ``open_vocab_cfg`` / ``class_names`` folded in.
+
+    Raises:
+        ValueError: ``open_vocab_cfg`` given with a classifier that is not open-vocabulary.
+    """
+    cfg = dict(classifier or dict(type='LinearClassifier'))
+    if open_vocab_cfg is not None:
+        warnings.warn('ODINHead: open_vocab_cfg is deprecated; use '
+                      "classifier=dict(type='OpenVocabClassifier', text_encoder=..., "
+                      'temperature=..., dropout=...)', DeprecationWarning, stacklevel=3)
+        if cfg.get('type') not in ('LinearClassifier', 'OpenVocabClassifier'):
+            raise ValueError(f"ODINHead: open_vocab_cfg (deprecated) cannot be combined with "
+                             f"classifier type {cfg.get('type')!r}; put its keys into "
+                             "classifier=dict(type='OpenVocabClassifier', ...)")
+        legacy = dict(open_vocab_cfg)
+        if cfg.get('type') == 'OpenVocabClassifier':  # e.g. a --cfg-options override
+            legacy['text_encoder'] = dict(cfg.get('text_encoder') or {},
+                                          **(legacy.get('text_encoder') or {}))
+        cfg = dict(cfg, type='OpenVocabClassifier', **legacy)
+    if class_names is not None:
+        cfg['class_names'] = class_names
+    return cfg
 
 
 @MODELS.register_module()
@@ -56,24 +88,46 @@ class ODINHead(Mask2FormerHead):
         fusion_head_2d: config of the 2D instance fusion (mmdet's ``MaskFormerFusionHead``;
             its class count is set per batch from the logits and its ``max_per_image`` from
             ``test_cfg.topk``, the instances kept in 2D and 3D).
-        open_vocab_cfg: None for closed-set logits (``Linear(C, K+1)``), or a dict enabling the
-            open-vocabulary class head: ``text_encoder`` (an :class:`ODINTextEncoder` config,
-            ``pretrained`` = RoBERTa folder or cached hub name), ``temperature`` (0.07),
-            ``dropout`` of the text cross-attention (0.0).
-        class_names: vocabulary used when a batch's data samples carry no
-            ``metainfo['classes']`` (open-vocabulary mode only).
+        classifier: config of the class head (models/classifiers.py), e.g.
+            ``dict(type='LinearClassifier')`` (default) or ``dict(type='OpenVocabClassifier',
+            text_encoder=dict(type='ODINTextEncoder', pretrained=PATH), temperature=0.07,
+            dropout=0.0, class_names=None)``; the decoder sizes are filled in by the head.
+        open_vocab_cfg: deprecated alias: its keys go into an ``OpenVocabClassifier``.
+        class_names: deprecated alias of ``classifier.class_names``.
         **kwargs: arguments of mmdet's :class:`Mask2FormerHead`.
+
+    State dict: version 2 keeps the class head under ``classifier.``; checkpoints of version 1
+    (``cls_embed.*``, ``text_encoder.*``, ``text_cross_attn_layers.*`` directly in the head) are
+    renamed when loaded (:meth:`upgrade_state_dict`).
     """
+
+    _version = 2
 
     def __init__(self,
                  sample_sizes: Sequence[int] = (800, 3200, 12800),
                  max_train_points: int = 50000,
                  fusion_head_2d: Optional[dict] = None,
+                 classifier: Optional[dict] = None,
                  open_vocab_cfg: Optional[dict] = None,
                  class_names: Optional[Sequence[str]] = None,
                  **kwargs) -> None:
         kwargs = {k: _to_cfg(v) for k, v in kwargs.items()}
         super().__init__(**kwargs)
+        # Mask2FormerHead built a closed-set Linear(C, K+1) as `cls_embed`; the class head is
+        # the classifier instead. It is built on a forked random stream and a classifier with a
+        # layer of that shape starts from mmdet's one, so closed-set models draw the same random
+        # initialisation as before the classifier existed.
+        mmdet_cls_embed = self._modules.pop('cls_embed')
+        cls_cfg = _classifier_cfg(classifier, open_vocab_cfg, class_names)
+        for key, value in (('embed_dims', kwargs['feat_channels']),
+                           ('num_classes', self.num_classes), ('num_heads', self.num_heads),
+                           ('num_layers', self.num_transformer_decoder_layers)):
+            cls_cfg.setdefault(key, value)
+        with torch.random.fork_rng(devices=[]):
+            self.classifier: BaseClassifier = MODELS.build(cls_cfg)
+        own = getattr(self.classifier, 'cls_embed', None)
+        if isinstance(own, nn.Linear) and own.weight.shape == mmdet_cls_embed.weight.shape:
+            own.load_state_dict(mmdet_cls_embed.state_dict())
         feat_channels = kwargs['feat_channels']
         self.sample_sizes = tuple(sample_sizes)
         self.max_train_points = max_train_points
@@ -88,122 +142,71 @@ class ODINHead(Mask2FormerHead):
         self.pos_embed_3d = nn.Sequential(
             nn.Conv1d(3, feat_channels, 1), nn.GroupNorm(1, feat_channels), nn.ReLU(inplace=True),
             nn.Conv1d(feat_channels, feat_channels, 1))
-        self.class_names = tuple(class_names) if class_names is not None else None
-        self.open_vocab = open_vocab_cfg is not None
-        if self.open_vocab:
-            cfg = dict(open_vocab_cfg)
-            enc_cfg = dict(cfg.pop('text_encoder', None) or {})
-            if not enc_cfg:
-                raise ValueError('open_vocab_cfg needs a text_encoder config, e.g. '
-                                 "dict(type='ODINTextEncoder', pretrained=PATH)")
-            enc_cfg.setdefault('type', 'ODINTextEncoder')
-            enc_cfg.setdefault('embed_dims', feat_channels)
-            self.temperature = float(cfg.pop('temperature', 0.07))
-            dropout = float(cfg.pop('dropout', 0.0))
-            if cfg:
-                raise ValueError(f'unknown open_vocab_cfg keys: {sorted(cfg)}')
-            self.text_encoder = MODELS.build(enc_cfg)
-            self.text_cross_attn_layers = nn.ModuleList([
-                TextCrossAttentionLayer(feat_channels, self.num_heads, dropout)
-                for _ in range(self.num_transformer_decoder_layers)
-            ])
-            # query -> text-token space (replaces the K+1-way closed-set classifier)
-            self.cls_embed = nn.Linear(feat_channels, feat_channels)
 
     def init_weights(self) -> None:
-        """Mask2Former init, plus xavier-uniform text cross-attention (open vocabulary)."""
+        """Mask2Former init, then the classifier's own (e.g. its text cross-attention)."""
         super().init_weights()
-        if self.open_vocab:
-            for layer in self.text_cross_attn_layers:
-                layer.init_weights()
+        self.classifier.init_weights()
+
+    # ------------------------------------------------------------------ checkpoints
+    def upgrade_state_dict(self, state_dict: Dict[str, Any], prefix: str,
+                           version: Optional[int]) -> None:
+        """Rename, in place, the keys of a version-1 head (before the classifier component).
+
+        ``{prefix}cls_embed.*``, ``{prefix}text_encoder.*`` and
+        ``{prefix}text_cross_attn_layers.*`` move under ``{prefix}classifier.``. Nothing
+        happens for version >= 2; a state dict without version information (None) is upgraded
+        only where it has old keys, so converted state dicts of either version load.
+        """
+        if version is not None and version >= 2:
+            return
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            if rest.startswith(_V1_CLASSIFIER_KEYS):
+                state_dict[f'{prefix}classifier.{rest}'] = state_dict.pop(key)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        self.upgrade_state_dict(state_dict, prefix, (local_metadata or {}).get('version'))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
     # ------------------------------------------------------------------ vocabulary
-    def batch_class_names(self, batch_data_samples: Optional[Sequence]) -> Optional[tuple]:
-        """Vocabulary of a batch (open-vocabulary mode), None in closed-set mode.
+    @property
+    def open_vocab(self) -> bool:
+        """Whether the classifier takes a vocabulary per batch."""
+        return self.classifier.open_vocab
 
-        Read from ``metainfo['classes']`` of the data samples (all must agree), else from the
-        ``class_names`` of the config.
+    @property
+    def class_names(self) -> Optional[tuple]:
+        """The classifier's default vocabulary (None: the data samples' or unnamed)."""
+        return self.classifier.class_names
 
-        Raises:
-            ValueError: no vocabulary, or samples with different vocabularies in one batch.
-        """
-        if not self.open_vocab:
-            return None
-        found = []
-        for sample in batch_data_samples or ():
-            names = sample.metainfo.get('classes') if hasattr(sample, 'metainfo') else None
-            if names is not None:
-                found.append(tuple(str(n) for n in names))
-        if found:
-            if any(f != found[0] for f in found[1:]):
-                raise ValueError('open-vocabulary ODINHead: a batch must have ONE vocabulary, '
-                                 'but its data samples carry different metainfo["classes"]')
-            return found[0]
-        if self.class_names is not None:
-            return self.class_names
-        raise ValueError('open-vocabulary ODINHead needs the class names of the batch: set '
-                         'metainfo["classes"] in the data samples (dataset pipeline) or '
-                         'model.decode_head.class_names in the config')
+    @class_names.setter
+    def class_names(self, names: Optional[Sequence[str]]) -> None:
+        self.classifier.class_names = tuple(str(n) for n in names) if names is not None \
+            else None
 
     def batch_num_classes(self, batch_data_samples: Optional[Sequence]) -> int:
-        """K of a batch: its vocabulary size (open vocabulary) or ``num_classes``."""
-        names = self.batch_class_names(batch_data_samples)
-        return self.num_classes if names is None else len(names)
-
-    def encode_text(self, batch_data_samples: Optional[Sequence],
-                    batch_size: int) -> Optional[Dict[str, Tensor]]:
-        """Text tokens of the batch's vocabulary (:meth:`ODINTextEncoder.forward`) or None.
-
-        None in closed-set mode.
-        """
-        names = self.batch_class_names(batch_data_samples)
-        if names is None:
-            return None
-        return self.text_encoder(names, batch_size)
-
-    def _class_logits(self, decoder_out: Tensor, text: Optional[Dict[str, Tensor]]) -> Tensor:
-        """Class logits (B, Q, K+1) of decoder-normed queries (B, Q, C)."""
-        if text is None:
-            return self.cls_embed(decoder_out)
-        return open_vocab_class_logits(self.cls_embed(decoder_out), text['feats'],
-                                       text['pos_map'], self.temperature)
-
-    def _text_cross_attn(self, i: int, query: Tensor, query_pos: Tensor,
-                         text: Optional[Dict[str, Tensor]]) -> Tensor:
-        """Open-vocabulary step before decoder layer i (identity in closed-set mode)."""
-        if text is None:
-            return query
-        return self.text_cross_attn_layers[i](query, query_pos, text['feats'], text['pos'],
-                                              text['pad_mask'])
-
-    @contextmanager
-    def _vocab_size(self, num_classes: int):
-        """Temporarily make the mmdet loss code see K = ``num_classes`` (open vocabulary).
-
-        Sets ``num_classes`` (no-object label) and the CE class weights ``[1]*K + [w_noobj]``
-        (w_noobj = last entry of ``loss_cls.class_weight``). No-op when K is unchanged.
-        """
-        if num_classes == self.num_classes:
-            yield
-            return
-        saved = (self.num_classes, self.class_weight, self.loss_cls.class_weight)
-        weights = [1.0] * num_classes + [float(self.class_weight[-1])]
-        self.num_classes, self.class_weight, self.loss_cls.class_weight = \
-            num_classes, weights, weights
-        try:
-            yield
-        finally:
-            self.num_classes, self.class_weight, self.loss_cls.class_weight = saved
+        """K of a batch (:meth:`BaseClassifier.num_classes`)."""
+        return self.classifier.num_classes(batch_data_samples)
 
     # ------------------------------------------------------------------ 2D forward / loss
     def _forward_head(self, decoder_out: Tensor, mask_feature: Tensor,
                       attn_mask_target_size: Tuple[int, int],
-                      text: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor]:
-        """The 2D prediction head of mmdet with open-vocabulary class logits when ``text``."""
-        if text is None:
-            return super()._forward_head(decoder_out, mask_feature, attn_mask_target_size)
+                      context: Any = None) -> Tuple[Tensor]:
+        """The 2D prediction head of mmdet with the classifier's logits.
+
+        Args:
+            decoder_out: queries (B, Q, C).
+            mask_feature: (B, C, h, w).
+            attn_mask_target_size: size of the next level's attention mask.
+            context: the batch's class context (:meth:`BaseClassifier.encode`).
+
+        Returns:
+            tuple: class logits (B, Q, K+1), mask logits (B, Q, h, w) and the attention mask
+            (B*heads, Q, h'*w').
+        """
         decoder_out = self.transformer_decoder.post_norm(decoder_out)
-        cls_pred = self._class_logits(decoder_out, text)
+        cls_pred = self.classifier(decoder_out, context)
         mask_pred = torch.einsum('bqc,bchw->bqhw', self.mask_embed(decoder_out), mask_feature)
         attn_mask = F.interpolate(mask_pred, attn_mask_target_size, mode='bilinear',
                                   align_corners=False)
@@ -212,16 +215,14 @@ class ODINHead(Mask2FormerHead):
         return cls_pred, mask_pred, attn_mask.detach()
 
     def forward(self, x: List[Tensor], batch_data_samples: Sequence) -> Tuple[List[Tensor]]:
-        """2D forward (mmdet's Mask2Former), with text cross-attention in open-vocab mode.
+        """2D forward (mmdet's Mask2Former) with the classifier's per-layer query conditioning.
 
         Returns:
             tuple: per prediction the class logits (B, Q, K_batch+1) and mask logits
             (B, Q, h, w).
         """
-        if not self.open_vocab:
-            return super().forward(x, batch_data_samples)
         batch_size = x[0].shape[0]
-        text = self.encode_text(batch_data_samples, batch_size)
+        text = self.classifier.encode(batch_data_samples, batch_size)
         mask_features, multi_scale_memorys = self.pixel_decoder(x)
         decoder_inputs, decoder_pes = [], []
         for i in range(self.num_transformer_feat_level):
@@ -240,7 +241,7 @@ class ODINHead(Mask2FormerHead):
         for i in range(self.num_transformer_decoder_layers):
             level_idx = i % self.num_transformer_feat_level
             attn_mask = attn_mask & (attn_mask.sum(-1) != attn_mask.shape[-1]).unsqueeze(-1)
-            query = self._text_cross_attn(i, query, query_embed, text)
+            query = self.classifier.condition(i, query, query_embed, text)
             query = self.transformer_decoder.layers[i](
                 query=query,
                 key=decoder_inputs[level_idx],
@@ -257,12 +258,61 @@ class ODINHead(Mask2FormerHead):
             mask_list.append(mask_pred)
         return cls_list, mask_list
 
-    def loss_by_feat(self, all_cls_scores: Tensor, all_mask_preds: Tensor,
-                     batch_gt_instances, batch_img_metas) -> Dict[str, Tensor]:
-        """The 2D losses of mmdet with K taken from the logits (per-batch vocabulary)."""
-        with self._vocab_size(all_cls_scores[0].shape[-1] - 1):
-            return super().loss_by_feat(all_cls_scores, all_mask_preds, batch_gt_instances,
-                                        batch_img_metas)
+    def _get_targets_single(self, cls_score: Tensor, mask_pred: Tensor,
+                            gt_instances: InstanceData, img_meta: dict) -> Tuple[Tensor]:
+        """The 2D targets of mmdet for one image, with no-object = K of the logits.
+
+        Returns:
+            tuple: as :meth:`Mask2FormerHead._get_targets_single`; ``labels`` (Q,) hold
+            ``cls_score.shape[-1] - 1`` for unmatched queries.
+        """
+        targets = super()._get_targets_single(cls_score, mask_pred, gt_instances, img_meta)
+        pos_inds, sampling = targets[4], targets[6]
+        labels = targets[0].new_full(targets[0].shape, cls_score.shape[-1] - 1)
+        labels[pos_inds] = gt_instances.labels[sampling.pos_assigned_gt_inds]
+        return (labels, ) + tuple(targets[1:])
+
+    def _loss_by_feat_single(self, cls_scores: Tensor, mask_preds: Tensor,
+                             batch_gt_instances: List[InstanceData],
+                             batch_img_metas: List[dict]) -> Tuple[Tensor]:
+        """The 2D losses of mmdet for one decoder layer, with the classification loss for K.
+
+        K is read from the logits (the batch's vocabulary in open vocabulary) and the
+        classification loss is :meth:`_loss_cls_for` K; nothing of the head is changed. Mask and
+        Dice losses are mmdet's: on ``num_points`` importance-sampled points per matched mask.
+
+        Args:
+            cls_scores: (B, Q, K+1).
+            mask_preds: (B, Q, h, w).
+            batch_gt_instances: per image ``labels`` and ``masks``.
+            batch_img_metas: per image meta information.
+
+        Returns:
+            tuple: ``loss_cls``, ``loss_mask``, ``loss_dice``.
+        """
+        labels, label_weights, mask_targets, mask_weights, num_gts = self.get_targets(
+            list(cls_scores), list(mask_preds), batch_gt_instances, batch_img_metas)
+        labels = torch.stack(labels).flatten()
+        loss_cls_module = self._loss_cls_for(cls_scores.shape[-1] - 1)
+        class_weight = cls_scores.new_tensor(loss_cls_module.class_weight)
+        loss_cls = loss_cls_module(cls_scores.flatten(0, 1), labels,
+                                   torch.stack(label_weights).flatten(),
+                                   avg_factor=class_weight[labels].sum())
+        num_masks = max(reduce_mean(cls_scores.new_tensor([num_gts])), 1)
+        matched = mask_preds[torch.stack(mask_weights) > 0]
+        mask_targets = torch.cat(mask_targets)
+        if mask_targets.shape[0] == 0:
+            return loss_cls, matched.sum(), matched.sum()
+        with torch.no_grad():
+            coords = get_uncertain_point_coords_with_randomness(
+                matched.unsqueeze(1), None, self.num_points, self.oversample_ratio,
+                self.importance_sample_ratio)
+            target_points = point_sample(mask_targets.unsqueeze(1).float(), coords).squeeze(1)
+        pred_points = point_sample(matched.unsqueeze(1), coords).squeeze(1)
+        loss_dice = self.loss_dice(pred_points, target_points, avg_factor=num_masks)
+        loss_mask = self.loss_mask(pred_points.reshape(-1), target_points.reshape(-1),
+                                   avg_factor=num_masks * self.num_points)
+        return loss_cls, loss_mask, loss_dice
 
     # ------------------------------------------------------------------ 2D inference
     def predict_2d(self, feats: List[Tensor], batch_data_samples: Sequence) -> List[InstanceData]:
@@ -360,7 +410,7 @@ class ODINHead(Mask2FormerHead):
 
     def _head_3d(self, query: Tensor, mask_feats: Tensor, pred_counts: List[int],
                  points: PredictionPointSet, level: dict,
-                 text: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Tensor, Tensor]:
+                 text: Any = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Prediction head after a decoder layer, plus the next level's attention mask.
 
         Args:
@@ -369,14 +419,15 @@ class ODINHead(Mask2FormerHead):
             pred_counts: valid prediction points per scene.
             points: the batch's prediction points.
             level: next decoder level (from :meth:`_memory_3d`).
-            text: text tokens of the batch (open vocabulary) or None.
+            text: the batch's class context (:meth:`BaseClassifier.encode`; text tokens in
+                open vocabulary, None for the linear classifier).
 
         Returns:
             tuple: cls logits (B, Q, K+1), mask logits (B, Q, N_max) and the attention mask
             repeated over heads and key-subsampled (B*heads, Q, N_keys).
         """
         out = self.transformer_decoder.post_norm(query)
-        cls_pred = self._class_logits(out, text)
+        cls_pred = self.classifier(out, text)
         mask_embed = self.mask_embed(out)
         mask_pred = torch.einsum('bqc,bcn->bqn', mask_embed, mask_feats)
         src = torch.cat([
@@ -435,7 +486,7 @@ class ODINHead(Mask2FormerHead):
         batch_size = mask_feats.shape[0]
         query = self.query_feat.weight.unsqueeze(0).repeat(batch_size, 1, 1)
         query_embed = self.query_embed.weight.unsqueeze(0).repeat(batch_size, 1, 1)
-        text = self.encode_text(batch_data_samples, batch_size)
+        text = self.classifier.encode(batch_data_samples, batch_size)
         cls_pred, mask_pred, attn = self._head_3d(query, mask_feats, pred_counts, points,
                                                   levels[0], text)
         cls_list, mask_list = [cls_pred], [mask_pred]
@@ -445,7 +496,7 @@ class ODINHead(Mask2FormerHead):
             full = attn.all(-1, keepdim=True)
             pad = level['pad'].unsqueeze(1).repeat(1, self.num_heads, 1).flatten(0, 1)
             attn = torch.where(full, pad.unsqueeze(1).expand_as(attn), attn)
-            query = self._text_cross_attn(i, query, query_embed, text)
+            query = self.classifier.condition(i, query, query_embed, text)
             query = self.transformer_decoder.layers[i](
                 query=query,
                 key=level['memory'],

@@ -4,10 +4,10 @@ The mapping is rule based and total: every official key is either mapped (possib
 transform, e.g. Swin patch-merging channel order) or explicitly dropped (the loss buffer
 ``criterion.empty_weight``; in the joint open-vocabulary checkpoint the unused RoBERTa pooler and
 RoBERTa's ``position_ids`` / ``token_type_ids`` buffers); anything else raises
-:class:`ConversionError`. The frozen RoBERTa-base weights of the joint checkpoint are mapped into
-``decode_head.text_encoder.roberta`` (same names as transformers' ``RobertaModel``). After
-mapping, the result is checked against the target model's state dict (missing, unexpected and
-mis-shaped keys all raise).
+:class:`ConversionError`. The frozen RoBERTa-base weights of the joint checkpoint are mapped
+into ``decode_head.classifier.text_encoder.roberta`` (same names as transformers'
+``RobertaModel``). After mapping, the result is checked against the target model's state dict
+(missing, unexpected and mis-shaped keys all raise).
 
 Entry points:
 
@@ -197,19 +197,21 @@ _PREDICTOR_RULES = [
      r'transformer_decoder.layers.\1.norms.2.\2'),
     (r'decoder_norm\.(weight|bias)', r'transformer_decoder.post_norm.\1'),
     (r'(query_feat|query_embed|level_embed)\.weight', r'\1.weight'),
-    (r'class_embed\.(weight|bias)', r'cls_embed.\1'),
+    (r'class_embed\.(weight|bias)', r'classifier.cls_embed.\1'),
     (r'mask_embed\.layers\.0\.(weight|bias)', r'mask_embed.0.\1'),
     (r'mask_embed\.layers\.1\.(weight|bias)', r'mask_embed.2.\1'),
     (r'mask_embed\.layers\.2\.(weight|bias)', r'mask_embed.4.\1'),
     (r'pe_layer\.position_embedding_head\.([013])\.(weight|bias)', r'pos_embed_3d.\1.\2'),
     # open vocabulary (joint 2D-3D checkpoint; names from the official decoder source)
     (r'transformer_text_cross_attention_layers\.(\d+)\.multihead_attn\.(in_proj_weight|'
-     r'in_proj_bias|out_proj\.weight|out_proj\.bias)', r'text_cross_attn_layers.\1.attn.attn.\2'),
+     r'in_proj_bias|out_proj\.weight|out_proj\.bias)',
+     r'classifier.text_cross_attn_layers.\1.attn.attn.\2'),
     (r'transformer_text_cross_attention_layers\.(\d+)\.norm\.(weight|bias)',
-     r'text_cross_attn_layers.\1.norm.\2'),
-    (r'lang_pos_embed\.weight', r'text_encoder.token_pos_embed.weight'),
-    (r'lang_encoder\.text_projector\.0\.(weight|bias)', r'text_encoder.text_projector.\1'),
-    (r'lang_encoder\.text_encoder\.(.+)', r'text_encoder.roberta.\1'),
+     r'classifier.text_cross_attn_layers.\1.norm.\2'),
+    (r'lang_pos_embed\.weight', r'classifier.text_encoder.token_pos_embed.weight'),
+    (r'lang_encoder\.text_projector\.0\.(weight|bias)',
+     r'classifier.text_encoder.text_projector.\1'),
+    (r'lang_encoder\.text_encoder\.(.+)', r'classifier.text_encoder.roberta.\1'),
 ]
 
 
@@ -276,7 +278,7 @@ def convert_official_state_dict(sd: Dict[str, Tensor], with_3d: bool = True) -> 
 #: keys of our model that Mask2Former COCO weights cannot provide (re-initialised, as officially)
 M2F_MISSING_PATTERNS = (r'backbone\.fusion_blocks\..*', r'decode_head\.pixel_decoder\.'
                         r'fusion_blocks\..*', r'decode_head\.pos_embed_3d\..*',
-                        r'decode_head\.cls_embed\..*', r'.*relative_position_index')
+                        r'decode_head\.classifier\.cls_embed\..*', r'.*relative_position_index')
 
 
 def convert_mask2former_state_dict(sd: Dict, model_sd: Optional[Dict[str, Tensor]] = None
@@ -430,7 +432,8 @@ def odin_model_cfg(backbone: str = 'r50',
         if roberta is None:
             raise ValueError('an open-vocabulary (joint) ODIN model needs the RoBERTa-base '
                              'folder of its text encoder: pass roberta=PATH')
-        head['open_vocab_cfg'] = dict(
+        head['classifier'] = dict(
+            type='OpenVocabClassifier',
             text_encoder=dict(type='ODINTextEncoder', pretrained=roberta, max_seq_len=256),
             temperature=0.07)
     model.update(overrides)

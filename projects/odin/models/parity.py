@@ -124,7 +124,7 @@ def golden_data(golden: dict) -> dict:
     inputs = dict(
         img=[imgs],
         depths=[torch.stack(bi['depths'])],
-        poses=[torch.stack(bi['poses'])],
+        cam2world=[torch.stack(bi['poses'])],  # the official batch calls them poses
         intrinsics=[torch.stack(bi['intrinsics'])])
     if bi.get('use_ghost', False) and 'scannet_coords' in bi:
         inputs['points'] = [torch.cat([bi['scannet_coords'], bi['scannet_color'] / 255.], 1)]

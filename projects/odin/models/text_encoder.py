@@ -24,7 +24,7 @@ _HOW_TO = (
     "RobertaModel.from_pretrained('roberta-base').save_pretrained('roberta-base'); "
     "RobertaTokenizerFast.from_pretrained('roberta-base').save_pretrained('roberta-base')\"\n"
     'copy the folder here and set '
-    'model.decode_head.open_vocab_cfg.text_encoder.pretrained=/path/to/roberta-base '
+    'model.decode_head.classifier.text_encoder.pretrained=/path/to/roberta-base '
     '(or put roberta-base in the Hugging Face cache, $HF_HOME / ~/.cache/huggingface).')
 
 

@@ -8,10 +8,11 @@ from .checkpoint import (
                          trusted_checkpoint_loading,
                          trusted_torch_load,
 )
-from .scripts import REPO_ROOT, load_script
+from .resources import find_resource, resolve_file
+from .scripts import load_script
 
 __all__ = [
     'trusted_checkpoint_loading', 'trusted_torch_load', 'read_checkpoint', 'check_checkpoint',
     'load_checked_checkpoint', 'CheckpointError', 'CheckpointReadError',
-    'CheckpointMismatchError', 'REPO_ROOT', 'load_script'
+    'CheckpointMismatchError', 'load_script', 'find_resource', 'resolve_file'
 ]

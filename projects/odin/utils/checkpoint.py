@@ -216,6 +216,33 @@ def checkpoint_state_dict(checkpoint: Any, filename: str = '<checkpoint>') -> Di
     return out
 
 
+def upgraded_state_dict(model: nn.Module, state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of a state dict with the keys renamed as the model's modules rename them on load.
+
+    A module that renamed its parameters declares ``upgrade_state_dict(state_dict, prefix,
+    version)`` (e.g. :meth:`ODINHead.upgrade_state_dict`) and calls it from its
+    ``_load_from_state_dict``; this applies the same renaming without loading, with each
+    module's version from the state dict's ``_metadata`` (None where absent).
+
+    Args:
+        model: the model.
+        state_dict: the checkpoint's state dict (not modified).
+
+    Returns:
+        The renamed copy (with the original ``_metadata``).
+    """
+    metadata = getattr(state_dict, '_metadata', None)
+    out = OrderedDict(state_dict)
+    for name, module in model.named_modules():
+        upgrade = getattr(module, 'upgrade_state_dict', None)
+        if callable(upgrade):
+            version = (metadata or {}).get(name, {}).get('version')
+            upgrade(out, f'{name}.' if name else '', version)
+    if metadata is not None:
+        out._metadata = metadata
+    return out
+
+
 def compare_state_dict(model: nn.Module, state_dict: Dict[str, Any]) -> CheckpointFit:
     """Compare a state dict's keys and shapes with a model's (nothing is loaded).
 
@@ -227,6 +254,7 @@ def compare_state_dict(model: nn.Module, state_dict: Dict[str, Any]) -> Checkpoi
         The fit.
     """
     own = model.state_dict()
+    state_dict = upgraded_state_dict(model, state_dict)
     fit = CheckpointFit()
     for key, value in own.items():
         if key not in state_dict:
@@ -253,7 +281,8 @@ def _config_arch(cfg) -> Optional[dict]:
         backbone = 'swin' if bb.get('embed_dims') == 128 else f'swin{bb.get("embed_dims")}'
     else:
         backbone = f'r{bb.get("depth", 50)}'
-    open_vocab = bool(head.get('open_vocab_cfg'))
+    open_vocab = bool(head.get('open_vocab_cfg')) or \
+        (head.get('classifier') or {}).get('type') == 'OpenVocabClassifier'
     return dict(backbone=backbone, num_classes=None if open_vocab else head['num_things_classes'],
                 num_queries=head['num_queries'], open_vocab=open_vocab,
                 backbone_fusion_layers=tuple(bb.get('fusion_layers') or ()),
@@ -268,15 +297,22 @@ def suggest_configs(arch: dict, config_dir: Optional[str] = None) -> List[str]:
 
     Args:
         arch: ``meta['arch']`` written by ``tools/model_converters/odin_to_mmdet3d.py``.
-        config_dir: folder of configs to search. Defaults to ``configs/odin`` of this repository.
+        config_dir: folder of configs to search. Defaults to the project's ``configs/odin``
+            (:func:`projects.odin.utils.resources.find_resource`: package data or working
+            directory).
 
     Returns:
-        Paths of the matching configs (relative to the repository root when inside it), sorted.
+        Paths of the matching configs (relative to the working directory when inside it),
+        sorted.
+
+    Raises:
+        FileNotFoundError: no ``config_dir`` given and the project's configs are not found.
     """
     from mmengine.config import Config
 
-    from .scripts import REPO_ROOT
-    config_dir = config_dir or osp.join(REPO_ROOT, 'configs', 'odin')
+    from .resources import find_resource
+    config_dir = config_dir or find_resource(osp.join('configs', 'odin'))
+    cwd = os.getcwd() + os.sep
     want = dict(arch)
     if want.get('open_vocab'):
         want['num_classes'] = None
@@ -289,7 +325,8 @@ def suggest_configs(arch: dict, config_dir: Optional[str] = None) -> List[str]:
         except Exception:  # noqa: BLE001 - a config that does not parse cannot be suggested
             continue
         if have and all(want[k] == have[k] for k in have if k in want):
-            found.append(osp.relpath(path, REPO_ROOT) if path.startswith(REPO_ROOT) else path)
+            path = osp.abspath(path)
+            found.append(osp.relpath(path) if path.startswith(cwd) else path)
     return found
 
 
@@ -302,10 +339,11 @@ def _arch_hint(meta: dict, config: Optional[str]) -> str:
     if meta.get('kind') == 'mask2former_init':
         return hint + (' from 2D Mask2Former weights: it initialises training (load_from=), it '
                        'is not a trained ODIN model.')
-    from .scripts import REPO_ROOT
-    found = suggest_configs(arch)
-    matches = [c for c in found if config is None
-               or osp.abspath(osp.join(REPO_ROOT, c)) != osp.abspath(config)]
+    try:
+        found = suggest_configs(arch)
+    except FileNotFoundError:  # an installation without configs: no suggestion to make
+        return hint + '.'
+    matches = [c for c in found if config is None or osp.abspath(c) != osp.abspath(config)]
     if matches:
         return hint + f': use {" or ".join(matches)}.'
     if found:
@@ -374,7 +412,7 @@ def load_checked_checkpoint(model: nn.Module, filename: str, config: Optional[st
     """
     checkpoint = read_checkpoint(filename, map_location='cpu')
     fit = check_checkpoint(model, filename, config, allow_partial, checkpoint, logger)
-    state_dict = checkpoint_state_dict(checkpoint, filename)
+    state_dict = upgraded_state_dict(model, checkpoint_state_dict(checkpoint, filename))
     for key, _, _ in fit.mismatched:
         del state_dict[key]
     model.load_state_dict(state_dict, strict=False)

@@ -117,7 +117,7 @@ def write_frame(stage: Path, scene: str, fid: str, color: np.ndarray, depth_mm: 
     entry = dict(img_path=str(rel / 'color' / f'{fid}.jpg'),
                  depth_map=str(rel / 'depth' / f'{fid}.png'),
                  height=int(depth_mm.shape[0]), width=int(depth_mm.shape[1]),
-                 cam2img=mat_list(k), cam2global=mat_list(pose))
+                 cam2img=mat_list(k), cam2world=mat_list(pose))
     write_image(stage / entry['img_path'], color, jpeg_quality)
     write_image(stage / entry['depth_map'], depth_mm)
     if inpaint:

@@ -248,7 +248,7 @@ def process_scene(job: SceneJob, stage: Path) -> SceneResult:
             entry = dict(img_path=str(rel / 'color' / f'{fid}.jpg'),
                          depth_map=str(rel / 'depth' / f'{fid}.png'),
                          height=dh, width=dw, cam2img=mat_list(k_depth),
-                         cam2global=mat_list(pose), frame_idx=frame.index)
+                         cam2world=mat_list(pose), frame_idx=frame.index)
             write_image(stage / entry['img_path'], color, p['jpeg_quality'])
             write_image(stage / entry['depth_map'], depth)
             if p['inpaint_depth']:
