@@ -78,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='run with a checkpoint that does not fit the config (the tensors '
                         'that fit are loaded, the others stay random); refused by default')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
-                        help='config overrides, e.g. model.decode_head.open_vocab_cfg.'
+                        help='config overrides, e.g. model.decode_head.classifier.'
                         'text_encoder.pretrained=/data/roberta-base')
     return parser.parse_args(argv)
 

@@ -23,7 +23,7 @@ def test_benchmark_long_scene_prints_a_table(tmp_path, capsys):
             rows[(int(m.group(1)), m.group(2))] = [float(v) for v in m.group(3).split()]
     assert sorted(rows) == [(4, 'bounded'), (4, 'unchunked'), (8, 'bounded'), (8, 'unchunked')]
     for (frames, _), (prep_s, wall_s, per_frame, read_gb, peak_gb) in rows.items():
-        assert prep_s > 0 and wall_s > 0 and read_gb >= 0
+        assert prep_s >= 0 and wall_s > 0 and read_gb >= 0  # prep of tiny frames may print 0.0
         assert per_frame == pytest.approx(wall_s / frames, abs=0.05 / frames + 0.006)  # rounding
         assert 0.1 < peak_gb < 64
     for path in ('unchunked', 'bounded'):
