@@ -19,7 +19,10 @@ from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from projects.odin.utils.device_fallback import distributed_without_accelerator  # noqa: E402
+from projects.odin.utils.device_fallback import (  # noqa: E402
+    close_process_group,
+    distributed_without_accelerator,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -108,4 +111,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    rc = main()
+    close_process_group()  # after the last collective; a live gloo group can abort at exit
+    sys.exit(rc)

@@ -26,6 +26,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from projects.odin.utils.device_fallback import (  # noqa: E402
+    close_process_group,
     distributed_without_accelerator,
     fp32_without_accelerator,
     has_accelerator,
@@ -105,3 +106,4 @@ def main(argv=None) -> Runner:
 
 if __name__ == '__main__':
     main()
+    close_process_group()  # after the last collective; a live gloo group can abort at exit

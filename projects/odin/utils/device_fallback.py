@@ -12,6 +12,11 @@ MMEngine assumes a GPU in two places that the official ODIN recipes reach:
   :func:`distributed_without_accelerator` creates the process group itself with gloo (MMEngine
   then finds it initialised and skips its own launcher) and builds DDP without device ids.
 
+And one that MMEngine leaves to the caller: the Runner never destroys the process group.
+:func:`close_process_group` does, at the end of ``tools/train.py``/``tools/test.py``; a gloo
+process that exits with its group alive can abort during interpreter shutdown (``terminate
+called without an active exception``, SIGABRT) although its work has finished.
+
 Both only act where MMEngine itself would find no CUDA/NPU/MLU/MUSA device, so GPU runs are
 unchanged. This is a front-end concern: nothing here touches the model.
 """
@@ -130,3 +135,21 @@ def distributed_without_accelerator(cfg: Config) -> Optional[str]:
     return (f'No CUDA device: distributed run on CPU with the gloo backend (rank '
             f'{torch_dist.get_rank()} of {torch_dist.get_world_size()}, LOCAL_RANK '
             f'{os.environ.get("LOCAL_RANK", "?")}).')
+
+
+def close_process_group() -> bool:
+    """Destroy the default process group, if any, before the interpreter shuts down.
+
+    MMEngine initialises the group but never destroys it. A process whose gloo group is still
+    alive at exit can abort during interpreter finalisation (gloo's worker threads still hold
+    work objects when the interpreter is torn down), which turns a finished, successful
+    ``torchrun`` job into a failure; PyTorch asks applications to call
+    ``destroy_process_group`` on exit for every backend. A no-op outside distributed runs.
+
+    Returns:
+        bool: whether a process group was destroyed.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return False
+    torch_dist.destroy_process_group()
+    return True
