@@ -130,6 +130,47 @@ def test_knn_cpp_equals_twin_on_surfaces(dtype):
         assert torch.equal(out_ext[1], out_twin[1])
 
 
+@pytest.mark.skipif(not ext_available(), reason='compiled extension not built')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_knn_cpp_far_queries_use_every_search_level_exactly(dtype):
+    # The mesh vertices of a room against the voxels its views saw: >= 4096 support points on a
+    # floor patch and a ceiling patch 3 m above it, queried by points on the patches (answered
+    # by the fine grid), by points 0.2-0.5 m off them or mid-way between them, inside the
+    # support's bounding box (too many empty fine cells: the coarse grid answers) and by points
+    # in the empty space between the room and a far outlier (the full scan). Duplicated support
+    # points make exact distance ties, which every level must order by support index; the
+    # second scene is small (fine grid only). Cutting either fallback short fails this test.
+    g = torch.Generator().manual_seed(3)
+    n = 6000
+    pts = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    pts[:, 2] = torch.where(torch.arange(n) % 2 == 0, 0.0, 3.0)
+    pts[1::7] = pts[0:-1:7][:pts[1::7].shape[0]]
+    pts[-1] = torch.tensor([40.0, -30.0, 2.0])  # invalid depth: the camera centre, far away
+    small = torch.rand(300, 3, generator=g, dtype=torch.float64)
+    support = torch.cat([pts, small]).to(dtype)
+    s_off = torch.tensor([n, n + 300])
+    near = pts[:500] + 1e-3 * torch.randn(500, 3, generator=g, dtype=torch.float64)
+    off = torch.rand(1500, 3, generator=g, dtype=torch.float64)
+    off[:, 2] = 0.2 + 0.3 * off[:, 2]
+    off[750:, 2] = 3.0 - off[750:, 2]
+    middle = torch.rand(300, 3, generator=g, dtype=torch.float64)
+    middle[:, 2] = 1.0 + middle[:, 2]
+    empty = torch.tensor([[20.0, -15.0, 1.0], [30.0, -5.0, 2.5], [10.0, -25.0, 0.5]],
+                         dtype=torch.float64)  # nowhere near a point: the full scan
+    queries = torch.cat([near, off, middle, empty, small[:50] + 2.0]).to(dtype)
+    q_off = torch.tensor([2303, queries.shape[0]])
+    for k in (1, 8, 16):
+        idx, dist = knn(queries, support, k, q_off, s_off)
+        with use_backend('pytorch'):
+            idx_twin, dist_twin = knn(queries, support, k, q_off, s_off)
+        assert torch.equal(idx, idx_twin)
+        assert torch.equal(dist, dist_twin)
+        if dtype == torch.float64:
+            ref_idx, ref_dist = brute_force(queries, support, k, q_off, s_off)
+            assert torch.equal(idx, ref_idx)
+            torch.testing.assert_close(dist, ref_dist, rtol=1e-12, atol=0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_knn_cuda_matches_cpu(monkeypatch):
     # CUDA kernel when the extension has it (ext_has_cuda()), else the twin on the GPU; strict:

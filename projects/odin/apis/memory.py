@@ -47,15 +47,17 @@ _SWIN = MemoryCost(
     '60 frames 14.0 GB')
 
 _R50_BOUNDED = MemoryCost(
-    base_gb=1.9, per_frame_mb=5.2, ref_hw=(240, 320),
-    source='benchmark_long_scene.py, ScanNet R50 sensor mode, view_chunk=8, a generated 640x480 '
-    'recording of a synthetic room at 240x320, 30/60/120/190 frames 1.90/2.24/2.58/2.74 GB '
-    '(least squares 1.86 GB + 5.2 MB/frame), 2 CPU cores')
+    base_gb=1.9, per_frame_mb=6.0, ref_hw=(240, 320),
+    source='benchmark_long_scene.py, ScanNet R50 sensor mode, view_chunk=8, generated 640x480 '
+    'recordings of a synthetic room at 240x320, 30/60/120/190/500/1000 frames '
+    '1.90/2.24/2.58/2.74/4.40/7.47 GB (least squares 1.78 GB + 5.7 MB/frame; this line lies on '
+    'or above every measured point), 2 CPU cores')
 
 _SWIN_BOUNDED = MemoryCost(
     base_gb=3.4, per_frame_mb=5.2, ref_hw=(240, 320),
     source='benchmark_long_scene.py, ScanNet200 Swin-B sensor mode at 384x512, view_chunk=8: '
-    '30/60 frames 3.25/3.10 GB (flat within noise); the slope is the R50 bounded one')
+    '30/60/250 frames 3.25/3.10/4.76 GB (8.7 MB/frame from 60 to 250 frames, 3.4 MB/frame '
+    'scaled to 240x320); this line (13 MB/frame at 384x512) lies above every measured point')
 
 #: (backbone family, path) -> cost. ``path`` is ``'unchunked'`` (``test_cfg.view_chunk`` unset
 #: or 0) or ``'bounded'`` (``view_chunk`` > 0). Voxels grow with the scanned surface, so a larger

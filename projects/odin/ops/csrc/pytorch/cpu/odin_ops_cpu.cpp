@@ -207,9 +207,16 @@ struct SceneGrid {
       top.push(sq_dist(q, &pts[3 * p]), gidx[p]);
   }
 
-  // exact search; falls back to a full scan when the ring search would probe more cells than
-  // the scene has
-  void query(const T* q, TopK<T>& top) const {
+  // every support point of the scene, in cell order
+  void scan_all(const T* q, TopK<T>& top) const {
+    top.count = 0;
+    for (int64_t c = 0; c < ncells; ++c) scan_cell(c, q, top);
+  }
+
+  // exact ring search around q's cell. Returns false, with `top` partly filled, when the rings
+  // would probe more than `probe_budget` cells (a query far from every support point, e.g. a
+  // mesh vertex no view saw): the caller then searches a coarser grid or scans every point.
+  bool search(const T* q, TopK<T>& top, int64_t probe_budget) const {
     int64_t cq[3];
     for (int a = 0; a < 3; ++a)
       cq[a] = static_cast<int64_t>(std::floor((static_cast<double>(q[a]) - lo[a]) * inv_cs));
@@ -217,7 +224,6 @@ struct SceneGrid {
     for (int a = 0; a < 3; ++a)
       r0 = std::max(r0, std::max(-cq[a], cq[a] - (dims[a] - 1)));
     const int64_t want = std::min<int64_t>(top.k, static_cast<int64_t>(gidx.size()));
-    const int64_t probe_budget = std::max<int64_t>(64, ncells);
     int64_t probes = 0;
     for (int64_t r = r0;; ++r) {
       int64_t lo_c[3], hi_c[3];
@@ -253,16 +259,46 @@ struct SceneGrid {
         if (cq[a] - r > 0) dmin = std::min(dmin, qa - (lo[a] + (cq[a] - r) * cs));
         if (cq[a] + r < dims[a] - 1) dmin = std::min(dmin, (lo[a] + (cq[a] + r + 1) * cs) - qa);
       }
-      if (std::isinf(dmin)) return;  // the whole grid has been searched
+      if (std::isinf(dmin)) return true;  // the whole grid has been searched
       if (top.count >= want && dmin > 0 &&
           static_cast<double>(top.d2[want - 1]) * (1.0 + 1e-5) < dmin * dmin)
-        return;
-      if (probes > probe_budget) {  // sparse neighbourhood: exact full scan instead
-        top.count = 0;
-        for (int64_t c = 0; c < ncells; ++c) scan_cell(c, q, top);
-        return;
-      }
+        return true;
+      if (probes > probe_budget) return false;
     }
+  }
+};
+
+// Queries of one scene: a fine grid (about k/2 points per cell) answers queries near the
+// support; a query whose rings would probe many empty cells goes to a coarse grid (about 16x the
+// points per cell, i.e. ~4x the cell size on surfaces), and only then to a scan of every point.
+// Each level is exact (the ring search stops only when no unsearched cell can hold a closer
+// point), and the top-k keeps (distance, index) order whatever order points arrive in, so the
+// result does not depend on the level that answered.
+template <typename T>
+struct SceneIndex {
+  static constexpr int64_t kCoarseMinPoints = 4096;  // below this a full scan is cheap enough
+  static constexpr int64_t kFineBudget = 343;         // a 7x7x7 block of cells
+  SceneGrid<T> fine, coarse;
+  bool has_coarse = false;
+
+  void build(const T* s, int64_t n, int64_t first_row, double per_cell) {
+    fine.build(s, n, first_row, per_cell);
+    has_coarse = n >= kCoarseMinPoints;
+    if (has_coarse) coarse.build(s, n, first_row, 16.0 * per_cell);
+  }
+
+  void query(const T* q, TopK<T>& top) const {
+    const int64_t full = std::max<int64_t>(64, fine.ncells);
+    if (!has_coarse) {
+      if (!fine.search(q, top, full)) fine.scan_all(q, top);
+      return;
+    }
+    if (fine.search(q, top, std::min(full, kFineBudget))) return;
+    top.count = 0;
+    // a coarse probe costs about what scanning one fine cell does: stop where the probes would
+    // cost more than the full scan
+    if (coarse.search(q, top, full)) return;
+    fine.scan_all(q, top);
   }
 };
 
@@ -283,7 +319,7 @@ void knn_scene_brute(const T* q, int64_t nq, const T* s, int64_t ns, int64_t fir
 template <typename T>
 void knn_scene_grid(const T* q, int64_t nq, const T* s, int64_t ns, int64_t first_row, int64_t k,
                     int64_t* out_idx, T* out_d2) {
-  SceneGrid<T> grid;
+  SceneIndex<T> grid;
   grid.build(s, ns, first_row, std::max(2.0, 0.5 * static_cast<double>(k)));
 #pragma omp parallel for schedule(dynamic, 64) if (nq > 256)
   for (int64_t i = 0; i < nq; ++i) {
