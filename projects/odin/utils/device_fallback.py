@@ -12,13 +12,12 @@ MMEngine assumes a GPU in two places that the official ODIN recipes reach:
   :func:`distributed_without_accelerator` creates the process group itself with gloo (MMEngine
   then finds it initialised and skips its own launcher) and builds DDP without device ids.
 
-And one that MMEngine leaves to the caller: the Runner never destroys the process group.
-:func:`close_process_group` does, at the end of ``tools/train.py``/``tools/test.py``; a gloo
-process that exits with its group alive can abort during interpreter shutdown (``terminate
-called without an active exception``, SIGABRT) although its work has finished.
-
 Both only act where MMEngine itself would find no CUDA/NPU/MLU/MUSA device, so GPU runs are
-unchanged. This is a front-end concern: nothing here touches the model.
+unchanged. One more step MMEngine leaves to the caller, with or without a GPU: the Runner never
+destroys the process group. :func:`close_process_group` does, at the end of
+``tools/train.py``/``tools/test.py``; a gloo process that exits with its group alive can abort
+during interpreter shutdown (``terminate called without an active exception``, SIGABRT)
+although its work has finished. This is a front-end concern: nothing here touches the model.
 """
 import datetime
 import os

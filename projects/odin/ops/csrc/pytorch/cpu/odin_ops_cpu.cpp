@@ -207,16 +207,18 @@ struct SceneGrid {
       top.push(sq_dist(q, &pts[3 * p]), gidx[p]);
   }
 
-  // every support point of the scene, in cell order
+  // every support point of the scene, in cell order (a fresh search: `top` is emptied first)
   void scan_all(const T* q, TopK<T>& top) const {
     top.count = 0;
     for (int64_t c = 0; c < ncells; ++c) scan_cell(c, q, top);
   }
 
-  // exact ring search around q's cell. Returns false, with `top` partly filled, when the rings
-  // would probe more than `probe_budget` cells (a query far from every support point, e.g. a
-  // mesh vertex no view saw): the caller then searches a coarser grid or scans every point.
+  // exact ring search around q's cell (a fresh search: `top` is emptied first). Returns false,
+  // with `top` partly filled, when the rings would probe more than `probe_budget` cells (a query
+  // far from every support point, e.g. a mesh vertex no view saw): the caller then searches a
+  // coarser grid or scans every point.
   bool search(const T* q, TopK<T>& top, int64_t probe_budget) const {
+    top.count = 0;
     int64_t cq[3];
     for (int a = 0; a < 3; ++a)
       cq[a] = static_cast<int64_t>(std::floor((static_cast<double>(q[a]) - lo[a]) * inv_cs));
@@ -288,16 +290,11 @@ struct SceneIndex {
   }
 
   void query(const T* q, TopK<T>& top) const {
+    // probing more cells than the fine grid has costs more than scanning them all; a coarse
+    // probe costs about what scanning one fine cell does
     const int64_t full = std::max<int64_t>(64, fine.ncells);
-    if (!has_coarse) {
-      if (!fine.search(q, top, full)) fine.scan_all(q, top);
-      return;
-    }
-    if (fine.search(q, top, std::min(full, kFineBudget))) return;
-    top.count = 0;
-    // a coarse probe costs about what scanning one fine cell does: stop where the probes would
-    // cost more than the full scan
-    if (coarse.search(q, top, full)) return;
+    if (fine.search(q, top, has_coarse ? std::min(full, kFineBudget) : full)) return;
+    if (has_coarse && coarse.search(q, top, full)) return;
     fine.scan_all(q, top);
   }
 };
