@@ -59,6 +59,7 @@ WRITERS = {
     'nerfstudio-global': write_transforms_json,
     'nerfstudio-per-frame': lambda r, p: write_transforms_json(r, p, per_frame=True),
     'arkitscenes': write_arkitscenes,
+    'arkitscenes-3dod-scene': lambda r, p: write_arkitscenes(r, p, scene_folder=True),
     'tum': write_tum,
     '7scenes': write_7scenes,
     'plain-tum-rows': write_plain,
@@ -297,6 +298,28 @@ def test_arkitscenes_traj_is_world_to_camera_axis_angle(tmp_path):
     np.testing.assert_allclose(seq.intrinsics[0, :3, :3], [[212.5, 0, 127.5], [0, 213, 95.5],
                                                            [0, 0, 1]])
     assert seq.load_frame(0)[1][5, 5] == pytest.approx(1.25)  # DATA.md: millimetres
+
+
+def test_arkitscenes_3dod_scene_folder(room, tmp_path):
+    # the 3DOD download holds <video_id>/<video_id>_frames/: both folders read the same frames,
+    # and the recording is named after the video
+    scene = write_arkitscenes(room, tmp_path / '41069025', scene_folder=True)
+    inner = load_rgbd_folder(str(scene / '41069025_frames'))
+    seq = load_rgbd_folder(str(scene))
+    assert seq.layout == inner.layout == 'arkitscenes' and seq.scene_name == '41069025'
+    assert seq.frame_ids == inner.frame_ids and len(seq) == len(room)
+    np.testing.assert_array_equal(seq.poses, inner.poses)
+    np.testing.assert_array_equal(seq.load_frame(2)[1], inner.load_frame(2)[1])
+    # a frames folder named after the scene wins over other *_frames folders
+    write_arkitscenes(room, scene / 'other_frames', 'other')
+    assert load_rgbd_folder(str(scene)).frame_ids == inner.frame_ids
+    # two candidates, none named after the folder: refused, naming what it looked for
+    os.rename(scene, tmp_path / 'renamed')
+    with pytest.raises(RGBDFolderError, match='unrecognised RGB-D layout'):
+        load_rgbd_folder(str(tmp_path / 'renamed'))
+    with pytest.raises(RGBDFolderError, match='nor a 3DOD scene folder holding one '
+                       '<video_id>_frames/'):
+        load_rgbd_folder(str(tmp_path / 'renamed'), layout='arkitscenes')
 
 
 # ------------------------------------------------------------------------------------------------

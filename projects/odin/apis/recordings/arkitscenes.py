@@ -1,7 +1,7 @@
 """Apple ARKitScenes (3DOD / raw) video folders."""
 import glob
 import os.path as osp
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -37,7 +37,10 @@ class ARKitScenesReader(RecordingReader):
     """An ARKitScenes video folder (3DOD or raw).
 
     Files: ``lowres_wide/``, ``lowres_depth/``, ``lowres_wide_intrinsics/`` and
-    ``lowres_wide.traj``.
+    ``lowres_wide.traj``. The path may be the folder holding them (a ``raw`` video folder, or the
+    ``<video_id>_frames/`` folder of a 3DOD scene) or the 3DOD scene folder ``<video_id>/`` of the
+    download (``download_data.py 3dod``), which holds ``<video_id>_frames/`` next to the scene's
+    annotation and mesh (:meth:`frames_folder`).
 
     Format definition: github.com/apple/ARKitScenes, ``DATA.md`` (depth: uint16 PNG in
     millimetres; ``.pincam``: one line ``width height fx fy cx cy``; ``.traj``: per line a
@@ -59,6 +62,35 @@ class ARKitScenesReader(RecordingReader):
     depth_scale, depth_scale_source = 1000.0, 'millimetres, ARKitScenes DATA.md'
     markers = ('lowres_depth/', '*.traj')
 
+    @classmethod
+    def frames_folder(cls, path: str) -> Optional[str]:
+        """The folder holding the frames of ``path``: itself or its ``<video_id>_frames/``.
+
+        Args:
+            path: an ARKitScenes video folder or 3DOD scene folder.
+
+        Returns:
+            ``path`` when it holds the frame folders (:attr:`markers`), else its
+            ``<basename>_frames/`` subfolder when that one does, else the only ``*_frames/``
+            subfolder that does; None otherwise (also for several candidates, none named after
+            ``path``).
+        """
+        holds_frames = super().detect  # the markers, in the folder itself
+        if holds_frames(path):
+            return path
+        if not osp.isdir(path):
+            return None
+        named = osp.join(path, osp.basename(osp.normpath(path)) + '_frames')
+        found = [named] if osp.isdir(named) else sorted(
+            glob.glob(osp.join(glob.escape(path), '*_frames')))
+        found = [f for f in found if holds_frames(f)]
+        return found[0] if len(found) == 1 else None
+
+    @classmethod
+    def detect(cls, path: str) -> bool:
+        """Whether ``path`` is an ARKitScenes video folder or 3DOD scene folder."""
+        return cls.frames_folder(path) is not None
+
     def _read_traj(self, path: str):
         stamps, mats = [], []
         for line_no, vals in read_number_rows(path):
@@ -77,7 +109,11 @@ class ARKitScenesReader(RecordingReader):
 
     def read(self) -> RGBDSequence:
         """Index the recording (see :meth:`RecordingReader.read`)."""
-        folder = self.path
+        folder = self.frames_folder(self.path)
+        if folder is None:
+            raise RGBDFolderError(
+                f'{self.path}: not an ARKitScenes video folder ({self.summary}) nor a 3DOD scene '
+                'folder holding one <video_id>_frames/ folder with them')
         traj = osp.join(folder, 'lowres_wide.traj')
         if not osp.isfile(traj):
             trajs = sorted(glob.glob(osp.join(glob.escape(folder), '*.traj')))
