@@ -4,13 +4,16 @@ The model is not changed: :class:`ViewProgress` registers forward hooks on the m
 view passes once per forward (the backbone stages and the pixel decoder's deformable encoder, see
 :func:`progress_modules`) and counts the views of each call (the batch dimension of its input).
 The unchunked path calls each module once with every view (a few steps); the bounded path
-(``model.test_cfg['view_chunk']``) calls them once per chunk of views (many steps).
+(``model.test_cfg['view_chunk']``) calls them once per chunk of views (many steps). The bar's
+total is fixed before the forward from the model's configuration (:func:`view_passes`), so its
+percentage never runs ahead of the work; the bar is a ``tqdm`` bar.
 """
-import sys
-import time
+import logging
 from typing import IO, List, Optional, Tuple
 
 from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
 
 
 def progress_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
@@ -49,6 +52,28 @@ def progress_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return mods
 
 
+def view_passes(model: nn.Module) -> List[int]:
+    """How often every view passes each module of :func:`progress_modules` in one 3D predict.
+
+    Once, except the first backbone stage in the bounded path (``test_cfg.view_chunk`` > 0)
+    with sensor prediction points (``prediction_points=dict(type='SensorPoints')``, the demo's):
+    there :meth:`ODIN.forward_3d_chunked` recomputes res2 per chunk for the mask features
+    (``backbone.forward_first_level``) instead of keeping it for all views, so it runs twice.
+
+    Args:
+        model: an ODIN detector.
+
+    Returns:
+        list[int]: passes per followed module, in :func:`progress_modules` order.
+    """
+    passes = [1] * len(progress_modules(model))
+    test_cfg = getattr(model, 'test_cfg', None) or {}
+    sensor = type(getattr(model, 'prediction_points', None)).__name__ == 'SensorPoints'
+    if int(test_cfg.get('view_chunk') or 0) > 0 and sensor:
+        passes[0] = 2
+    return passes
+
+
 def _batch_size(args: tuple, kwargs: dict) -> int:
     """Views in a call: the first dimension of its first tensor input (``query`` for encoders)."""
     for value in list(args) + [kwargs.get('query'), *kwargs.values()]:
@@ -58,7 +83,11 @@ def _batch_size(args: tuple, kwargs: dict) -> int:
 
 
 class ViewProgress:
-    """Context manager: a single-line progress bar of views × stages during a forward.
+    """Context manager: a ``tqdm`` bar of views × stages during one forward.
+
+    The total is fixed up front: ``num_views`` × the passes of :func:`view_passes` summed over
+    the followed modules. Should the forward pass the modules more often than planned, the bar
+    stops at 100 % (a warning is logged) rather than growing its total or exceeding 100 %.
 
     Example::
 
@@ -68,89 +97,81 @@ class ViewProgress:
     Attributes:
         num_views: views of the recording.
         stages: names of the followed modules (:func:`progress_modules`).
+        passes: (S,) planned passes of every view through each followed module.
+        total: views × stages of one forward (fixed).
         calls: (S,) calls seen per followed module.
         views: (S,) views seen per followed module.
 
     Args:
         model: an ODIN detector.
         num_views: views of the sample that will be run.
-        stream: where the bar is written. Defaults to ``sys.stderr``.
+        stream: where the bar is written. Defaults to ``sys.stderr`` (tqdm's default).
         enabled: draw the bar (the counters are kept either way). Defaults to True.
-        min_interval: seconds between redraws. Defaults to 0.2.
-        width: characters of the bar. Defaults to 30.
+        min_interval: least seconds between redraws. Defaults to 0.2.
+        passes: planned passes per followed module. Defaults to None: :func:`view_passes`.
     """
 
     def __init__(self, model: nn.Module, num_views: int, stream: Optional[IO] = None,
-                 enabled: bool = True, min_interval: float = 0.2, width: int = 30) -> None:
+                 enabled: bool = True, min_interval: float = 0.2,
+                 passes: Optional[List[int]] = None) -> None:
         if num_views < 1:
             raise ValueError(f'num_views must be >= 1, got {num_views}')
         self.model = model
         self.num_views = int(num_views)
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream = stream
         self.enabled = enabled
         self.min_interval = min_interval
-        self.width = width
         self._mods = progress_modules(model)
         self.stages = [name for name, _ in self._mods]
+        self.passes = list(passes) if passes is not None else view_passes(model)
+        if len(self.passes) != len(self._mods) or min(self.passes) < 1:
+            raise ValueError(f'passes must hold one count >= 1 per followed module '
+                             f'{self.stages}, got {self.passes}')
+        self.total = self.num_views * sum(self.passes)
         self.calls = [0] * len(self._mods)
         self.views = [0] * len(self._mods)
         self._handles: list = []
-        self._start = 0.0
-        self._last_draw = -1.0
-
-    @property
-    def total(self) -> int:
-        """Views × stages of one forward (grows if a module is run more often)."""
-        return max(self.num_views * len(self._mods), sum(self.views))
+        self._bar = None
+        self._warned = False
 
     @property
     def done(self) -> int:
-        """Views × stages passed so far."""
+        """Views × stages passed so far (may exceed :attr:`total` only if the plan was wrong)."""
         return sum(self.views)
 
     def __enter__(self) -> 'ViewProgress':
-        self._start = time.monotonic()
+        from tqdm import tqdm
+        self._bar = tqdm(total=self.total, desc='ODIN', unit='view-stage', file=self.stream,
+                         disable=not self.enabled, mininterval=self.min_interval, miniters=1,
+                         leave=True)
         for i, (_, module) in enumerate(self._mods):
             self._handles.append(module.register_forward_hook(self._hook(i), with_kwargs=True))
-        self._draw(force=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if self.enabled:
-            self._draw(force=True)
-            self.stream.write('\n')
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def _hook(self, index: int):
         def hook(module, args, kwargs, output):
+            n = _batch_size(args, kwargs)
             self.calls[index] += 1
-            self.views[index] += _batch_size(args, kwargs)
-            self._draw(stage=index)
+            self.views[index] += n
+            if self.done > self.total and not self._warned:
+                self._warned = True
+                logger.warning('progress: the forward passed %s more often than planned '
+                               '(%s passes per view); the bar stops at 100%%',
+                               self.stages[index], self.passes)
+            bar = self._bar
+            if bar is not None:
+                bar.set_postfix_str(f'{self.stages[index]} ({self.calls[index]} calls)',
+                                    refresh=False)
+                bar.update(max(0, min(n, self.total - bar.n)))
         return hook
 
-    def line(self, stage: Optional[int] = None) -> str:
-        """The bar's text, e.g. ``ODIN  42% |####--| 336/800 view-stages res4 (3 calls) 12s``."""
-        frac = self.done / self.total if self.total else 0.0
-        filled = int(round(frac * self.width))
-        bar = '#' * filled + '-' * (self.width - filled)
-        where = ''
-        if stage is not None:
-            where = f' {self.stages[stage]} ({self.calls[stage]} calls)'
-        return (f'ODIN {100 * frac:3.0f}% |{bar}| {self.done}/{self.total} view-stages'
-                f'{where} {time.monotonic() - self._start:.0f}s')
 
-    def _draw(self, stage: Optional[int] = None, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_draw < self.min_interval:
-            return
-        self._last_draw = now
-        self.stream.write('\r' + self.line(stage))
-        self.stream.flush()
-
-
-__all__ = ['ViewProgress', 'progress_modules']
+__all__ = ['ViewProgress', 'progress_modules', 'view_passes']
