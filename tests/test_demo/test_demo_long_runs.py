@@ -3,6 +3,7 @@ budget refused up front with the frame count that fits, and the progress bar's h
 import io
 import json
 import math
+import os
 import re
 
 import pytest
@@ -16,6 +17,7 @@ from projects.odin.apis import load_rgbd_folder
 from projects.odin.apis.demo import DEFAULT_VIEW_CHUNK, DemoError, run_recording_demo
 from projects.odin.apis.inference import inference_recording, init_odin_model, prepare_recording
 from projects.odin.apis.memory import (
+    MEMORY_COSTS,
     MemoryBudgetError,
     backbone_family,
     check_memory_budget,
@@ -23,7 +25,7 @@ from projects.odin.apis.memory import (
     frames_within_budget,
 )
 from projects.odin.apis.progress import ViewProgress, progress_modules, view_passes
-from projects.odin.testing import DEMO_CONFIG
+from projects.odin.testing import DEMO_CONFIG, REPO_ROOT
 
 OPTS = dict(image_size=(24, 32), score_thr=0.0, min_points=1, progress=False)
 
@@ -110,6 +112,26 @@ def test_memory_estimate_is_linear_and_consistent():
     with pytest.raises(MemoryBudgetError, match='--frame-stride 6'):
         check_memory_budget(r50, 30, (240, 320), estimate_peak_memory_gb(r50, 10, (240, 320)),
                             frame_stride=2)
+
+
+def test_memory_costs_rest_on_documented_measurements():
+    """Every line of the estimate lies on or above its measured points, each of them a row of
+    docs/demo.md's tables, measured by a command of this repository."""
+    assert set(MEMORY_COSTS) == {(f, p) for f in ('resnet', 'swin')
+                                 for p in ('bounded', 'unchunked')}
+    with open(os.path.join(REPO_ROOT, 'docs', 'demo.md')) as f:
+        rows = [[c.strip() for c in line.strip().strip('|').split('|')]
+                for line in f if line.startswith('|')]
+    for key, cost in MEMORY_COSTS.items():
+        assert cost.table.startswith('docs/demo.md') and len(cost.measured) >= 2, key
+        script = cost.command.split()[1]
+        assert os.path.isfile(os.path.join(REPO_ROOT, script)), (key, script)
+        family = 'R50' if key[0] == 'resnet' else 'Swin-B'
+        for frames, gb in cost.measured:
+            assert cost.peak_gb(frames, cost.measured_hw) >= gb, (key, frames, gb)
+            assert any(r[0].startswith(family) and r[1] == str(frames) and r[2] == key[1] and
+                       float(r[-1]) == gb for r in rows if len(r) >= 4 and r[1].isdigit()), \
+                (key, frames, gb)
 
 
 class _Stage(nn.Module):

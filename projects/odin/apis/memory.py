@@ -1,18 +1,26 @@
 """How much memory a demo run will take, before it runs: a documented linear estimate.
 
 Peak resident memory of ``demo/odin_demo.py`` (reading, preparation, model, inference) grows
-linearly with the frame count (``tools/analysis_tools/benchmark_long_scene.py`` measures it):
+linearly with the frame count:
 
     peak GB ≈ base_gb + frames × per_frame_mb / 1024 × (H × W) / (H_ref × W_ref)
 
-with one (base, slope) pair per backbone family and inference path (:data:`MEMORY_COSTS`), the
-per-frame slope scaled by the model input's pixel count. The estimate is used to refuse a run
-that would exceed ``--max-memory-gb`` with the largest frame count that fits, instead of letting
-the operating system kill the process.
+with one (base, slope) pair per backbone family and inference path, the per-frame slope scaled by
+the model input's pixel count. The pairs and the measurements they rest on are data, not code:
+:data:`MEMORY_COSTS_FILE` (``memory_costs.yml`` next to this module) gives for each line the
+command that measured it (``tools/analysis_tools/benchmark_long_scene.py`` for the bounded path),
+the table of docs/demo.md ("Memory per frame") holding the measurements, and the measured points,
+on or below the line. The estimate is used to refuse a run that would exceed
+``--max-memory-gb`` with the largest frame count that fits, instead of letting the operating
+system kill the process.
 """
 import math
+import os.path as osp
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
+
+#: the measured lines of the estimate (YAML; see its header)
+MEMORY_COSTS_FILE = osp.join(osp.dirname(osp.abspath(__file__)), 'memory_costs.yml')
 
 
 @dataclass(frozen=True)
@@ -23,13 +31,27 @@ class MemoryCost:
         base_gb: peak at zero frames (interpreter, libraries, weights, frame-independent work).
         per_frame_mb: extra peak per frame at ``ref_hw``.
         ref_hw: model input (H, W) of the slope.
-        source: where the figures come from.
+        command: the command that measured the points.
+        table: where the measurements are documented (docs/demo.md).
+        measured: ((frames, peak GB), ...) measured at ``measured_hw``; the line lies on or above
+            each.
+        measured_hw: model input (H, W) of ``measured``.
+        note: how the line relates to the measurements.
     """
 
     base_gb: float
     per_frame_mb: float
     ref_hw: Tuple[int, int]
-    source: str
+    command: str = ''
+    table: str = ''
+    measured: Tuple[Tuple[int, float], ...] = ()
+    measured_hw: Tuple[int, int] = (240, 320)
+    note: str = ''
+
+    @property
+    def source(self) -> str:
+        """Where the figures come from: the table and the command."""
+        return f'{self.table}; measured with: {self.command}'
 
     def peak_gb(self, num_frames: int, image_size: Sequence[int]) -> float:
         """Estimated peak GB of ``num_frames`` frames at ``image_size`` (H, W)."""
@@ -37,37 +59,41 @@ class MemoryCost:
         return self.base_gb + num_frames * self.per_frame_mb / 1024 * scale
 
 
-_R50 = MemoryCost(
-    base_gb=4.6, per_frame_mb=36.4, ref_hw=(240, 320),
-    source='issue 15: ScanNet R50 (converted weights), sensor mode, a 640x480 ScanNet recording, '
-    '60 frames 6.76 GB / 190 frames 11.49 GB, 2 CPU cores')
-_SWIN = MemoryCost(
-    base_gb=1.4, per_frame_mb=82.0, ref_hw=(240, 320),
-    source='issue 15: ScanNet200 Swin-B at 384x512 (210 MB per frame there), 30 frames 7.7 GB / '
-    '60 frames 14.0 GB')
+def load_memory_costs(path: str = MEMORY_COSTS_FILE) -> Dict[Tuple[str, str], MemoryCost]:
+    """Read the measured lines: ``{(backbone family, path): MemoryCost}``.
 
-_R50_BOUNDED = MemoryCost(
-    base_gb=1.9, per_frame_mb=6.0, ref_hw=(240, 320),
-    source='benchmark_long_scene.py, ScanNet R50 sensor mode, view_chunk=8, generated 640x480 '
-    'recordings of a synthetic room at 240x320, 30/60/120/190/500/1000 frames '
-    '1.90/2.24/2.58/2.74/4.40/7.47 GB (least squares 1.78 GB + 5.7 MB/frame; this line lies on '
-    'or above every measured point), 2 CPU cores')
+    Args:
+        path: a YAML file ``{family: {path: {base_gb, per_frame_mb, ref_hw, ...}}}``.
 
-_SWIN_BOUNDED = MemoryCost(
-    base_gb=3.4, per_frame_mb=5.2, ref_hw=(240, 320),
-    source='benchmark_long_scene.py, ScanNet200 Swin-B sensor mode at 384x512, view_chunk=8: '
-    '30/60/250 frames 3.25/3.10/4.76 GB (8.7 MB/frame from 60 to 250 frames, 3.4 MB/frame '
-    'scaled to 240x320); this line (13 MB/frame at 384x512) lies above every measured point')
+    Returns:
+        One :class:`MemoryCost` per (family, path).
+
+    Raises:
+        ValueError: an entry without ``base_gb``, ``per_frame_mb`` or ``ref_hw``.
+    """
+    import yaml
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    costs = {}
+    for family, paths in doc.items():
+        for kind, entry in paths.items():
+            missing = {'base_gb', 'per_frame_mb', 'ref_hw'} - set(entry)
+            if missing:
+                raise ValueError(f'{path}: {family}/{kind} lacks {sorted(missing)}')
+            costs[(family, kind)] = MemoryCost(
+                base_gb=float(entry['base_gb']), per_frame_mb=float(entry['per_frame_mb']),
+                ref_hw=tuple(entry['ref_hw']), command=entry.get('command', ''),
+                table=entry.get('table', ''),
+                measured=tuple((int(n), float(gb)) for n, gb in entry.get('measured', ())),
+                measured_hw=tuple(entry.get('measured_hw', entry['ref_hw'])),
+                note=entry.get('note', ''))
+    return costs
+
 
 #: (backbone family, path) -> cost. ``path`` is ``'unchunked'`` (``test_cfg.view_chunk`` unset
 #: or 0) or ``'bounded'`` (``view_chunk`` > 0). Voxels grow with the scanned surface, so a larger
 #: scene than the benchmark's room adds a scene-dependent term to the base.
-MEMORY_COSTS = {
-    ('resnet', 'unchunked'): _R50,
-    ('resnet', 'bounded'): _R50_BOUNDED,
-    ('swin', 'unchunked'): _SWIN,
-    ('swin', 'bounded'): _SWIN_BOUNDED,
-}
+MEMORY_COSTS = load_memory_costs()
 
 
 class MemoryBudgetError(ValueError):
@@ -160,6 +186,6 @@ def check_memory_budget(cfg, num_frames: int, image_size: Sequence[int],
                             f'spread over the recording) or --frame-stride {stride}')
 
 
-__all__ = ['MemoryCost', 'MEMORY_COSTS', 'MemoryBudgetError', 'backbone_family',
-           'inference_path', 'memory_cost', 'estimate_peak_memory_gb', 'frames_within_budget',
-           'check_memory_budget']
+__all__ = ['MemoryCost', 'MEMORY_COSTS', 'MEMORY_COSTS_FILE', 'load_memory_costs',
+           'MemoryBudgetError', 'backbone_family', 'inference_path', 'memory_cost',
+           'estimate_peak_memory_gb', 'frames_within_budget', 'check_memory_budget']
