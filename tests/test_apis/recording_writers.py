@@ -214,9 +214,9 @@ def write_arkitscenes(room: Room, root, video_id: str = '41069025', scene_folder
     if scene_folder:
         os.makedirs(root)
         (root / f'{video_id}_3dod_annotation.json').write_text('{"data": []}\n')
-        (root / f'{video_id}_3dod_mesh.ply').write_text(
-            'ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\n'
-            'property float z\nend_header\n')
+        from projects.odin.datasets.scannet_raw import write_mesh_ply
+        write_mesh_ply(root / f'{video_id}_3dod_mesh.ply', np.zeros((1, 3)),
+                       np.zeros((1, 3), np.uint8))
         write_arkitscenes(room, root / f'{video_id}_frames', video_id)
         return root
     for d in ('lowres_wide', 'lowres_depth', 'lowres_wide_intrinsics'):

@@ -4,6 +4,7 @@ import os.path as osp
 from typing import Dict, List, Optional
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from .base import (
     RECORDING_READERS,
@@ -14,17 +15,6 @@ from .base import (
     read_matrix,
     read_number_rows,
 )
-
-
-def rodrigues(rotvec) -> np.ndarray:
-    """Rotation matrix of an axis-angle vector (angle = its norm, radians)."""
-    v = np.asarray(rotvec, dtype=np.float64)
-    theta = float(np.linalg.norm(v))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = v / theta
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * kx @ kx
 
 
 def _timestamp(name: str) -> str:
@@ -98,7 +88,7 @@ class ARKitScenesReader(RecordingReader):
                 raise RGBDFolderError(f'{path}:{line_no}: a trajectory row of {len(vals)} '
                                       'numbers; expected 7 (timestamp, axis-angle, translation)')
             w2c = np.eye(4)
-            w2c[:3, :3] = rodrigues(vals[1:4])
+            w2c[:3, :3] = Rotation.from_rotvec(vals[1:4]).as_matrix()  # as cv2.Rodrigues
             w2c[:3, 3] = vals[4:7]
             stamps.append(vals[0])
             mats.append(np.linalg.inv(w2c) if np.isfinite(w2c).all() else
