@@ -22,7 +22,7 @@ from recording_writers import (
 )
 
 from projects.odin.apis.inference import unproject_frame
-from projects.odin.apis.rgbd_folder import (
+from projects.odin.datasets.recordings import (
     LAYOUTS,
     RGBDFolderError,
     detect_layout,
@@ -345,7 +345,7 @@ def _closed_form_rotvec(v):
 def test_pose_conversions_equal_the_closed_forms(tmp_path):
     """TUM quaternions and ARKitScenes axis-angle rows (scipy's Rotation) give the closed-form
     matrices on random inputs: non-unit quaternions, angles up to 2 pi, tiny angles."""
-    from projects.odin.apis.rgbd_folder import quaternion_pose
+    from projects.odin.datasets.recordings import quaternion_pose
     rng = np.random.default_rng(0)
     for _ in range(200):
         t = rng.normal(size=3)

@@ -13,10 +13,10 @@ from rgbd_makers import make_scannet
 from test_odin_demo_cli import _run, tiny_checkpoint  # noqa: F401  (fixture)
 from torch import nn
 
-from projects.odin.apis import load_rgbd_folder
-from projects.odin.apis.demo import DEFAULT_VIEW_CHUNK, DemoError, run_recording_demo
 from projects.odin.apis.inference import inference_recording, init_odin_model, prepare_recording
-from projects.odin.apis.memory import (
+from projects.odin.datasets.recordings import load_rgbd_folder
+from projects.odin.demo import DEFAULT_VIEW_CHUNK, DemoError, run_recording_demo
+from projects.odin.demo.memory import (
     MEMORY_COSTS,
     MemoryBudgetError,
     backbone_family,
@@ -24,7 +24,7 @@ from projects.odin.apis.memory import (
     estimate_peak_memory_gb,
     frames_within_budget,
 )
-from projects.odin.apis.progress import ViewProgress, progress_modules, view_passes
+from projects.odin.demo.progress import ViewProgress, progress_modules, view_passes
 from projects.odin.testing import DEMO_CONFIG, REPO_ROOT
 
 OPTS = dict(image_size=(24, 32), score_thr=0.0, min_points=1, progress=False)

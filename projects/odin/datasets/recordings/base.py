@@ -18,7 +18,7 @@ import numpy as np
 from mmengine.registry import Registry
 from scipy.spatial.transform import Rotation
 
-logger = logging.getLogger('projects.odin.apis.rgbd_folder')
+logger = logging.getLogger('projects.odin.datasets.recordings')
 
 RECORDING_READERS = Registry('posed RGB-D recording reader')
 
@@ -184,6 +184,27 @@ def _check_colour_intrinsics(k_color: np.ndarray, k_depth: np.ndarray, color_hw,
             'the depth intrinsics (%s) by more than 2%%; colour is resized to the depth size as '
             'ODIN does, so colours may be misplaced', frame, np.round(scaled, 2).tolist(),
             np.round(ref, 2).tolist())
+
+
+def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.ndarray) -> np.ndarray:
+    """Unproject every pixel of a depth map to world coordinates (integer pixel indices, as ODIN).
+
+    :func:`projects.odin.layers.geometry.unproject_depth` in float64.
+
+    Args:
+        depth: (H, W) metres.
+        intrinsics: (4, 4) or (3, 3) camera matrix.
+        cam2world: (4, 4) pose.
+
+    Returns:
+        (H, W, 3) float64 world coordinates.
+    """
+    import torch
+
+    from projects.odin.layers.geometry import unproject_depth
+    return unproject_depth(torch.from_numpy(np.asarray(depth, np.float64))[None],
+                           torch.from_numpy(np.asarray(intrinsics, np.float64))[None],
+                           torch.from_numpy(np.asarray(cam2world, np.float64))[None])[0].numpy()
 
 
 # ------------------------------------------------------------------------------------------------
