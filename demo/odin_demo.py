@@ -31,12 +31,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from projects.odin.apis.demo import (  # noqa: E402
+from projects.odin.datasets.recordings import LAYOUTS  # noqa: E402
+from projects.odin.demo import (  # noqa: E402
     DEFAULT_VIEW_CHUNK,
     DemoError,
     run_recording_demo,
 )
-from projects.odin.apis.rgbd_folder import LAYOUTS  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -84,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    """Run the demo (:func:`projects.odin.apis.demo.run_recording_demo`); 2 on a user error."""
+    """Run the demo (:func:`projects.odin.demo.run_recording_demo`); 2 on a user error."""
     args = parse_args(argv)
     try:
         run_recording_demo(

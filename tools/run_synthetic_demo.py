@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    from projects.odin.apis.render import render_demo_figure
-    from projects.odin.apis.synthetic_demo import (
+    from projects.odin.demo.figure import render_demo_figure
+    from projects.odin.demo.synthetic_demo import (
         DEMO_CONFIG,
         evaluate,
         load_demo_config,

@@ -203,9 +203,22 @@ def write_transforms_json(room: Room, root, per_frame: bool = False):
     return root
 
 
-def write_arkitscenes(room: Room, root, video_id: str = '41069025'):
+def write_arkitscenes(room: Room, root, video_id: str = '41069025', scene_folder: bool = False):
     """ARKitScenes: lowres_wide/, lowres_depth/ (mm), .pincam per frame, world-to-camera .traj
-    rows (timestamp, axis-angle, translation), with extra trajectory rows between frames."""
+    rows (timestamp, axis-angle, translation), with extra trajectory rows between frames.
+
+    ``scene_folder``: the 3DOD download's layout (ARKitScenes ``DATA.md``): ``root`` is the scene
+    folder ``<video_id>/`` holding ``<video_id>_frames/`` (the frame folders above) next to
+    ``<video_id>_3dod_annotation.json`` and ``<video_id>_3dod_mesh.ply`` (tiny stand-ins here).
+    """
+    if scene_folder:
+        os.makedirs(root)
+        (root / f'{video_id}_3dod_annotation.json').write_text('{"data": []}\n')
+        from projects.odin.datasets.scannet_raw import write_mesh_ply
+        write_mesh_ply(root / f'{video_id}_3dod_mesh.ply', np.zeros((1, 3)),
+                       np.zeros((1, 3), np.uint8))
+        write_arkitscenes(room, root / f'{video_id}_frames', video_id)
+        return root
     for d in ('lowres_wide', 'lowres_depth', 'lowres_wide_intrinsics'):
         os.makedirs(root / d)
     h, w = room.depth_mm.shape[1:]

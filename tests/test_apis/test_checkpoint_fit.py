@@ -319,7 +319,7 @@ def test_tools_test_refuses_another_architecture_and_unreadable_files(tiny, tmp_
 def test_demo_refuses_misfit_and_truncated_checkpoints_unless_allowed(tiny, tmp_path, capsys):
     from rgbd_makers import make_scannet
 
-    from projects.odin.apis.synthetic_demo import DEMO_CONFIG
+    from projects.odin.demo.synthetic_demo import DEMO_CONFIG
     demo = load_script('demo/odin_demo.py')
     folder = make_scannet(tmp_path / 'rec')
 

@@ -11,12 +11,12 @@ from mmcv.transforms import Compose
 from mmengine.registry import init_default_scope
 from rgbd_makers import make_scannet
 
-from projects.odin.apis import load_rgbd_folder
 from projects.odin.apis.inference import (
     fold_resize_into_loading,
     prepare_recording,
     recording_pipeline,
 )
+from projects.odin.datasets.recordings import load_rgbd_folder
 from projects.odin.datasets.transforms import ODINSensorPoints, unproject
 
 

@@ -9,7 +9,7 @@ from projects.odin.testing import REPO_ROOT
 SCRIPT = r'''
 import os, shutil, sys
 import projects.odin  # noqa: F401  (registers everything)
-from projects.odin.apis import synthetic_demo
+from projects.odin.demo import synthetic_demo
 from projects.odin.utils import checkpoint, model_zoo
 assert os.path.dirname(projects.odin.__file__).startswith(os.getcwd()), projects.odin.__file__
 try:

@@ -1,8 +1,8 @@
 import numpy as np
 from rgbd_makers import K, make_scannet
 
-from projects.odin.apis import load_rgbd_folder
 from projects.odin.apis.inference import prepare_recording, unproject_frame
+from projects.odin.datasets.recordings import load_rgbd_folder
 
 
 def test_unproject_frame_matches_pinhole():

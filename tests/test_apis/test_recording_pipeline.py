@@ -6,8 +6,8 @@ import torch
 from mmengine.config import Config
 from rgbd_makers import make_scannet
 
-from projects.odin.apis import load_rgbd_folder
 from projects.odin.apis.inference import demo_image_size, prepare_recording, recording_pipeline
+from projects.odin.datasets.recordings import load_rgbd_folder
 
 DEMO_CONFIG = 'configs/odin/synthetic_r18_demo.py'
 

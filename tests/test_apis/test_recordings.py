@@ -22,7 +22,7 @@ from recording_writers import (
 )
 
 from projects.odin.apis.inference import unproject_frame
-from projects.odin.apis.rgbd_folder import (
+from projects.odin.datasets.recordings import (
     LAYOUTS,
     RGBDFolderError,
     detect_layout,
@@ -59,6 +59,7 @@ WRITERS = {
     'nerfstudio-global': write_transforms_json,
     'nerfstudio-per-frame': lambda r, p: write_transforms_json(r, p, per_frame=True),
     'arkitscenes': write_arkitscenes,
+    'arkitscenes-3dod-scene': lambda r, p: write_arkitscenes(r, p, scene_folder=True),
     'tum': write_tum,
     '7scenes': write_7scenes,
     'plain-tum-rows': write_plain,
@@ -297,6 +298,87 @@ def test_arkitscenes_traj_is_world_to_camera_axis_angle(tmp_path):
     np.testing.assert_allclose(seq.intrinsics[0, :3, :3], [[212.5, 0, 127.5], [0, 213, 95.5],
                                                            [0, 0, 1]])
     assert seq.load_frame(0)[1][5, 5] == pytest.approx(1.25)  # DATA.md: millimetres
+
+
+def test_arkitscenes_3dod_scene_folder(room, tmp_path):
+    # the 3DOD download holds <video_id>/<video_id>_frames/: both folders read the same frames,
+    # and the recording is named after the video
+    scene = write_arkitscenes(room, tmp_path / '41069025', scene_folder=True)
+    inner = load_rgbd_folder(str(scene / '41069025_frames'))
+    seq = load_rgbd_folder(str(scene))
+    assert seq.layout == inner.layout == 'arkitscenes' and seq.scene_name == '41069025'
+    assert seq.frame_ids == inner.frame_ids and len(seq) == len(room)
+    np.testing.assert_array_equal(seq.poses, inner.poses)
+    np.testing.assert_array_equal(seq.load_frame(2)[1], inner.load_frame(2)[1])
+    # a frames folder named after the scene wins over other *_frames folders
+    write_arkitscenes(room, scene / 'other_frames', 'other')
+    assert load_rgbd_folder(str(scene)).frame_ids == inner.frame_ids
+    # two candidates, none named after the folder: refused, naming what it looked for
+    os.rename(scene, tmp_path / 'renamed')
+    with pytest.raises(RGBDFolderError, match='unrecognised RGB-D layout'):
+        load_rgbd_folder(str(tmp_path / 'renamed'))
+    with pytest.raises(RGBDFolderError, match='nor a 3DOD scene folder holding one '
+                       '<video_id>_frames/'):
+        load_rgbd_folder(str(tmp_path / 'renamed'), layout='arkitscenes')
+
+
+def _closed_form_quaternion(x, y, z, w):
+    """Rotation of a (not necessarily unit) quaternion, the textbook closed form (the readers'
+    former hand-written conversion, kept as the reference of scipy's)."""
+    s = 2.0 / (x * x + y * y + z * z + w * w)
+    return np.array([[1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w)],
+                     [s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w)],
+                     [s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y)]])
+
+
+def _closed_form_rotvec(v):
+    """Rodrigues' formula (the ARKitScenes reader's former hand-written conversion)."""
+    v = np.asarray(v, dtype=np.float64)
+    theta = float(np.linalg.norm(v))
+    if theta < 1e-12:
+        return np.eye(3)
+    k = v / theta
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * kx @ kx
+
+
+def test_pose_conversions_equal_the_closed_forms(tmp_path):
+    """TUM quaternions and ARKitScenes axis-angle rows (scipy's Rotation) give the closed-form
+    matrices on random inputs: non-unit quaternions, angles up to 2 pi, tiny angles."""
+    from projects.odin.datasets.recordings import quaternion_pose
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        t = rng.normal(size=3)
+        q = rng.normal(size=4) * rng.uniform(0.1, 3.0)
+        mat = quaternion_pose([*t, *q])
+        np.testing.assert_allclose(mat[:3, :3], _closed_form_quaternion(*q), atol=1e-12)
+        np.testing.assert_allclose(mat[:3, 3], t)
+        np.testing.assert_array_equal(mat[3], [0, 0, 0, 1])
+    assert np.isnan(quaternion_pose([0, 0, np.nan, 0, 0, 0, 1])).all()
+    with pytest.raises(RGBDFolderError, match='zero norm'):
+        quaternion_pose([0, 0, 0, 0, 0, 0, 0])
+    # axis-angle through the reader: world-to-camera rows, inverted
+    root = tmp_path / 'rec'
+    for d in ('lowres_wide', 'lowres_depth', 'lowres_wide_intrinsics'):
+        os.makedirs(root / d)
+    rows, expected = [], []
+    axes = rng.normal(size=(30, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    angles = np.concatenate([rng.uniform(0, 2 * np.pi, 27), [1e-9, 1e-13, 0.0]])
+    for i, (axis, angle) in enumerate(zip(axes, angles)):
+        name = f'v_{100 + i:.3f}'
+        cv2.imwrite(str(root / 'lowres_wide' / f'{name}.png'), np.full((4, 6, 3), 9, np.uint8))
+        cv2.imwrite(str(root / 'lowres_depth' / f'{name}.png'), np.full((4, 6), 900, np.uint16))
+        (root / 'lowres_wide_intrinsics' / f'{name}.pincam').write_text('6 4 5 5 2.5 1.5')
+        w2c = np.eye(4)
+        w2c[:3, :3] = _closed_form_rotvec(axis * angle)
+        w2c[:3, 3] = rng.normal(size=3)
+        rows.append(f'{100 + i:.3f} {" ".join(repr(float(x)) for x in axis * angle)} '
+                    f'{" ".join(repr(float(x)) for x in w2c[:3, 3])}')
+        expected.append(np.linalg.inv(w2c))
+    (root / 'lowres_wide.traj').write_text('\n'.join(rows) + '\n')
+    seq = load_rgbd_folder(str(root))
+    np.testing.assert_allclose(seq.poses, np.stack(expected), atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rgbd_makers import H, K, W, _pose, make_7scenes, make_scannet, make_tum  # noqa: E402
 
-from projects.odin.apis.rgbd_folder import (
+from projects.odin.datasets.recordings import (
     RGBDFolderError,
     detect_layout,
     load_rgbd_folder,

@@ -8,8 +8,8 @@ import pytest
 from rgbd_makers import make_scannet
 from test_odin_demo_cli import _run, tiny_checkpoint  # noqa: F401  (fixture)
 
-from projects.odin.apis.demo import DemoError, run_recording_demo
-from projects.odin.apis.synthetic_demo import run_demo
+from projects.odin.demo import DemoError, run_recording_demo
+from projects.odin.demo.synthetic_demo import run_demo
 from projects.odin.testing import DEMO_CONFIG
 
 

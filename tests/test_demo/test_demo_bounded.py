@@ -6,8 +6,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from projects.odin.apis import load_rgbd_folder
 from projects.odin.apis.inference import init_odin_model, prepare_recording
+from projects.odin.datasets.recordings import load_rgbd_folder
 from projects.odin.testing import DEMO_CONFIG, load_script
 
 pytestmark = pytest.mark.usefixtures('one_thread')

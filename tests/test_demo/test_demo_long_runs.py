@@ -3,6 +3,8 @@ budget refused up front with the frame count that fits, and the progress bar's h
 import io
 import json
 import math
+import os
+import re
 
 import pytest
 import torch
@@ -11,18 +13,19 @@ from rgbd_makers import make_scannet
 from test_odin_demo_cli import _run, tiny_checkpoint  # noqa: F401  (fixture)
 from torch import nn
 
-from projects.odin.apis import load_rgbd_folder
-from projects.odin.apis.demo import DEFAULT_VIEW_CHUNK, DemoError, run_recording_demo
 from projects.odin.apis.inference import inference_recording, init_odin_model, prepare_recording
-from projects.odin.apis.memory import (
+from projects.odin.datasets.recordings import load_rgbd_folder
+from projects.odin.demo import DEFAULT_VIEW_CHUNK, DemoError, run_recording_demo
+from projects.odin.demo.memory import (
+    MEMORY_COSTS,
     MemoryBudgetError,
     backbone_family,
     check_memory_budget,
     estimate_peak_memory_gb,
     frames_within_budget,
 )
-from projects.odin.apis.progress import ViewProgress, progress_modules
-from projects.odin.testing import DEMO_CONFIG
+from projects.odin.demo.progress import ViewProgress, progress_modules, view_passes
+from projects.odin.testing import DEMO_CONFIG, REPO_ROOT
 
 OPTS = dict(image_size=(24, 32), score_thr=0.0, min_points=1, progress=False)
 
@@ -111,6 +114,26 @@ def test_memory_estimate_is_linear_and_consistent():
                             frame_stride=2)
 
 
+def test_memory_costs_rest_on_documented_measurements():
+    """Every line of the estimate lies on or above its measured points, each of them a row of
+    docs/demo.md's tables, measured by a command of this repository."""
+    assert set(MEMORY_COSTS) == {(f, p) for f in ('resnet', 'swin')
+                                 for p in ('bounded', 'unchunked')}
+    with open(os.path.join(REPO_ROOT, 'docs', 'demo.md')) as f:
+        rows = [[c.strip() for c in line.strip().strip('|').split('|')]
+                for line in f if line.startswith('|')]
+    for key, cost in MEMORY_COSTS.items():
+        assert cost.table.startswith('docs/demo.md') and len(cost.measured) >= 2, key
+        script = cost.command.split()[1]
+        assert os.path.isfile(os.path.join(REPO_ROOT, script)), (key, script)
+        family = 'R50' if key[0] == 'resnet' else 'Swin-B'
+        for frames, gb in cost.measured:
+            assert cost.peak_gb(frames, cost.measured_hw) >= gb, (key, frames, gb)
+            assert any(r[0].startswith(family) and r[1] == str(frames) and r[2] == key[1] and
+                       float(r[-1]) == gb for r in rows if len(r) >= 4 and r[1].isdigit()), \
+                (key, frames, gb)
+
+
 class _Stage(nn.Module):
 
     def forward(self, x=None, query=None):
@@ -137,6 +160,11 @@ class _ChunkedModel(nn.Module):
         return torch.cat([enc(query=c) for c in x.split(self.chunk)])
 
 
+def _bar_counts(text: str):
+    """Every ``done/total`` a tqdm bar drew, in order."""
+    return [(int(a), int(b)) for a, b in re.findall(r'(\d+)/(\d+) \[', text)]
+
+
 def test_progress_counts_views_and_chunks():
     model = _ChunkedModel(chunk=3)
     stream = io.StringIO()
@@ -145,8 +173,10 @@ def test_progress_counts_views_and_chunks():
     assert bar.stages == ['res2', 'res3', 'encoder']
     assert bar.calls == [3, 3, 3] and bar.views == [7, 7, 7]
     assert bar.done == bar.total == 21
+    # the tqdm bar: drawn at the start, at each of the 9 calls (min_interval 0) and at the end
     text = stream.getvalue()
-    assert text.count('\r') == 1 + 9 + 1 and '100% |' in text and text.endswith('\n')
+    assert text.count('\r') >= 1 + 9 and '100%|' in text and text.endswith('\n')
+    assert _bar_counts(text)[-1] == (21, 21)
     # the hooks are removed afterwards
     model(torch.zeros(7, 2))
     assert bar.calls == [3, 3, 3]
@@ -173,3 +203,50 @@ def test_progress_hooks_on_a_tiny_odin(tmp_path):
     with bar:
         inference_recording(model, prepared)
     assert bar.calls == [1] * 5 and bar.done == bar.total == 25
+
+
+SWIN_BACKBONE = dict(
+    type='ODINSwinTransformer', embed_dims=32, depths=[1, 1, 1, 1],
+    num_heads=[1, 2, 4, 8], window_size=4, out_indices=(0, 1, 2, 3), fusion_stages=(1, 2, 3),
+    fusion_layers=(1, 1, 1), fusion_cfg=dict(embed_dims=32, num_heads=4, ffn_dims=64,
+                                             num_groups=8), init_cfg=None)
+
+
+@pytest.fixture(scope='module')
+def demo_recording(tmp_path_factory):
+    seq = load_rgbd_folder(str(make_scannet(tmp_path_factory.mktemp('rec') / 'rec', n=7)))
+    return seq, prepare_recording(seq, image_size=(32, 32), cfg=Config.fromfile(DEMO_CONFIG))
+
+
+@pytest.mark.parametrize('view_chunk', [0, 3])
+@pytest.mark.parametrize('backbone', ['resnet', 'swin'])
+def test_demo_progress_total_is_known_up_front(demo_recording, backbone, view_chunk):
+    """The demo's model (sensor points): the bar's total never changes and is reached exactly.
+
+    The bounded path recomputes res2 for the sensor-point mask features (the first backbone
+    stage runs twice per view); the total, fixed before the forward, accounts for it, so the bar
+    neither passes 100 % nor grows its total (it went 100 -> 108 -> 116 -> 120 on 20 frames).
+    """
+    seq, prepared = demo_recording
+    cfg = Config.fromfile(DEMO_CONFIG)
+    if backbone == 'swin':
+        cfg.model.backbone = SWIN_BACKBONE  # replaced, not merged
+        cfg.model.decode_head.in_channels = [32, 64, 128, 256]
+    cfg.model.test_cfg.view_chunk = view_chunk
+    torch.manual_seed(0)
+    model = init_odin_model(cfg, sensor_points=True)
+    passes = view_passes(model)
+    assert passes == [2 if view_chunk else 1, 1, 1, 1, 1]
+    stream = io.StringIO()
+    with ViewProgress(model, num_views=len(seq), stream=stream, min_interval=0.0) as bar:
+        inference_recording(model, prepared)
+    assert bar.total == len(seq) * sum(passes)
+    chunks = math.ceil(len(seq) / view_chunk) if view_chunk else 1
+    assert bar.views == [len(seq) * p for p in passes]
+    assert bar.calls == [chunks * p for p in passes]
+    assert bar.done == bar.total
+    counts = _bar_counts(stream.getvalue())
+    assert len(counts) >= sum(bar.calls)  # a redraw at every call
+    assert {total for _, total in counts} == {bar.total}
+    done = [d for d, _ in counts]
+    assert done == sorted(done) and done[-1] == bar.total

@@ -208,7 +208,7 @@ def test_demo_open_vocabulary_classes(tmp_path, tiny_open_vocab, tiny_checkpoint
 
 
 def test_demo_figure_composes_cloud_and_view_grid(tmp_path, tiny_checkpoint):
-    from projects.odin.apis.render import render_demo_figure
+    from projects.odin.demo.figure import render_demo_figure
     out = tmp_path / 'out'
     assert _run(make_scannet(tmp_path / 'rec'), tiny_checkpoint, out) == 0
     fig = cv2.imread(render_demo_figure(str(out), str(tmp_path / 'fig.png'), size=(120, 160)))

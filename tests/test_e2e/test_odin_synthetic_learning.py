@@ -6,7 +6,7 @@ compared with the same model untrained. About 1 minute on 2 idle cores.
 """
 import math
 
-from projects.odin.apis.synthetic_demo import (
+from projects.odin.demo.synthetic_demo import (
     evaluate,
     load_demo_config,
     make_synthetic_dataset,

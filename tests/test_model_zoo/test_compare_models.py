@@ -26,8 +26,8 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 def models(tmp_path_factory):
     """Two configs (on the demo config) and a checkpoint of each with its own random weights."""
     from projects.odin.apis.inference import init_odin_model
-    from projects.odin.apis.synthetic_demo import make_synthetic_dataset
     from projects.odin.class_names import SCANNET_CLASSES
+    from projects.odin.demo.synthetic_demo import make_synthetic_dataset
     root = tmp_path_factory.mktemp('compare')
     data = make_synthetic_dataset(str(root / 'data'), num_scenes=3, num_val=2, seed=5,
                                   preset='tiny')

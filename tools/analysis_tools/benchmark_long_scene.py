@@ -16,7 +16,7 @@ Paths: ``unchunked`` (``model.test_cfg.view_chunk=0``) and ``bounded``
 measure the same path). A size whose predicted peak exceeds ``--max-memory-gb`` is skipped and
 printed as ``skipped (would need ~X GB)``: the prediction is the least-squares line through the
 sizes already measured for that model and path, or before two sizes exist the demo's documented
-estimate (:mod:`projects.odin.apis.memory`).
+estimate (:mod:`projects.odin.demo.memory`).
 
 Printed: a table (model, frames, path, prep s, wall s, s/frame, read GB, peak RSS GB; with
 ``--device cuda`` also ``torch.cuda.max_memory_allocated``) and, per model and path, the
@@ -171,12 +171,12 @@ def run_child(job: dict) -> dict:
         torch.set_num_threads(job['threads'])
     from mmengine.config import Config
 
-    from projects.odin.apis import load_rgbd_folder
     from projects.odin.apis.inference import (
         inference_recording,
         init_odin_model,
         prepare_recording,
     )
+    from projects.odin.datasets.recordings import load_rgbd_folder
     import_gb = _peak_rss_gb()
     t0 = time.perf_counter()
     seq = load_rgbd_folder(job['recording'], max_frames=job['frames'])
@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     from mmengine.config import Config
 
     try:
-        from projects.odin.apis.memory import estimate_peak_memory_gb
+        from projects.odin.demo.memory import estimate_peak_memory_gb
     except ImportError:  # a checkout (--repo) without the estimate: skip only by measured fits
         estimate_peak_memory_gb = None
     frames = sorted(set(args.frames))

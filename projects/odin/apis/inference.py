@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .rgbd_folder import RGBDSequence
+from projects.odin.datasets.recordings import RGBDSequence, unproject_frame  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -30,25 +30,6 @@ class PreparedRecording:
     metainfo: dict
     images: np.ndarray
     pixel_to_point: np.ndarray
-
-
-def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.ndarray) -> np.ndarray:
-    """Unproject every pixel of a depth map to world coordinates (integer pixel indices, as ODIN).
-
-    :func:`projects.odin.layers.geometry.unproject_depth` in float64.
-
-    Args:
-        depth: (H, W) metres.
-        intrinsics: (4, 4) or (3, 3) camera matrix.
-        cam2world: (4, 4) pose.
-
-    Returns:
-        (H, W, 3) float64 world coordinates.
-    """
-    from projects.odin.layers.geometry import unproject_depth
-    return unproject_depth(torch.from_numpy(np.asarray(depth, np.float64))[None],
-                           torch.from_numpy(np.asarray(intrinsics, np.float64))[None],
-                           torch.from_numpy(np.asarray(cam2world, np.float64))[None])[0].numpy()
 
 
 #: test-pipeline steps that read a dataset's files and labels: a recording replaces them by

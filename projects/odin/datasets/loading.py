@@ -244,7 +244,7 @@ class LoadRecordingFrames(BaseTransform):
     is ever held at the recording's resolution (a 640x480 frame is 2.1 MB, 0.5 MB at 240x320).
 
     Required keys: ``recording`` (a validated
-    :class:`projects.odin.apis.rgbd_folder.RGBDSequence`: ``load_frame(i)``, ``intrinsics``,
+    :class:`projects.odin.datasets.recordings.RGBDSequence`: ``load_frame(i)``, ``intrinsics``,
     ``poses``, ``color_paths``, ``depth_paths``, ``frame_ids``, ``scene_name``).
     Added keys: as :class:`LoadODINFrames` (``img``, ``depths``, ``cam2img``, ``cam2world``,
     ``img_path``, ``depth_path``, ``frame_ids``, ``num_views``, ``img_shape``, ``ori_shape``),

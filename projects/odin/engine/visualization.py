@@ -23,16 +23,17 @@ import torch
 from mmdet3d.registry import HOOKS
 from mmengine.hooks import Hook
 
-from projects.odin.apis.export import (
+from projects.odin.datasets.recordings import unproject_frame
+from projects.odin.ops import knn
+from projects.odin.visualization import (
+    default_view,
     instance_palette,
     masks_to_instance_ids,
     overlay_instances,
+    render_points,
     write_instance_ply,
     write_instances_json,
 )
-from projects.odin.apis.inference import unproject_frame
-from projects.odin.apis.render import default_view, render_points
-from projects.odin.ops import knn
 
 
 def _np(x) -> np.ndarray:

@@ -1,24 +1,8 @@
-"""Readers of posed RGB-D recordings, one per layout, in one registry (:data:`RECORDING_READERS`).
+"""Deprecated alias of :mod:`projects.odin.datasets.recordings`.
 
-Importing this package registers every reader; :func:`projects.odin.apis.rgbd_folder.
-load_rgbd_folder` picks one (``layout='auto'``) and validates what it returns.
+The module moved there; importing this path warns once.
 """
-from .arkitscenes import ARKitScenesReader
-from .base import (
-    RECORDING_READERS,
-    RecordingReader,
-    RGBDFolderError,
-    RGBDSequence,
-    quaternion_pose,
-    read_matrix,
-    read_pose_list,
-)
-from .folders import PlainFolderReader, ScanNetExportReader, SevenScenesReader, TUMReader
-from .sens import SensReader
-from .transforms_json import TransformsJsonReader
+from projects.odin.utils.deprecation import alias_module
 
-__all__ = [
-    'RECORDING_READERS', 'RecordingReader', 'RGBDFolderError', 'RGBDSequence', 'quaternion_pose',
-    'read_matrix', 'read_pose_list', 'ARKitScenesReader', 'PlainFolderReader',
-    'ScanNetExportReader', 'SevenScenesReader', 'TUMReader', 'SensReader', 'TransformsJsonReader'
-]
+__deprecated_alias__ = True
+alias_module(__name__, 'projects.odin.datasets.recordings')

@@ -1,9 +1,10 @@
 """Apple ARKitScenes (3DOD / raw) video folders."""
 import glob
 import os.path as osp
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from .base import (
     RECORDING_READERS,
@@ -16,17 +17,6 @@ from .base import (
 )
 
 
-def rodrigues(rotvec) -> np.ndarray:
-    """Rotation matrix of an axis-angle vector (angle = its norm, radians)."""
-    v = np.asarray(rotvec, dtype=np.float64)
-    theta = float(np.linalg.norm(v))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = v / theta
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * kx @ kx
-
-
 def _timestamp(name: str) -> str:
     """``<video_id>_<timestamp>.png`` -> ``<timestamp>``."""
     return osp.splitext(name)[0].rsplit('_', 1)[-1]
@@ -37,7 +27,10 @@ class ARKitScenesReader(RecordingReader):
     """An ARKitScenes video folder (3DOD or raw).
 
     Files: ``lowres_wide/``, ``lowres_depth/``, ``lowres_wide_intrinsics/`` and
-    ``lowres_wide.traj``.
+    ``lowres_wide.traj``. The path may be the folder holding them (a ``raw`` video folder, or the
+    ``<video_id>_frames/`` folder of a 3DOD scene) or the 3DOD scene folder ``<video_id>/`` of the
+    download (``download_data.py 3dod``), which holds ``<video_id>_frames/`` next to the scene's
+    annotation and mesh (:meth:`frames_folder`).
 
     Format definition: github.com/apple/ARKitScenes, ``DATA.md`` (depth: uint16 PNG in
     millimetres; ``.pincam``: one line ``width height fx fy cx cy``; ``.traj``: per line a
@@ -59,6 +52,35 @@ class ARKitScenesReader(RecordingReader):
     depth_scale, depth_scale_source = 1000.0, 'millimetres, ARKitScenes DATA.md'
     markers = ('lowres_depth/', '*.traj')
 
+    @classmethod
+    def frames_folder(cls, path: str) -> Optional[str]:
+        """The folder holding the frames of ``path``: itself or its ``<video_id>_frames/``.
+
+        Args:
+            path: an ARKitScenes video folder or 3DOD scene folder.
+
+        Returns:
+            ``path`` when it holds the frame folders (:attr:`markers`), else its
+            ``<basename>_frames/`` subfolder when that one does, else the only ``*_frames/``
+            subfolder that does; None otherwise (also for several candidates, none named after
+            ``path``).
+        """
+        holds_frames = super().detect  # the markers, in the folder itself
+        if holds_frames(path):
+            return path
+        if not osp.isdir(path):
+            return None
+        named = osp.join(path, osp.basename(osp.normpath(path)) + '_frames')
+        found = [named] if osp.isdir(named) else sorted(
+            glob.glob(osp.join(glob.escape(path), '*_frames')))
+        found = [f for f in found if holds_frames(f)]
+        return found[0] if len(found) == 1 else None
+
+    @classmethod
+    def detect(cls, path: str) -> bool:
+        """Whether ``path`` is an ARKitScenes video folder or 3DOD scene folder."""
+        return cls.frames_folder(path) is not None
+
     def _read_traj(self, path: str):
         stamps, mats = [], []
         for line_no, vals in read_number_rows(path):
@@ -66,7 +88,7 @@ class ARKitScenesReader(RecordingReader):
                 raise RGBDFolderError(f'{path}:{line_no}: a trajectory row of {len(vals)} '
                                       'numbers; expected 7 (timestamp, axis-angle, translation)')
             w2c = np.eye(4)
-            w2c[:3, :3] = rodrigues(vals[1:4])
+            w2c[:3, :3] = Rotation.from_rotvec(vals[1:4]).as_matrix()  # as cv2.Rodrigues
             w2c[:3, 3] = vals[4:7]
             stamps.append(vals[0])
             mats.append(np.linalg.inv(w2c) if np.isfinite(w2c).all() else
@@ -77,7 +99,11 @@ class ARKitScenesReader(RecordingReader):
 
     def read(self) -> RGBDSequence:
         """Index the recording (see :meth:`RecordingReader.read`)."""
-        folder = self.path
+        folder = self.frames_folder(self.path)
+        if folder is None:
+            raise RGBDFolderError(
+                f'{self.path}: not an ARKitScenes video folder ({self.summary}) nor a 3DOD scene '
+                'folder holding one <video_id>_frames/ folder with them')
         traj = osp.join(folder, 'lowres_wide.traj')
         if not osp.isfile(traj):
             trajs = sorted(glob.glob(osp.join(glob.escape(folder), '*.traj')))

@@ -22,7 +22,7 @@ from .base import (
     read_pose_list,
 )
 
-logger = logging.getLogger('projects.odin.apis.rgbd_folder')
+logger = logging.getLogger('projects.odin.datasets.recordings')
 
 INTRINSICS_NAMES = ('intrinsics.txt', 'intrinsic.txt', 'camera-intrinsics.txt', 'camera.txt',
                     'K.txt', 'intrinsic_depth.txt', osp.join('intrinsic', 'intrinsic_depth.txt'))

@@ -17,7 +17,7 @@ from .base import (
     read_matrix,
 )
 
-logger = logging.getLogger('projects.odin.apis.rgbd_folder')
+logger = logging.getLogger('projects.odin.datasets.recordings')
 
 #: camera axes: OpenGL (x right, y up, z back) -> OpenCV (x right, y down, z forward).
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])

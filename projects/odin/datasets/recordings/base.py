@@ -16,8 +16,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 from mmengine.registry import Registry
+from scipy.spatial.transform import Rotation
 
-logger = logging.getLogger('projects.odin.apis.rgbd_folder')
+logger = logging.getLogger('projects.odin.datasets.recordings')
 
 RECORDING_READERS = Registry('posed RGB-D recording reader')
 
@@ -185,6 +186,27 @@ def _check_colour_intrinsics(k_color: np.ndarray, k_depth: np.ndarray, color_hw,
             np.round(ref, 2).tolist())
 
 
+def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.ndarray) -> np.ndarray:
+    """Unproject every pixel of a depth map to world coordinates (integer pixel indices, as ODIN).
+
+    :func:`projects.odin.layers.geometry.unproject_depth` in float64.
+
+    Args:
+        depth: (H, W) metres.
+        intrinsics: (4, 4) or (3, 3) camera matrix.
+        cam2world: (4, 4) pose.
+
+    Returns:
+        (H, W, 3) float64 world coordinates.
+    """
+    import torch
+
+    from projects.odin.layers.geometry import unproject_depth
+    return unproject_depth(torch.from_numpy(np.asarray(depth, np.float64))[None],
+                           torch.from_numpy(np.asarray(intrinsics, np.float64))[None],
+                           torch.from_numpy(np.asarray(cam2world, np.float64))[None])[0].numpy()
+
+
 # ------------------------------------------------------------------------------------------------
 # parsers shared by the readers
 
@@ -310,6 +332,7 @@ def quaternion_pose(values: Sequence[float]) -> np.ndarray:
     """Convert ``tx ty tz qx qy qz qw`` (TUM order, Hamilton, scalar last) to a 4×4 matrix.
 
     A non-finite entry gives a matrix full of NaN (the frame is then skipped as an invalid pose).
+    A quaternion that is not exactly unit is normalised (scipy's ``Rotation.from_quat``).
 
     Args:
         values: 7 numbers.
@@ -323,15 +346,11 @@ def quaternion_pose(values: Sequence[float]) -> np.ndarray:
     vals = np.asarray(values, dtype=np.float64)
     if not np.isfinite(vals).all():
         return np.full((4, 4), np.nan)
-    x, y, z, w = vals[3:7]
-    n = x * x + y * y + z * z + w * w
-    if n < 1e-12:
-        raise RGBDFolderError(f'invalid quaternion {vals[3:7].tolist()} (zero norm)')
-    s = 2.0 / n  # also normalises a quaternion that is not exactly unit
+    quat = vals[3:7]
+    if float(quat @ quat) < 1e-12:
+        raise RGBDFolderError(f'invalid quaternion {quat.tolist()} (zero norm)')
     mat = np.eye(4)
-    mat[:3, :3] = [[1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w)],
-                   [s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w)],
-                   [s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y)]]
+    mat[:3, :3] = Rotation.from_quat(quat).as_matrix()  # scalar-last (x, y, z, w), as TUM
     mat[:3, 3] = vals[:3]
     return mat
 
