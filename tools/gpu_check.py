@@ -258,10 +258,12 @@ def child_train(config: str, data_root: str, work: str, iters: int, dry_run: boo
     from projects.odin.apis.synthetic_demo import load_demo_config, train
     options = {}
     if dry_run:  # tiny on a CPU: 2 frames per scene, batch 1, no AMP, small images
-        options = {'train_dataloader.batch_size': 1}
+        options = {'train_dataloader.batch_size': 1, 'train_dataloader.num_workers': 0,
+                   'train_dataloader.persistent_workers': False}
     cfg = load_demo_config(data_root, work, config=config, max_iters=iters,
                            cfg_options=options)
     cfg.default_hooks.logger.interval = 1
+    _use_synthetic_infos(cfg)
     if dry_run:
         cfg.optim_wrapper.type = 'OptimWrapper'
         cfg.optim_wrapper.pop('loss_scale', None)
@@ -280,6 +282,38 @@ def child_train(config: str, data_root: str, work: str, iters: int, dry_run: boo
                 peak_gb=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                 batch=cfg.train_dataloader.batch_size, amp='Amp' in cfg.optim_wrapper.type,
                 checkpoint=out['checkpoint'])
+
+
+def _set_everywhere(node, key: str, value) -> None:
+    """Set ``key`` to ``value`` wherever a (nested) config dict has it."""
+    if isinstance(node, dict):
+        for k in list(node):
+            if k == key:
+                node[k] = value
+            else:
+                _set_everywhere(node[k], key, value)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            _set_everywhere(item, key, value)
+
+
+def _use_synthetic_infos(cfg) -> None:
+    """Point the config's datasets at the generated data's info files (``synthetic_infos_*``).
+
+    The generated data has no inpainted depth (the recipes read it): the loaders read the raw
+    depth instead, which costs the same.
+    """
+    from projects.odin.apis.synthetic_demo import INFO_PREFIX
+    for key in ('train_dataloader', 'test_dataloader'):
+        if cfg.get(key):
+            _set_everywhere(cfg[key], 'use_inpainted_depth', False)
+    for key, split in (('train_dataloader', 'train'), ('test_dataloader', 'val')):
+        if not cfg.get(key):
+            continue
+        dataset = cfg[key].dataset
+        while 'dataset' in dataset:  # dataset wrappers
+            dataset = dataset.dataset
+        dataset.ann_file = f'{INFO_PREFIX}_infos_{split}.pkl'
 
 
 def _finite(x: float) -> bool:
@@ -306,6 +340,7 @@ def child_evaluate(config: str, data_root: str, work: str, checkpoint: str) -> d
     """Metrics of ``checkpoint`` on the held-out rooms (the device the process sees)."""
     from projects.odin.apis.synthetic_demo import evaluate, load_demo_config
     cfg = load_demo_config(data_root, work, config=config)
+    _use_synthetic_infos(cfg)
     metrics = evaluate(cfg, checkpoint)
     metrics.pop('seconds', None)
     return metrics
@@ -528,6 +563,8 @@ def main(argv=None) -> int:
         ('train_r50', 'configs/odin/scannet_r50.py'))]
     for t in threads:
         t.start()
+        if args.dry_run:  # a CPU has no room for both at once
+            t.join()
     # the benchmarks share the GPU with the training runs (figures are marked as such)
     if want('bench_model'):
         outm = osp.join(work, 'bench_model.json')
