@@ -4,7 +4,7 @@ PY := .venv/bin/python
 # Extra pytest arguments, e.g. PYTEST_ARGS='-k synthetic -s'.
 PYTEST_ARGS ?=
 
-.PHONY: install test lint ops demo clean help
+.PHONY: install test lint ops demo gpu-check gpu-check-quick clean help
 
 help:
 	@echo "make install  set up .venv (cached mmcv wheel + venv outside the checkout), build our ops"
@@ -13,6 +13,9 @@ help:
 	@echo "make ops      (re)build the compiled ODIN ops"
 	@echo "make demo     synthetic world -> convert -> train a small ODIN on CPU -> evaluate -> demo"
 	@echo "              (outputs/demo; DEMO_ARGS='--threads 1 ...' are passed to the script)"
+	@echo "make gpu-check WHEELHOUSE=DIR [OUT=DIR]   offline GPU check (install from DIR, build"
+	@echo "              mmcv + our ops for the GPU, CUDA tests, benchmarks, training): one report"
+	@echo "make gpu-check-quick WHEELHOUSE=DIR       the ops only (no mmcv), under 3 minutes"
 
 install:
 	bash tools/setup_env.sh
@@ -30,6 +33,17 @@ ops: install
 DEMO_ARGS ?=
 demo: install
 	$(PY) tools/run_synthetic_demo.py --work-dir outputs/demo $(DEMO_ARGS)
+
+# The GPU machine's own python (with its CUDA torch); no venv, no network: see README "CUDA".
+GPU_PY ?= python3
+WHEELHOUSE ?= wheelhouse
+OUT ?= outputs/gpu_check
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(GPU_PY) tools/gpu_check.py --wheelhouse $(WHEELHOUSE) --out $(OUT) $(GPU_CHECK_ARGS)
+
+gpu-check-quick:
+	$(GPU_PY) tools/gpu_check.py --wheelhouse $(WHEELHOUSE) --out $(OUT) --quick $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -25,6 +25,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS_DIR = ROOT / 'projects' / 'odin' / 'ops'
@@ -99,26 +100,30 @@ def compile_extension(torch, with_cuda: bool, out_file: Path) -> None:
         shutil.copy2(built, out_file)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--force', action='store_true',
-                        help='rebuild even if a cached build exists')
-    args = parser.parse_args()
-    if os.environ.get('ODIN_SKIP_OPS_BUILD', '0') == '1':
-        log('ODIN_SKIP_OPS_BUILD=1: skipping the build (the pure-PyTorch twins will be used)')
-        return 0
+def build(force: bool = False) -> Optional[Path]:
+    """Build (or reuse from the cache) the extension and install it next to the ops.
+
+    Also used by ``setup.py``'s ``build_ext`` (``pip install``/``pip wheel``).
+
+    Args:
+        force: rebuild even if a cached build exists.
+
+    Returns:
+        The installed ``projects/odin/ops/_ext<EXT_SUFFIX>`` path, or None when the build failed
+        (the reason is logged).
+    """
     try:
         import torch
     except ImportError:
         log('ERROR: torch is not importable with this interpreter; cannot build the ODIN ops')
-        return 1
+        return None
     with_cuda = want_cuda(torch)
     name = '_ext' + sysconfig.get_config_var('EXT_SUFFIX')
     target = OPS_DIR / name
     cache_dir = cache_root() / build_key(torch, with_cuda)
     cached = cache_dir / name
     try:
-        if cached.exists() and not args.force:
+        if cached.exists() and not force:
             log(f'reusing cached build {cached}')
         else:
             log(f'compiling the ODIN ops ({"CPU + CUDA" if with_cuda else "CPU"} kernels, '
@@ -145,9 +150,20 @@ def main() -> int:
         log(f'ERROR: building the ODIN ops failed: {type(exc).__name__}: {exc}')
         log('The ops still work through their pure-PyTorch twins. Fix the toolchain (g++ with '
             'OpenMP, ninja, and nvcc for CUDA builds) or set ODIN_SKIP_OPS_BUILD=1 to skip.')
-        return 1
+        return None
     log(f'installed {target.relative_to(ROOT)}')
-    return 0
+    return target
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--force', action='store_true',
+                        help='rebuild even if a cached build exists')
+    args = parser.parse_args()
+    if os.environ.get('ODIN_SKIP_OPS_BUILD', '0') == '1':
+        log('ODIN_SKIP_OPS_BUILD=1: skipping the build (the pure-PyTorch twins will be used)')
+        return 0
+    return 0 if build(args.force) is not None else 1
 
 
 if __name__ == '__main__':

@@ -88,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='seconds per run before it is stopped (default: none)')
     parser.add_argument('--repo', default=REPO_ROOT,
                         help='checkout of the project whose code is measured (default: this one)')
+    parser.add_argument('--json', default=None,
+                        help='also write every row (model, path, frames, figures) here')
     parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.frames):
@@ -298,6 +300,7 @@ def main(argv=None) -> int:
     paths = ['reading'] if args.reading_only else args.paths
     print(header(cuda), flush=True)
     results: Dict[Tuple[str, str], List[dict]] = {}
+    rows_out: List[dict] = []
     failed = False
     for name in args.models:
         spec = MODELS[name]
@@ -321,6 +324,7 @@ def main(argv=None) -> int:
                         reading_only=args.reading_only, repo=osp.abspath(args.repo)),
                         args.timeout)
                     row.setdefault('frames', n)
+                    rows_out.append(dict(row, model=name, path=path))
                     if 'error' in row:
                         failed = True
                     else:
@@ -337,6 +341,11 @@ def main(argv=None) -> int:
             ca, cb = fit_line([r['frames'] for r in rows], [r['cuda_gb'] for r in rows])
             line += f'; CUDA {ca:.2f} GB + {cb * 1024:.1f} MB/frame'
         print(line)
+    if args.json:
+        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(dict(device=args.device, view_chunk=args.view_chunk, rows=rows_out), f,
+                      indent=1)
     return 1 if failed else 0
 
 

@@ -31,6 +31,7 @@ Examples::
 
     python tools/analysis_tools/benchmark_model.py
     python tools/analysis_tools/benchmark_model.py --views 10 --repeats 3 --json bench.json
+    python tools/analysis_tools/benchmark_model.py --device cuda --json bench_cuda.json
 """
 import argparse
 import copy
@@ -67,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--no-memory', action='store_true', help='skip the memory measurement')
     parser.add_argument('--with-mmcv-msda', action='store_true',
                         help="also time ours with mmcv's deformable attention (PyTorch path)")
+    parser.add_argument('--device', default='cpu', help='cpu or cuda[:N] (both models run there)')
     parser.add_argument('--json', default=None, help='also write the figures here')
     return parser.parse_args(argv)
 
@@ -145,7 +147,9 @@ def main(argv=None) -> int:
     from projects.odin.ops import ext_available
     from projects.odin.utils import load_script
     helpers = load_script('tools/analysis_tools/benchmark_ops.py', str(ROOT))
-    device = torch.device('cpu')
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda requested but torch.cuda.is_available() is False')
     init_default_scope('mmdet3d')
     cfg = Config.fromfile(args.config)
 
@@ -158,7 +162,7 @@ def main(argv=None) -> int:
 
     torch.manual_seed(0)
     cfg.model.train_cfg = None
-    ours = MODELS.build(cfg.model).eval()
+    ours = MODELS.build(cfg.model).to(device).eval()
     official = copy.deepcopy(ours)
     swapped = to_official_formulation(official)
     msda_layers = use_mmcv_ms_deform_attn(official)  # mmcv's grid_sample path, as officially
@@ -236,6 +240,7 @@ def main(argv=None) -> int:
             json.dump(dict(results=res, speedup=speed, rel_err=errs, vertices=n_vert,
                            voxels=voxels, swapped_blocks=swapped, msda_layers=msda_layers,
                            views=int(img.shape[0]), threads=torch.get_num_threads(),
+                           device=str(device),
                            official_harness=OFFICIAL_HARNESS), f, indent=1)
     return 0
 

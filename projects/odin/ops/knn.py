@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .backend import get_ext, register_self_check
 from .guard import self_check
+from .limits import check_cuda_elements
 from .utils import check_offsets, check_points, scene_ranges
 
 #: squared distance written into padded slots (the official pointops2 kernel's initial heap value)
@@ -78,6 +79,8 @@ def knn(query_xyz: Tensor,
     ext = get_ext(query_xyz, support_xyz, op='knn')
     if ext is not None and query_xyz.is_cuda and k > CUDA_MAX_K:
         ext = None  # the CUDA kernel keeps its k best in registers
+    if ext is not None and query_xyz.is_cuda:
+        check_cuda_elements('knn', query_xyz.shape[0], 'query points')
     if ext is not None:
         idx, dist2 = ext.knn_forward(query_xyz.contiguous(), support_xyz.contiguous(),
                                      q_off.to(query_xyz.device), s_off.to(query_xyz.device), k)

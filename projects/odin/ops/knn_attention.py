@@ -22,6 +22,7 @@ from torch.autograd.function import once_differentiable
 
 from .backend import get_ext, register_self_check
 from .guard import self_check
+from .limits import check_cuda_elements
 
 _TWIN_CHUNK = 4096  # query rows per chunk in the PyTorch twins (bounds the gathered temporaries)
 
@@ -34,6 +35,8 @@ def _check(name_a: str, a: Tensor, table: Tensor, idx: Tensor, num_heads: int) -
                          f'got {tuple(idx.shape)}')
     if idx.dtype != torch.int64:
         raise ValueError(f'idx must be int64, got {idx.dtype}')
+    if int(num_heads) != num_heads or num_heads < 1:
+        raise ValueError(f'num_heads must be a positive integer, got {num_heads}')
     if table.shape[1] % num_heads:
         raise ValueError(f'channels {table.shape[1]} not divisible by num_heads {num_heads}')
     if a.dtype != table.dtype or a.device != table.device or idx.device != a.device:
@@ -41,6 +44,8 @@ def _check(name_a: str, a: Tensor, table: Tensor, idx: Tensor, num_heads: int) -
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= table.shape[0]):
         raise ValueError(f'idx values must lie in [0, {table.shape[0]}), got '
                          f'[{int(idx.min())}, {int(idx.max())}]')
+    if a.is_cuda:
+        check_cuda_elements('knn_gather', idx.numel() * table.shape[1], 'N * k * C')
 
 
 # ----------------------------------------------------------------------------- PyTorch twins

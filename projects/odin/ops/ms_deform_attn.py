@@ -9,7 +9,9 @@ CPU it falls back to ``F.grid_sample`` per level, which dominates ODIN's CPU for
 * CPU tensors (float32/float64): the compiled C++/OpenMP kernel of ``projects.odin.ops._ext``
   (forward and backward), else the pure-PyTorch twin;
 * CUDA tensors: mmcv's own ``MultiScaleDeformableAttnFunction`` (unchanged; mmcv imported
-  lazily), else the twin;
+  lazily), called on batch chunks that keep its 32-bit offsets in range and satisfy its
+  ``batch % im2col_step`` assertion (:func:`.limits.mmcv_msda_batch_step`; a batch of 250 views
+  with ``im2col_step=64`` would trip it), else the twin;
 * ``set_backend('pytorch')`` / ``ODIN_OPS_BACKEND=pytorch``, other dtypes or devices: the twin.
 
 Sampling semantics (shared by the kernel, the twin and mmcv): a location ``(x, y)`` in ``[0, 1]``
@@ -28,6 +30,7 @@ from torch.autograd.function import once_differentiable
 from . import backend
 from .backend import get_ext, register_self_check
 from .guard import self_check
+from .limits import INT32_MAX, mmcv_msda_batch_step
 
 _MMCV_FUNCTION = None
 _MMCV_TRIED = False
@@ -55,8 +58,9 @@ def check_ms_deform_attn_args(value: Tensor, value_spatial_shapes: Tensor,
                               attention_weights: Tensor) -> None:
     """Raise a ``ValueError`` naming what is wrong with the op's arguments.
 
-    Shapes are always checked; the level sizes and start indices (tiny tensors) only when they
-    are on the CPU, so that CUDA calls do not synchronise.
+    Shapes, dtypes and devices are always checked, and so are the level sizes and start indices
+    (tiny tensors; on a GPU reading them costs one small copy to the host): a level outside the
+    value rows would make a kernel read outside its tensors.
 
     Args:
         value: ``(bs, num_keys, num_heads, head_dims)``.
@@ -87,8 +91,18 @@ def check_ms_deform_attn_args(value: Tensor, value_spatial_shapes: Tensor,
     if level_start_index is not None and level_start_index.shape != (levels, ):
         raise ValueError(f'level_start_index must be ({levels},), got '
                          f'{tuple(level_start_index.shape)}')
-    if value_spatial_shapes.device.type != 'cpu':
-        return
+    if level_start_index is not None and level_start_index.is_floating_point():
+        raise ValueError(f'level_start_index must be an integer tensor, got '
+                         f'{level_start_index.dtype}')
+    if not value.is_floating_point():
+        raise ValueError(f'value must be a floating tensor, got {value.dtype}')
+    for name, t in (('value_spatial_shapes', value_spatial_shapes),
+                    ('level_start_index', level_start_index),
+                    ('sampling_locations', sampling_locations),
+                    ('attention_weights', attention_weights)):
+        if t is not None and t.device != value.device:
+            raise ValueError(f'{name} is on {t.device} but value is on {value.device} (all '
+                             'tensors of a call on one device)')
     shapes = _level_shapes(value_spatial_shapes)
     if any(h < 1 or w < 1 for h, w in shapes):
         raise ValueError(f'every level map must be at least 1x1, got (h, w) = {shapes}')
@@ -96,7 +110,7 @@ def check_ms_deform_attn_args(value: Tensor, value_spatial_shapes: Tensor,
     if sum(sizes) != num_keys:
         raise ValueError(f'the level maps {shapes} hold {sum(sizes)} keys but value has '
                          f'{num_keys}')
-    if level_start_index is not None and level_start_index.device.type == 'cpu':
+    if level_start_index is not None:
         starts = [0]
         for n in sizes[:-1]:
             starts.append(starts[-1] + n)
@@ -206,10 +220,56 @@ def multi_scale_deform_attn(value: Tensor,
         elif value.is_cuda and torch.cuda.is_available():
             function = _mmcv_cuda_function()
             if function is not None:
-                return function.apply(value, value_spatial_shapes, level_start_index,
-                                      sampling_locations, attention_weights, im2col_step)
+                return mmcv_msda_chunked(function, value, value_spatial_shapes,
+                                         level_start_index, sampling_locations,
+                                         attention_weights, im2col_step)
     return multi_scale_deform_attn_pytorch(value, value_spatial_shapes, sampling_locations,
                                            attention_weights)
+
+
+def mmcv_msda_chunked(function, value: Tensor, value_spatial_shapes: Tensor,
+                      level_start_index: Tensor, sampling_locations: Tensor,
+                      attention_weights: Tensor, im2col_step: int = 64,
+                      int_max: int = INT32_MAX) -> Tensor:
+    """Call mmcv's ``MultiScaleDeformableAttnFunction`` on batch chunks it handles safely.
+
+    mmcv 2.1.0's CUDA op asserts ``batch % min(batch, im2col_step) == 0`` and computes its
+    offsets in 32-bit ``int``. Each chunk here has at most
+    :func:`.limits.mmcv_msda_batch_step` elements and is passed that chunk's own size as
+    ``im2col_step``, so neither limit is reached; the chunks' outputs are concatenated (the op
+    treats batch elements independently, so the result equals one call on the whole batch).
+
+    Args:
+        function: mmcv's autograd function (or any with its ``apply`` signature).
+        value: ``(bs, num_keys, num_heads, head_dims)``.
+        value_spatial_shapes: ``(num_levels, 2)``.
+        level_start_index: ``(num_levels,)``.
+        sampling_locations: ``(bs, num_queries, num_heads, num_levels, num_points, 2)``.
+        attention_weights: ``(bs, num_queries, num_heads, num_levels, num_points)``.
+        im2col_step: the layer's ``im2col_step`` (upper bound of a chunk). Defaults to 64.
+        int_max: the largest offset of one call. Defaults to ``2**31 - 1``.
+
+    Returns:
+        ``(bs, num_queries, num_heads * head_dims)``.
+
+    Raises:
+        OpSizeError: one batch element alone is too large for mmcv's kernel.
+    """
+    bs, num_keys, heads, dims = value.shape
+    _, nq, _, levels, points, _ = sampling_locations.shape
+    if bs == 0:  # mmcv would divide by min(0, im2col_step) = 0
+        return value.new_zeros((0, nq, heads * dims))
+    step = mmcv_msda_batch_step(bs, num_keys, heads, dims, nq, levels, points, im2col_step,
+                                int_max)
+    if bs <= step:
+        return function.apply(value, value_spatial_shapes, level_start_index,
+                              sampling_locations, attention_weights, bs)
+    outs = []
+    for s in range(0, bs, step):
+        e = min(bs, s + step)
+        outs.append(function.apply(value[s:e], value_spatial_shapes, level_start_index,
+                                   sampling_locations[s:e], attention_weights[s:e], e - s))
+    return torch.cat(outs)
 
 
 # ----------------------------------------------------------------------------- self-check

@@ -1,6 +1,9 @@
-// Python bindings of the ODIN ops, dispatching by device (mmcv-style pybind.cpp).
+// Python bindings of the ODIN ops, dispatching by device (mmcv-style pybind.cpp). Every binding
+// validates its arguments with the shared checks of odin_checks.h BEFORE it dispatches, so the
+// CPU-only and the CUDA-enabled builds reject a bad argument with the same error.
 #include <torch/extension.h>
 
+#include "../common/odin_checks.h"
 #include "../common/odin_ops.h"
 
 namespace odin {
@@ -20,11 +23,13 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> knn_forward(const at::Tensor& query, const at::Tensor& support,
                                                const at::Tensor& query_offsets,
                                                const at::Tensor& support_offsets, int64_t k) {
+  checks::knn(query, support, query_offsets, support_offsets, k);
   ODIN_DISPATCH(knn_forward, query, query, support, query_offsets, support_offsets, k);
 }
 
 at::Tensor knn_gather_dot_forward(const at::Tensor& q, const at::Tensor& key,
                                   const at::Tensor& idx, int64_t num_heads) {
+  checks::gather_dot(q, key, idx, num_heads, nullptr);
   ODIN_DISPATCH(knn_gather_dot_forward, q, q, key, idx, num_heads);
 }
 
@@ -33,11 +38,13 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_dot_backward(const at::Tensor& gra
                                                            const at::Tensor& key,
                                                            const at::Tensor& idx,
                                                            int64_t num_heads) {
+  checks::gather_dot(q, key, idx, num_heads, &grad);
   ODIN_DISPATCH(knn_gather_dot_backward, q, grad, q, key, idx, num_heads);
 }
 
 at::Tensor knn_gather_wsum_forward(const at::Tensor& attn, const at::Tensor& value,
                                    const at::Tensor& idx) {
+  checks::gather_wsum(attn, value, idx, nullptr);
   ODIN_DISPATCH(knn_gather_wsum_forward, attn, attn, value, idx);
 }
 
@@ -45,12 +52,14 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward(const at::Tensor& gr
                                                             const at::Tensor& attn,
                                                             const at::Tensor& value,
                                                             const at::Tensor& idx) {
+  checks::gather_wsum(attn, value, idx, &grad);
   ODIN_DISPATCH(knn_gather_wsum_backward, attn, grad, attn, value, idx);
 }
 
 at::Tensor knn_pe_score_forward(const at::Tensor& r, const at::Tensor& rel, const at::Tensor& w1,
                                 const at::Tensor& b1, const at::Tensor& lnw, const at::Tensor& lnb,
                                 double eps) {
+  checks::pe_score(r, rel, w1, b1, lnw, lnb, eps, nullptr);
   ODIN_DISPATCH(knn_pe_score_forward, r, r, rel, w1, b1, lnw, lnb, eps);
 }
 
@@ -58,6 +67,7 @@ std::vector<at::Tensor> knn_pe_score_backward(const at::Tensor& grad, const at::
                                               const at::Tensor& rel, const at::Tensor& w1,
                                               const at::Tensor& b1, const at::Tensor& lnw,
                                               const at::Tensor& lnb, double eps) {
+  checks::pe_score(r, rel, w1, b1, lnw, lnb, eps, &grad);
   ODIN_DISPATCH(knn_pe_score_backward, r, grad, r, rel, w1, b1, lnw, lnb, eps);
 }
 
@@ -65,6 +75,8 @@ std::vector<at::Tensor> knn_pe_score_backward(const at::Tensor& grad, const at::
 at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                   const at::Tensor& level_start_index,
                                   const at::Tensor& sampling_loc, const at::Tensor& attn_weight) {
+  checks::ms_deform_attn(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
+                         nullptr);
   TORCH_CHECK(!value.is_cuda(), "ms_deform_attn_forward: CPU kernel only (use mmcv's op on CUDA)");
   return ms_deform_attn_forward_cpu(value, spatial_shapes, level_start_index, sampling_loc,
                                     attn_weight);
@@ -76,6 +88,8 @@ std::vector<at::Tensor> ms_deform_attn_backward(const at::Tensor& value,
                                                 const at::Tensor& sampling_loc,
                                                 const at::Tensor& attn_weight,
                                                 const at::Tensor& grad_output) {
+  checks::ms_deform_attn(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
+                         &grad_output);
   TORCH_CHECK(!value.is_cuda(), "ms_deform_attn_backward: CPU kernel only (use mmcv's op on CUDA)");
   return ms_deform_attn_backward_cpu(value, spatial_shapes, level_start_index, sampling_loc,
                                      attn_weight, grad_output);
