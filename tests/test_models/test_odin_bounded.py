@@ -1,9 +1,10 @@
 """Bounded-memory inference (``test_cfg.view_chunk``): exactly the whole-batch model.
 
-``ODIN.forward_3d_chunked`` runs every per-view step on a few views at a time and every
-cross-view step on voxels. It must give the whole-batch logits to float-summation precision
-(<= 1e-5 relative) with the same instances, in mesh (ghost) mode, sensor mode, with Swin and with
-the open-vocabulary head, and pass the official goldens with one view per chunk.
+The 3D forward (``MultiViewEncoder``) runs every per-view step on a few views at a time and
+every cross-view step on voxels; the whole batch is one chunk (``view_chunk=0``). Chunks must
+give the whole-batch logits to float-summation precision (<= 1e-5 relative) with the same
+instances, in mesh (ghost) mode, sensor mode, with Swin and with the open-vocabulary head, and
+pass the official goldens with one view per chunk.
 """
 import copy
 import os.path as osp
@@ -42,25 +43,32 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
 
 
+def _forward(model, d, view_chunk, point_chunk=0):
+    """Features and every decoder prediction with ``test_cfg`` view / point chunks."""
+    model.test_cfg.update(view_chunk=view_chunk, point_chunk=point_chunk)
+    x = model.extract_feat(d['inputs'], d['data_samples'])
+    cls, mask = model.decode_head(x, d['data_samples'])
+    return x, cls, mask
+
+
 def _compare(model, data, chunks=((1, 53), (3, 0), (4, 1000))):
     """Whole-batch vs chunked logits of every decoder prediction; returns the largest error."""
     d = model.data_preprocessor(copy.deepcopy(data), False)
     worst = 0.0
     with torch.no_grad():
-        feats, points = model.extract_feat_3d(d['inputs'], d['data_samples'])
-        ref_cls, ref_mask, ref_counts = model.decode_head.forward_3d(feats, points,
-                                                                     d['data_samples'])
+        x, ref_cls, ref_mask = _forward(model, d, 0)
+        ref_counts = x.pred_counts
         for view_chunk, point_chunk in chunks:
-            cls, mask, counts, _ = model.forward_3d_chunked(
-                d['inputs'], d['data_samples'], view_chunk, point_chunk, keep_aux=True)
+            x, cls, mask = _forward(model, d, view_chunk, point_chunk)
+            counts = x.pred_counts
             assert counts == ref_counts
             assert len(cls) == len(ref_cls) == len(mask)
             for a, b in zip(cls + mask, ref_cls + ref_mask):
                 assert a.shape == b.shape
                 worst = max(worst, _rel(a, b))
             # inference keeps only the last prediction
-            cls1, mask1, _, _ = model.forward_3d_chunked(d['inputs'], d['data_samples'],
-                                                         view_chunk, point_chunk)
+            last = model.decode_head.forward_last(x, d['data_samples'])
+            cls1, mask1 = [last[0]], [last[1]]
             assert len(cls1) == len(mask1) == 1
             torch.testing.assert_close(mask1[0], mask[-1], rtol=0, atol=0)
     assert worst <= RTOL, worst
@@ -142,8 +150,9 @@ def test_bad_view_chunk():
     model = _build()
     data = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=100)
     d = model.data_preprocessor(data, False)
-    with pytest.raises(ValueError, match='view_chunk must be >= 1'):
-        model.forward_3d_chunked(d['inputs'], d['data_samples'], 0)
+    model.test_cfg['view_chunk'] = -1
+    with pytest.raises(ValueError, match='view_chunk must be >= 0'):
+        model.extract_feat(d['inputs'], d['data_samples'])
 
 
 @pytest.mark.parametrize('arch,tie_order', [('scannet_resnet', 'ours'),
