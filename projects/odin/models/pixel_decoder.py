@@ -8,7 +8,12 @@ the level's voxels, and the stride-4 level is built in 3D (docs/specification.md
   (k nearest) onto the 2 cm mesh voxels ("ghost points"), so mask features live on mesh voxels;
 * sensor-point mode: the fused res3 level is IDW-interpolated onto the 2 cm res2 voxels and
   broadcast to the res2 pixels instead of bilinear upsampling;
-* 2D mode: Mask2Former's bilinear FPN step.
+* 2D mode: Mask2Former's bilinear FPN step (:meth:`ODINPixelDecoder.forward`).
+
+In 3D the module provides the steps (:meth:`encode_projected`, :meth:`fuse_levels`,
+:meth:`stride4`) and the level mapping (:meth:`backbone_level`); the multi-view encoder
+(``multiview_encoder.py``) runs them over view chunks and the prediction points decide where the
+stride-4 features are computed.
 
 The stride-4 output conv is 1x1 (not 3x3) as in every 3D-capable official model.
 """
