@@ -1,7 +1,9 @@
 """ODIN head: Mask2Former's masked-attention decoder over 3D voxels or 2D pixels.
 
-2D batches use mmdet's :class:`Mask2FormerHead` unchanged (sine positional encoding, point-sampled
-losses). 3D batches (docs/specification.md §2.8, §2.10):
+One decoder loop (:meth:`ODINHead.iter_predictions`) serves both kinds of batch. 2D batches
+behave as mmdet's :class:`Mask2FormerHead` (pixel memory with the sine positional encoding,
+point-sampled losses). 3D batches read the multi-view encoder's :class:`MultiViewFeatures`
+(docs/specification.md §2.8, §2.10):
 
 * memory of level l = the fused pixel-decoder level averaged into its voxels, plus the level
   embedding; key positional encoding = a learned Conv1d-GN-ReLU-Conv1d MLP of every pixel's
