@@ -57,12 +57,9 @@ def test_synthetic_room_chunked_equals_whole(converted, points):
             d = model.data_preprocessor(copy.deepcopy(data), False)
             preds[chunk] = model(**d, mode='predict')[0].pred_pts_seg
             if chunk:
-                cls, mask, _, _ = model.forward_3d_chunked(d['inputs'], d['data_samples'], 1,
-                                                           97)
+                cls, mask = model(**d, mode='tensor')
             else:
-                feats, pts = model.extract_feat_3d(d['inputs'], d['data_samples'])
-                ref_cls, ref_mask, _ = model.decode_head.forward_3d(feats, pts,
-                                                                    d['data_samples'])
+                ref_cls, ref_mask = model(**d, mode='tensor')
     rel = float((mask[-1] - ref_mask[-1]).abs().max() / ref_mask[-1].abs().max())
     assert rel <= 1e-5, rel
     torch.testing.assert_close(cls[-1], ref_cls[-1], rtol=1e-5, atol=1e-6)

@@ -37,12 +37,7 @@ def test_long_recording_bounded_equals_whole_batch(recording, sensor):
             model.test_cfg.update(view_chunk=chunk, point_chunk=1000)
             d = model.data_preprocessor(copy.deepcopy(data), False)
             preds[chunk] = model(**d, mode='predict')[0].pred_pts_seg
-            if chunk:
-                cls, mask, _, _ = model.forward_3d_chunked(d['inputs'], d['data_samples'], chunk,
-                                                           1000)
-            else:
-                feats, pts = model.extract_feat_3d(d['inputs'], d['data_samples'])
-                cls, mask, _ = model.decode_head.forward_3d(feats, pts, d['data_samples'])
+            cls, mask = model(**d, mode='tensor')
             logits[chunk] = (cls[-1], mask[-1])
     (c1, m1), (c0, m0) = logits[5], logits[0]
     assert float((m1 - m0).abs().max() / m0.abs().max()) <= 1e-5

@@ -1,9 +1,10 @@
 """Bounded-memory inference (``test_cfg.view_chunk``): exactly the whole-batch model.
 
-``ODIN.forward_3d_chunked`` runs every per-view step on a few views at a time and every
-cross-view step on voxels. It must give the whole-batch logits to float-summation precision
-(<= 1e-5 relative) with the same instances, in mesh (ghost) mode, sensor mode, with Swin and with
-the open-vocabulary head, and pass the official goldens with one view per chunk.
+The 3D forward (``MultiViewEncoder``) runs every per-view step on a few views at a time and
+every cross-view step on voxels; the whole batch is one chunk (``view_chunk=0``). Chunks must
+give the whole-batch logits to float-summation precision (<= 1e-5 relative) with the same
+instances, in mesh (ghost) mode, sensor mode, with Swin and with the open-vocabulary head, and
+pass the official goldens with one view per chunk.
 """
 import copy
 import os.path as osp
@@ -42,25 +43,32 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
 
 
+def _forward(model, d, view_chunk, point_chunk=0):
+    """Features and every decoder prediction with ``test_cfg`` view / point chunks."""
+    model.test_cfg.update(view_chunk=view_chunk, point_chunk=point_chunk)
+    x = model.extract_feat(d['inputs'], d['data_samples'])
+    cls, mask = model.decode_head(x, d['data_samples'])
+    return x, cls, mask
+
+
 def _compare(model, data, chunks=((1, 53), (3, 0), (4, 1000))):
     """Whole-batch vs chunked logits of every decoder prediction; returns the largest error."""
     d = model.data_preprocessor(copy.deepcopy(data), False)
     worst = 0.0
     with torch.no_grad():
-        feats, points = model.extract_feat_3d(d['inputs'], d['data_samples'])
-        ref_cls, ref_mask, ref_counts = model.decode_head.forward_3d(feats, points,
-                                                                     d['data_samples'])
+        x, ref_cls, ref_mask = _forward(model, d, 0)
+        ref_counts = x.pred_counts
         for view_chunk, point_chunk in chunks:
-            cls, mask, counts, _ = model.forward_3d_chunked(
-                d['inputs'], d['data_samples'], view_chunk, point_chunk, keep_aux=True)
+            x, cls, mask = _forward(model, d, view_chunk, point_chunk)
+            counts = x.pred_counts
             assert counts == ref_counts
             assert len(cls) == len(ref_cls) == len(mask)
             for a, b in zip(cls + mask, ref_cls + ref_mask):
                 assert a.shape == b.shape
                 worst = max(worst, _rel(a, b))
             # inference keeps only the last prediction
-            cls1, mask1, _, _ = model.forward_3d_chunked(d['inputs'], d['data_samples'],
-                                                         view_chunk, point_chunk)
+            last = model.decode_head.forward_last(x, d['data_samples'])
+            cls1, mask1 = [last[0]], [last[1]]
             assert len(cls1) == len(mask1) == 1
             torch.testing.assert_close(mask1[0], mask[-1], rtol=0, atol=0)
     assert worst <= RTOL, worst
@@ -142,8 +150,9 @@ def test_bad_view_chunk():
     model = _build()
     data = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=100)
     d = model.data_preprocessor(data, False)
-    with pytest.raises(ValueError, match='view_chunk must be >= 1'):
-        model.forward_3d_chunked(d['inputs'], d['data_samples'], 0)
+    model.test_cfg['view_chunk'] = -1
+    with pytest.raises(ValueError, match='view_chunk must be >= 0'):
+        model.extract_feat(d['inputs'], d['data_samples'])
 
 
 @pytest.mark.parametrize('arch,tie_order', [('scannet_resnet', 'ours'),
@@ -164,3 +173,87 @@ def test_goldens_with_one_view_per_chunk(arch, tie_order):
     assert ok, f'stages out of tolerance: {failed}'
     names = {r[0] for r in rows}
     assert 'decoder.out.pred_masks' in names and 'pixel_decoder.mask_features' in names
+
+
+# ---------------------------------------------------------------- training in bounded memory
+def _train_step(model, data, view_chunk, masks=None):
+    """Losses and gradients of one training step with ``train_cfg.view_chunk``.
+
+    ``masks``: attention masks to use instead of the model's (one per decoder head, in call
+    order); without, the model's masks are recorded into a new list. Returns the losses, the
+    gradients, the masks and how many mask entries differed from the injected ones.
+    """
+    model.train_cfg['view_chunk'] = view_chunk
+    model.zero_grad()
+    recorded, differing = [], [0]
+
+    def hook(module, args, out):
+        if masks is None:
+            recorded.append(out.clone())
+            return out
+        ref = masks[len(recorded)]
+        recorded.append(ref)
+        differing[0] += int((out != ref).sum())
+        return ref.clone()
+
+    handle = model.decode_head.attn_mask_3d.register_forward_hook(hook)
+    try:
+        torch.manual_seed(1)  # key subsampling and loss point subsets
+        d = model.data_preprocessor(copy.deepcopy(data), True)
+        losses = model(**d, mode='loss')
+        sum(v for k, v in losses.items() if 'loss' in k).backward()
+    finally:
+        handle.remove()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return losses, grads, recorded, differing[0]
+
+
+@pytest.mark.parametrize('points', ['MeshPoints', 'SensorPoints'])
+def test_training_view_chunks_recompute_and_give_the_whole_batch_gradients(points):
+    """``train_cfg.view_chunk``: chunks recomputed in the backward pass, same gradients.
+
+    The attention masks of the whole-batch step are given to the chunked step (a logit at 0 may
+    round to the other side of ``sigmoid < 0.5``): the comparison is robust to near-ties.
+    """
+    model = _build(prediction_points=dict(type=points)).train()
+    data = create_odin_inputs(num_views=5, img_hw=(32, 48), num_points=300, batch_size=2,
+                              num_superpoints=None)
+    ref_losses, ref_grads, masks, _ = _train_step(model, data, 0)
+    calls = []
+    model.backbone.layer2.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    losses, grads, _, differing = _train_step(model, data, 3)
+    # forward: 10 views in chunks of 3, 3, 3, 1 (one spans both scenes); backward: each chunk's
+    # segment recomputed once (in the backward's order)
+    assert calls[:4] == [3, 3, 3, 1] and sorted(calls[4:]) == [1, 3, 3, 3], calls
+    assert differing <= 1e-3 * sum(m.numel() for m in masks)
+    assert set(losses) == set(ref_losses)
+    for k in losses:
+        torch.testing.assert_close(losses[k], ref_losses[k], rtol=1e-5, atol=1e-6)
+    assert set(grads) == set(ref_grads) and len(grads) > 100
+    # a gradient that is 0 in exact arithmetic is float rounding in both steps (the bias of the
+    # keys' positional encoding: a shift of every key leaves the softmax unchanged); it must stay
+    # at rounding level, every other one must agree to 1e-5 relative
+    scale = max(float(g.abs().max()) for g in ref_grads.values())
+    vanishing = {n for n, g in ref_grads.items() if g.abs().max() <= 1e-6 * scale}
+    assert vanishing <= {'decode_head.pos_embed_3d.3.bias',
+                         'decode_head.pixel_decoder.level_encoding.weight'}, vanishing
+    assert all(grads[n].abs().max() <= 1e-6 * scale for n in vanishing)
+    worst = max(_rel(grads[n], g) for n, g in ref_grads.items() if n not in vanishing)
+    assert worst <= RTOL, worst
+
+
+def test_training_view_chunks_respect_train_cfg_only():
+    """``test_cfg.view_chunk`` does not recompute; ``train_cfg.view_chunk`` < 0 is refused."""
+    model = _build().train()
+    data = create_odin_inputs(num_views=3, img_hw=(32, 32), num_points=100)
+    model.train_cfg['view_chunk'] = -2
+    d = model.data_preprocessor(copy.deepcopy(data), True)
+    with pytest.raises(ValueError, match='view_chunk must be >= 0'):
+        model(**d, mode='loss')
+    model.train_cfg['view_chunk'] = 1
+    model.eval()
+    assert not model.chunk_plan(3).recompute and len(model.chunk_plan(3)) == 1
+    model.train()
+    assert model.chunk_plan(3).recompute and len(model.chunk_plan(3)) == 3
+    with torch.no_grad():  # nothing to recompute without gradients
+        assert not model.chunk_plan(3).recompute

@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     n_vert = len(inputs['points'][0])
     img = inputs['imgs'][0]
     with torch.no_grad():
-        points = ours.extract_feat_3d(inputs, samples)[1]
+        points = ours.prediction_points(inputs, ours.build_geometry(inputs, samples), False)
         geometry, ghost = points.geometry, points.mesh_voxels
     voxels = {f'res{i + 2}': int(lvl.voxel_xyz.shape[0])
               for i, lvl in enumerate(geometry.levels)}

@@ -33,10 +33,10 @@ def main() -> int:
                         help='resolve k-NN near-ties the other way first (simulates a CPU with '
                         'another float32 tie order; the check must still pass)')
     parser.add_argument('--view-chunk', type=int, default=0,
-                        help='check the bounded-memory path with this many views per chunk '
-                        '(0: the whole-batch path)')
+                        help='views per chunk of the model\'s 3D forward (test_cfg.view_chunk; '
+                        '0: the whole batch as one chunk)')
     parser.add_argument('--point-chunk', type=int, default=0,
-                        help='pixels per chunk of its point-wise steps (with --view-chunk)')
+                        help='pixels per chunk of its point-wise steps (test_cfg.point_chunk)')
     parser.add_argument('--max-trials', type=int, default=None,
                         help='most forward passes spent searching near-tie resolutions of the '
                         'k-NN calls the golden does not record')

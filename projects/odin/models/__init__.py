@@ -1,15 +1,23 @@
 from .backbones import ODINResNet, ODINSwinTransformer, ResidualFusionBlock
 from .classifiers import BaseClassifier, LinearClassifier, OpenVocabClassifier
 from .data_preprocessor import ODINDataPreprocessor
+from .multiview_encoder import ChunkPlan, MultiViewEncoder, MultiViewFeatures
 from .odin import ODIN
 from .odin_head import ODINHead
 from .pixel_decoder import ODINPixelDecoder
-from .prediction_points import MeshPoints, MeshVoxels, PredictionPointSet, SensorPoints
+from .prediction_points import (
+    MeshPoints,
+    MeshPointSet,
+    MeshVoxels,
+    PredictionPointSet,
+    SensorPoints,
+    SensorPointSet,
+)
 from .text_encoder import ODINTextEncoder
 
 __all__ = [
     'ODIN', 'ODINDataPreprocessor', 'ODINResNet', 'ODINSwinTransformer', 'ResidualFusionBlock',
     'ODINPixelDecoder', 'ODINHead', 'ODINTextEncoder', 'MeshPoints', 'SensorPoints',
-    'MeshVoxels', 'PredictionPointSet', 'BaseClassifier', 'LinearClassifier',
-    'OpenVocabClassifier'
+    'MeshVoxels', 'PredictionPointSet', 'MeshPointSet', 'SensorPointSet', 'MultiViewEncoder',
+    'MultiViewFeatures', 'ChunkPlan', 'BaseClassifier', 'LinearClassifier', 'OpenVocabClassifier'
 ]

@@ -5,7 +5,7 @@ residual block ``x + out_proj(3D-attention(in_proj(x)))`` fuses the features of 
 in 3D. The blocks live under ``backbone.fusion_blocks`` so that the optimiser keeps their full
 learning rate while the 2D backbone is trained with a x0.1 multiplier.
 """
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from mmdet.models.backbones import ResNet, SwinTransformer
@@ -13,7 +13,7 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
-from .multiview import LevelGeometry, MultiViewGeometry
+from .multiview import LevelGeometry
 
 
 class ResidualFusionBlock(BaseModule):
@@ -21,7 +21,9 @@ class ResidualFusionBlock(BaseModule):
 
     ``x + out_proj(broadcast(fusion(pool(in_proj(x)))))`` with 1x1 conv + GroupNorm
     projections to ``embed_dims`` and back (docs/specification.md §2.5; the residual branch is not
-    zero-initialised).
+    zero-initialised). The steps are separate because pooling and broadcasting run per chunk of
+    views and the fusion once per level: ``in_proj`` (per chunk, then pooled into voxel sums),
+    :meth:`fuse_voxels` (once) and :meth:`forward` (per chunk, the residual added).
 
     Args:
         in_channels: channels of the stage output.
@@ -56,23 +58,6 @@ class ResidualFusionBlock(BaseModule):
             nn.init.kaiming_uniform_(seq[0].weight, a=1)
             nn.init.zeros_(seq[0].bias)
 
-    def forward(self, x: Tensor, geometry: LevelGeometry) -> Tensor:
-        """Fuse the views of every scene in 3D.
-
-        Args:
-            x: stage output, shape (B*V, C, h, w).
-            geometry: voxelisation of this level.
-
-        Returns:
-            Tensor: ``x`` plus the 3D residual, shape (B*V, C, h, w).
-        """
-        return x + self.residual(x, geometry)
-
-    def residual(self, x: Tensor, geometry: LevelGeometry) -> Tensor:
-        """The 3D residual ``out_proj(broadcast(fusion(pool(in_proj(x)))))``, (B*V, C, h, w)."""
-        voxel_feats = self.fuse_voxels(geometry.pool(self.in_proj(x)), geometry)
-        return self.out_proj(geometry.broadcast(voxel_feats))
-
     def fuse_voxels(self, voxel_feats: Tensor, geometry: LevelGeometry) -> Tensor:
         """The 3D attention over the level's voxels (in_proj'd features pooled per voxel).
 
@@ -84,6 +69,20 @@ class ResidualFusionBlock(BaseModule):
             Tensor: fused voxel features, shape (N_vox, embed_dims).
         """
         return self.attn(voxel_feats, geometry.voxel_xyz, geometry.knn_idx)
+
+    def forward(self, x: Tensor, fused: Tensor, geometry: LevelGeometry, start: int) -> Tensor:
+        """Add the 3D residual to the views ``start:start+n``: ``x + out_proj(broadcast(fused))``.
+
+        Args:
+            x: stage output of those views, shape (n, C, h, w).
+            fused: :meth:`fuse_voxels` of the whole level, shape (N_vox, embed_dims).
+            geometry: voxelisation of this level.
+            start: flattened (``B*V``) index of the first view.
+
+        Returns:
+            Tensor: the fused stage output, shape (n, C, h, w).
+        """
+        return x + self.out_proj(geometry.broadcast_views(fused, start, start + x.shape[0]))
 
 
 def _build_fusion_blocks(channels: Sequence[int], fusion_stages: Sequence[int],
@@ -98,9 +97,6 @@ def _build_fusion_blocks(channels: Sequence[int], fusion_stages: Sequence[int],
 #: what a backbone carries from one stage to the next (ResNet: a tensor; Swin: tokens, hw)
 StageState = Any
 
-#: receives every output level of a view chunk: ``sink(level, first_view, feats)``
-OutputSink = Callable[[int, int, Tensor], None]
-
 
 class _FusionStages:
     """Adds ``fusion_blocks`` after some stages of an mmdet backbone (mixin of the two below).
@@ -111,8 +107,8 @@ class _FusionStages:
 
     A backbone using it defines the stage steps :meth:`stem_forward`, :meth:`stage_forward`,
     :meth:`stage_output`, :meth:`fusion_map` and :meth:`from_fusion_map`; the mixin composes them
-    into the whole-batch :meth:`forward` and the view-chunked :meth:`forward_chunked`, which
-    therefore run exactly the same per-view operations.
+    into the 2D :meth:`forward`, and the multi-view encoder composes them, view-chunked and with
+    the fusion blocks, for 3D batches: both run exactly the same per-view operations.
     """
 
     def _add_fusion_blocks(self, channels: Sequence[int], fusion_stages: Sequence[int],
@@ -126,93 +122,35 @@ class _FusionStages:
         """Number of stages (res2..res5)."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor, geometry: Optional[MultiViewGeometry] = None) -> List[Tensor]:
-        """Extract features; 3D fusion runs only when ``geometry`` is given (3D batches).
+    def forward(self, x: Tensor) -> List[Tensor]:
+        """2D features (no 3D fusion): the stage steps composed over a batch of images.
+
+        3D batches run the same stage steps view-chunked, with the fusion blocks, in
+        :class:`~projects.odin.models.multiview_encoder.MultiViewEncoder`.
 
         Args:
-            x: normalised images, shape (B*V, 3, H, W).
-            geometry: voxel geometry of the levels res2..res5, None in 2D mode.
+            x: normalised images, shape (N, 3, H, W).
 
         Returns:
-            list[Tensor]: res2..res5 (those in ``out_indices``), each (B*V, C_i, H/s, W/s).
+            list[Tensor]: res2..res5 (those in ``out_indices``), each (N, C_i, H/s, W/s).
         """
         state = self.stem_forward(x)
         outs = []
         for i in range(self.num_stage_steps):
-            state = self.stage_forward(i, state)
-            if geometry is not None and i in self.fusion_stages:
-                block = self.fusion_blocks[self.fusion_stages.index(i)]
-                state = self.from_fusion_map(state, block(self.fusion_map(state), geometry[i]))
-            state, out = self.stage_output(i, state)
+            state, out = self.stage_output(i, self.stage_forward(i, state))
             if out is not None:
                 outs.append(out)
         return outs
 
-    def forward_chunked(self, x: Tensor, geometry: MultiViewGeometry,
-                        chunks: Sequence[Tuple[int, int]], sink: OutputSink) -> None:
-        """Stage-major, view-chunked 3D forward (inference, bounded memory).
+    def output_level(self, i: int) -> int:
+        """Index among the outputs (0 = res2) of stage ``i`` (which must be in ``out_indices``)."""
+        return len([j for j in self.out_indices if j < i])
 
-        Every per-view step runs on one chunk of views at a time; a fusion block pools its
-        input projection chunk by chunk into voxel sums, fuses the voxels once, and adds its
-        residual chunk by chunk. Only the pre-fusion state of the stage being fused is kept for
-        all views; every output level is handed to ``sink`` as soon as a chunk has it.
-
-        Args:
-            x: normalised images, shape (B*V, 3, H, W) (any tensor supporting slicing).
-            geometry: voxel geometry of the levels res2..res5.
-            chunks: ``(start, end)`` view ranges covering ``0..B*V`` in order.
-            sink: called with ``(level, start, feats)`` for every output level ``level`` (index
-                in res2..res5) of every chunk, feats (end - start, C_i, h_i, w_i).
-        """
-        states: List[StageState] = [None] * len(chunks)
-        pending = None  # (stage, block, fused voxel feats) of the last fused stage
-        first = 0
-        for end_stage in list(self.fusion_stages) + [None]:
-            block = acc = None
-            if end_stage is not None:
-                block = self.fusion_blocks[self.fusion_stages.index(end_stage)]
-                acc = geometry[end_stage].voxel_sum()
-            last = self.num_stage_steps - 1 if end_stage is None else end_stage
-            for c, (s, e) in enumerate(chunks):
-                state = self.stem_forward(x[s:e]) if first == 0 and pending is None \
-                    else states[c]
-                states[c] = None
-                if pending is not None:
-                    stage, pblock, voxels = pending
-                    residual = pblock.out_proj(geometry[stage].broadcast_views(voxels, s, e))
-                    state = self.from_fusion_map(state, self.fusion_map(state) + residual)
-                    state = self._emit(stage, state, s, sink)
-                for i in range(first, last + 1):
-                    state = self.stage_forward(i, state)
-                    if i == end_stage:
-                        geometry[i].pool_views(block.in_proj(self.fusion_map(state)), s, acc)
-                    else:
-                        state = self._emit(i, state, s, sink)
-                states[c] = state if end_stage is not None else None
-            if end_stage is None:
-                break
-            pending = (end_stage, block, block.fuse_voxels(acc.mean(), geometry[end_stage]))
-            first = end_stage + 1
-
-    def forward_first_level(self, x: Tensor) -> Tensor:
-        """res2 of some views, recomputed (valid when res2 has no fusion block).
-
-        Args:
-            x: normalised images, shape (n, 3, H, W).
-
-        Returns:
-            Tensor: res2 output, shape (n, C_0, H/4, W/4).
-        """
-        if 0 in self.fusion_stages or 0 not in self.out_indices:
-            raise ValueError('res2 can be recomputed per view only when it is an output and '
-                             'has no fusion block')
-        return self.stage_output(0, self.stage_forward(0, self.stem_forward(x)))[1]
-
-    def _emit(self, i: int, state: StageState, start: int, sink: OutputSink) -> StageState:
-        state, out = self.stage_output(i, state)
-        if out is not None:
-            sink(len([j for j in self.out_indices if j < i]), start, out)
-        return state
+    def fusion_block(self, i: int) -> Optional[ResidualFusionBlock]:
+        """The fusion block after stage ``i``, or None."""
+        if i not in self.fusion_stages:
+            return None
+        return self.fusion_blocks[self.fusion_stages.index(i)]
 
 
 @MODELS.register_module()

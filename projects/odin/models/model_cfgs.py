@@ -146,7 +146,12 @@ def odin_r50_model(num_classes: int = 20, num_queries: int = 100) -> Dict[str, A
                     dict(type='mmdet.CrossEntropyLossCost', weight=15.0, use_sigmoid=True),
                     dict(type='mmdet.DiceCost', weight=6.0, pred_act=True, eps=1.0)
                 ]),
-            sampler=dict(type='mmdet.MaskPseudoSampler')),
+            sampler=dict(type='mmdet.MaskPseudoSampler'),
+            # training in bounded memory (docs/training.md): views per chunk of a 3D step, each
+            # chunk recomputed in the backward pass (0 = the whole batch at once), and pixels
+            # per chunk of the keys' positional encoding (0 = all)
+            view_chunk=0,
+            point_chunk=0),
         test_cfg=dict(
             topk=100,
             skip_classes=(),

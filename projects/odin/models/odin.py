@@ -1,10 +1,11 @@
 """The ODIN detector: one model for multi-view 3D and single-image 2D segmentation.
 
-Thin, like mmdet's ``MaskFormer``: the detector turns a batch into features (backbone with 3D
-fusion on the batch's multi-view geometry) and prediction points, and the head does the rest
-(forward, targets and losses, inference). See ``docs/architecture.md`` for the data flow.
+Thin, like mmdet's ``MaskFormer``: the detector turns a batch into features (2D: the backbone;
+3D: the multi-view encoder over the batch's geometry and prediction points) and the head does
+the rest (forward, targets and losses, inference). See ``docs/architecture.md`` for the data
+flow.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import torch
 from mmdet3d.models.detectors import Base3DDetector
@@ -12,7 +13,7 @@ from mmdet3d.registry import MODELS, TASK_UTILS
 from torch import Tensor
 
 from .multiview import MultiViewGeometry, build_multiview_geometry, compute_multiscale_xyz
-from .prediction_points import PredictionPointSet
+from .multiview_encoder import ChunkPlan, MultiViewEncoder, MultiViewFeatures
 
 #: model keys of earlier versions of this project -> what replaces them
 _LEGACY_KEYS = {
@@ -52,11 +53,13 @@ class ODIN(Base3DDetector):
         voxel_sizes: voxel edge (m) of the stride 4/8/16/32 levels.
         num_neighbors: k of the voxel k-NN graphs and of every IDW interpolation.
         data_preprocessor: :class:`ODINDataPreprocessor` config.
-        train_cfg: head training config (assigner, sampler, 2D point sampling).
-        test_cfg: ``max_frames`` (frame cap, <= 0 = all), ``view_chunk`` (> 0: the bounded-
-            memory path :meth:`forward_3d_chunked` with that many views per chunk; 0 = whole
-            batch) and ``point_chunk`` (pixels per chunk of point-wise steps) here; ``topk``,
-            ``skip_classes`` in the head.
+        train_cfg: ``view_chunk`` (views per chunk of a 3D training step, recomputed in the
+            backward pass; 0 = whole batch) and ``point_chunk`` here (:meth:`chunk_plan`);
+            the head's training config (assigner, sampler, 2D point sampling).
+        test_cfg: ``max_frames`` (frame cap, <= 0 = all), ``view_chunk`` (views per chunk of
+            the 3D forward, bounded memory; 0 = whole batch) and ``point_chunk`` (pixels per
+            chunk of point-wise steps) here (:meth:`chunk_plan`); ``topk``, ``skip_classes`` in
+            the head.
         init_cfg: initialisation config.
         **legacy: keys of older configs (``use_ghost_points``, ...): rejected with a message
             naming what replaces them.
@@ -120,148 +123,62 @@ class ODIN(Base3DDetector):
         knn_levels = tuple(range(1, len(xyz)))
         return build_multiview_geometry(xyz, self.voxel_sizes, self.num_neighbors, knn_levels)
 
+    @property
+    def multiview_encoder(self) -> MultiViewEncoder:
+        """The one 3D forward of the backbone and the pixel decoder (their modules, not copies)."""
+        return MultiViewEncoder(self.backbone, self.decode_head.pixel_decoder)
+
+    def chunk_plan(self, num_views: int) -> ChunkPlan:
+        """View chunks of a 3D batch: ``train_cfg`` in training, ``test_cfg`` otherwise.
+
+        ``view_chunk`` views per chunk (0 = all), ``point_chunk`` pixels per chunk of the keys'
+        positional encoding (0 = all); in training with ``view_chunk > 0`` every chunk's
+        activations are recomputed in the backward pass (bounded memory, docs/training.md).
+        """
+        cfg = (self.train_cfg if self.training else self.test_cfg) or {}
+        view_chunk = int(cfg.get('view_chunk') or 0)
+        recompute = self.training and view_chunk > 0 and torch.is_grad_enabled()
+        return ChunkPlan(num_views, view_chunk, int(cfg.get('point_chunk') or 0), recompute)
+
     def extract_feat(self, batch_inputs: dict, batch_data_samples: Sequence = ()):
-        """Backbone features (and, in 3D mode, the multi-view geometry).
+        """Features of a batch: backbone levels (2D) or the multi-view encoder's (3D).
+
+        Args:
+            batch_inputs: ``imgs`` (B, 3, H, W) of a 2D batch, or ``imgs`` (B, V, 3, H, W),
+                ``depths``, ``cam2world``, ``intrinsics`` (and ``points``, ``superpoints``) of a
+                3D batch.
+            batch_data_samples: its data samples (3D: their unpadded ``img_shape``).
 
         Returns:
-            tuple: backbone levels res2..res5 (each (B*V, C, h, w)) and the geometry (None in
-            2D mode).
+            list[Tensor] | MultiViewFeatures: 2D: res2..res5, each (B, C_i, h_i, w_i); 3D: the
+            fused voxel levels, the mask features of the prediction points and the points.
         """
         imgs = batch_inputs['imgs']
         if not self.is_3d(batch_inputs):
-            return self.backbone(imgs), None
+            return self.backbone(imgs)
         geometry = self.build_geometry(batch_inputs, batch_data_samples)
-        return self.backbone(imgs.flatten(0, 1), geometry), geometry
-
-    def extract_feat_3d(self, batch_inputs: dict, batch_data_samples: Sequence):
-        """Backbone features and the prediction points of a 3D batch.
-
-        Returns:
-            tuple: backbone levels res2..res5 (each (B*V, C, h, w)) and the
-            :class:`PredictionPointSet` (which carries the geometry).
-        """
-        feats, geometry = self.extract_feat(batch_inputs, batch_data_samples)
         points = self.prediction_points(batch_inputs, geometry, self.training)
-        return feats, points
+        imgs = imgs.flatten(0, 1)
+        return self.multiview_encoder(imgs, points, self.chunk_plan(imgs.shape[0]))
 
     # ------------------------------------------------------------------ modes
     def loss(self, batch_inputs: dict, batch_data_samples: Sequence) -> Dict[str, Tensor]:
         """Training losses (3D or 2D batch)."""
-        if not self.is_3d(batch_inputs):
-            feats, _ = self.extract_feat(batch_inputs)
-            return self.decode_head.loss(feats, batch_data_samples)
-        feats, points = self.extract_feat_3d(batch_inputs, batch_data_samples)
-        return self.decode_head.loss_3d(feats, points, batch_data_samples,
-                                        batch_inputs['points'])
+        x = self.extract_feat(batch_inputs, batch_data_samples)
+        return self.decode_head.loss(x, batch_data_samples)
 
     def predict(self, batch_inputs: dict, batch_data_samples: Sequence, **kwargs) -> Sequence:
         """Inference; predictions go to ``pred_pts_seg`` (3D) or ``pred_instances`` (2D)."""
-        if not self.is_3d(batch_inputs):
-            feats, _ = self.extract_feat(batch_inputs)
-            results = self.decode_head.predict_2d(feats, batch_data_samples)
-            for sample, res in zip(batch_data_samples, results):
-                sample.pred_instances = res
-            return batch_data_samples
-        batch_inputs = self._select_frames(batch_inputs)
-        view_chunk = int(self.test_cfg.get('view_chunk') or 0)
-        if view_chunk > 0:
-            cls_list, mask_list, counts, points = self.forward_3d_chunked(
-                batch_inputs, batch_data_samples, view_chunk,
-                int(self.test_cfg.get('point_chunk') or 0))
-            results = self.decode_head.predict_by_feat_3d(cls_list[-1], mask_list[-1], counts,
-                                                          points, batch_inputs.get('points'))
-        else:
-            feats, points = self.extract_feat_3d(batch_inputs, batch_data_samples)
-            results = self.decode_head.predict_3d(feats, points, batch_data_samples,
-                                                  batch_inputs.get('points'))
+        if self.is_3d(batch_inputs):
+            batch_inputs = self._select_frames(batch_inputs)
+        x = self.extract_feat(batch_inputs, batch_data_samples)
+        results = self.decode_head.predict(x, batch_data_samples)
+        field = 'pred_pts_seg' if isinstance(x, MultiViewFeatures) else 'pred_instances'
         for sample, res in zip(batch_data_samples, results):
-            sample.pred_pts_seg = res
+            setattr(sample, field, res)
         return batch_data_samples
 
-    def forward_3d_chunked(self, batch_inputs: dict, batch_data_samples: Sequence,
-                           view_chunk: int, point_chunk: int = 0, keep_aux: bool = False
-                           ) -> Tuple[List[Tensor], List[Tensor], List[int], PredictionPointSet]:
-        """Stage-major, view-chunked 3D forward: exact inference in bounded memory.
-
-        Every per-view operation of ODIN (backbone stages, frozen BN, GroupNorm per map, Swin
-        windows, the deformable encoder, the stride-4 convs) runs on ``view_chunk`` views at a
-        time; every cross-view operation reads voxels. So features are pooled into voxel sums as
-        soon as a chunk has them, fused in 3D once per level, and broadcast back per chunk:
-
-        1. backbone, stage by stage (:meth:`_FusionStages.forward_chunked`); the pixel
-           decoder's input projections are taken as soon as a chunk has its res3..res5 (only
-           they are kept for all views), res2 is pooled into its voxels (mesh points);
-        2. the deformable encoder per chunk, pooled per level; 3D fusion of every level;
-        3. stride-4 mask features: mesh points from the pooled res2; sensor points per chunk
-           (res2 recomputed, then pooled into the res2 voxels);
-        4. the decoder on voxels (:meth:`ODINHead.decode_3d`), keeping only what inference
-           needs.
-
-        The result equals :meth:`extract_feat_3d` + :meth:`ODINHead.forward_3d` up to float
-        summation order (``test_cfg.view_chunk`` selects this path in :meth:`predict`).
-
-        Args:
-            batch_inputs: a 3D batch (``imgs`` (B, V, 3, H, W), ``depths``, ``cam2world``,
-                ``intrinsics``, ``points``).
-            batch_data_samples: its data samples.
-            view_chunk: views per chunk (>= 1).
-            point_chunk: pixels per chunk of point-wise steps (0 = all at once).
-            keep_aux: keep every decoder prediction (parity checks), not only the last.
-
-        Returns:
-            tuple: class logits and mask logits lists (as :meth:`ODINHead.forward_3d`), valid
-            prediction points per scene, and the :class:`PredictionPointSet`.
-        """
-        if view_chunk < 1:
-            raise ValueError(f'view_chunk must be >= 1, got {view_chunk}')
-        geometry = self.build_geometry(batch_inputs, batch_data_samples)
-        points = self.prediction_points(batch_inputs, geometry, self.training)
-        head = self.decode_head
-        pd = head.pixel_decoder
-        imgs = batch_inputs['imgs'].flatten(0, 1)
-        n = imgs.shape[0]
-        chunks = [(s, min(s + view_chunk, n)) for s in range(0, n, view_chunk)]
-        index = {s: c for c, (s, _) in enumerate(chunks)}
-        levels = pd.num_encoder_levels
-        projs: List[List[Optional[Tensor]]] = [[None] * levels for _ in chunks]
-        mesh = points.mesh_voxels
-        res2_acc = geometry[0].voxel_sum() if mesh is not None else None
-
-        def sink(level: int, start: int, feats: Tensor) -> None:
-            i = pd.encoder_level(level)
-            if i is not None:
-                projs[index[start]][i] = pd.input_convs[i](feats)
-            elif level == 0 and res2_acc is not None:
-                geometry[0].pool_views(feats, start, res2_acc)
-
-        self.backbone.forward_chunked(imgs, geometry, chunks, sink)
-        accs = [geometry[pd.num_input_levels - i - 1].voxel_sum() for i in range(levels)]
-        for c, (s, _) in enumerate(chunks):
-            outs = pd.encode_projected(projs[c])
-            projs[c] = None
-            for i, out in enumerate(outs):
-                geometry[pd.num_input_levels - i - 1].pool_views(out, s, accs[i])
-        voxel_outs = pd.fuse_levels([a.mean() for a in accs], geometry)
-        del accs
-        if mesh is not None:
-            mask_features = pd.mesh_mask_features(res2_acc.mean(), voxel_outs, geometry, mesh)
-        else:
-            up = pd.upsample_to_res2(voxel_outs, geometry)
-            acc = geometry[0].voxel_sum()
-            for s, e in chunks:
-                # res2 is recomputed per chunk rather than held for all views
-                res2 = self.backbone.forward_first_level(imgs[s:e])
-                geometry[0].pool_views(pd.sensor_mask_features(res2, up, geometry, s), s, acc)
-            mask_features = acc.mean()
-        cls_list, mask_list, counts = head.decode_3d(mask_features, voxel_outs, points,
-                                                     batch_data_samples, keep_aux, point_chunk)
-        return cls_list, mask_list, counts, points
-
     def _forward(self, batch_inputs: dict, batch_data_samples: Sequence = (), **kwargs):
-        """Tensor mode: class and mask logits of every prediction."""
-        if not self.is_3d(batch_inputs):
-            feats, _ = self.extract_feat(batch_inputs)
-            return self.decode_head.forward(feats, batch_data_samples)
-        feats, points = self.extract_feat_3d(batch_inputs, batch_data_samples)
-        return self.decode_head.forward_3d(feats, points, batch_data_samples)[:2]
-
+        """Tensor mode: class and mask logits of every prediction (:meth:`ODINHead.forward`)."""
+        x = self.extract_feat(batch_inputs, batch_data_samples)
+        return self.decode_head.forward(x, batch_data_samples)

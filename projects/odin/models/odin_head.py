@@ -1,7 +1,9 @@
 """ODIN head: Mask2Former's masked-attention decoder over 3D voxels or 2D pixels.
 
-2D batches use mmdet's :class:`Mask2FormerHead` unchanged (sine positional encoding, point-sampled
-losses). 3D batches (docs/specification.md §2.8, §2.10):
+One decoder loop (:meth:`ODINHead.iter_predictions`) serves both kinds of batch. 2D batches
+behave as mmdet's :class:`Mask2FormerHead` (pixel memory with the sine positional encoding,
+point-sampled losses). 3D batches read the multi-view encoder's :class:`MultiViewFeatures`
+(docs/specification.md §2.8, §2.10):
 
 * memory of level l = the fused pixel-decoder level averaged into its voxels, plus the level
   embedding; key positional encoding = a learned Conv1d-GN-ReLU-Conv1d MLP of every pixel's
@@ -20,7 +22,8 @@ size of the batch's vocabulary and whose text cross-attention conditions the que
 decoder layer. The head calls both through one interface, without asking which it has.
 """
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -35,11 +38,10 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from projects.odin.ops import scatter_mean
-
 from . import neighbors
 from .classifiers import BaseClassifier
 from .multiview import LevelGeometry, MultiViewGeometry, pad_to
+from .multiview_encoder import ChunkPlan, MultiViewFeatures
 from .postprocess import instance_inference, semantic_inference
 from .prediction_points import PredictionPointSet
 
@@ -135,6 +137,10 @@ class ODINHead(Mask2FormerHead):
             type='mmdet.MaskFormerFusionHead',
             test_cfg=dict(panoptic_on=False, semantic_on=False, instance_on=True, iou_thr=0.8,
                           filter_low_score=False)))
+        # the 2D fusion head (no parameters) per K of the logits: the configured K built here,
+        # another vocabulary's K (open vocabulary) the first time a batch has it
+        self._fusion_heads_2d: Dict[int, nn.Module] = {
+            self.num_classes: self._build_fusion_head_2d(self.num_classes)}
         self.attn_mask_3d = AttentionMask3D()
         self._loss_cls_cfg = dict(kwargs['loss_cls'])
         self._vocab_losses: Dict[int, nn.Module] = {}
@@ -189,74 +195,121 @@ class ODINHead(Mask2FormerHead):
         """K of a batch (:meth:`BaseClassifier.num_classes`)."""
         return self.classifier.num_classes(batch_data_samples)
 
-    # ------------------------------------------------------------------ 2D forward / loss
-    def _forward_head(self, decoder_out: Tensor, mask_feature: Tensor,
-                      attn_mask_target_size: Tuple[int, int],
-                      context: Any = None) -> Tuple[Tensor]:
-        """The 2D prediction head of mmdet with the classifier's logits.
+    # ------------------------------------------------------------------ forward (2D and 3D)
+    def forward(self, x, batch_data_samples: Sequence) -> Tuple[List[Tensor], List[Tensor]]:
+        """Every prediction of the decoder (initial + one per layer), as mmdet's Mask2Former.
 
         Args:
-            decoder_out: queries (B, Q, C).
-            mask_feature: (B, C, h, w).
-            attn_mask_target_size: size of the next level's attention mask.
-            context: the batch's class context (:meth:`BaseClassifier.encode`).
+            x: a 2D batch's backbone levels res2..res5 (each (B, C_i, h_i, w_i)), or a 3D
+                batch's :class:`MultiViewFeatures` (from the multi-view encoder).
+            batch_data_samples: data samples (their ``metainfo['classes']`` is the vocabulary in
+                open-vocabulary mode).
 
         Returns:
-            tuple: class logits (B, Q, K+1), mask logits (B, Q, h, w) and the attention mask
-            (B*heads, Q, h'*w').
+            tuple: per prediction the class logits (B, Q, K_batch+1) and the mask logits,
+            (B, Q, h, w) in 2D, (B, Q, N_max) over the prediction points in 3D (scene ``b``
+            valid up to ``x.pred_counts[b]``).
         """
-        decoder_out = self.transformer_decoder.post_norm(decoder_out)
-        cls_pred = self.classifier(decoder_out, context)
-        mask_pred = torch.einsum('bqc,bchw->bqhw', self.mask_embed(decoder_out), mask_feature)
-        attn_mask = F.interpolate(mask_pred, attn_mask_target_size, mode='bilinear',
-                                  align_corners=False)
-        attn_mask = attn_mask.flatten(2).unsqueeze(1).repeat((1, self.num_heads, 1, 1))
-        attn_mask = attn_mask.flatten(0, 1).sigmoid() < 0.5
-        return cls_pred, mask_pred, attn_mask.detach()
-
-    def forward(self, x: List[Tensor], batch_data_samples: Sequence) -> Tuple[List[Tensor]]:
-        """2D forward (mmdet's Mask2Former) with the classifier's per-layer query conditioning.
-
-        Returns:
-            tuple: per prediction the class logits (B, Q, K_batch+1) and mask logits
-            (B, Q, h, w).
-        """
-        batch_size = x[0].shape[0]
-        text = self.classifier.encode(batch_data_samples, batch_size)
-        mask_features, multi_scale_memorys = self.pixel_decoder(x)
-        decoder_inputs, decoder_pes = [], []
-        for i in range(self.num_transformer_feat_level):
-            decoder_input = self.decoder_input_projs[i](multi_scale_memorys[i])
-            decoder_input = decoder_input.flatten(2).permute(0, 2, 1)
-            decoder_inputs.append(decoder_input + self.level_embed.weight[i].view(1, 1, -1))
-            mask = decoder_input.new_zeros((batch_size, ) + multi_scale_memorys[i].shape[-2:],
-                                           dtype=torch.bool)
-            decoder_pes.append(
-                self.decoder_positional_encoding(mask).flatten(2).permute(0, 2, 1))
-        query = self.query_feat.weight.unsqueeze(0).repeat((batch_size, 1, 1))
-        query_embed = self.query_embed.weight.unsqueeze(0).repeat((batch_size, 1, 1))
-        cls_pred, mask_pred, attn_mask = self._forward_head(
-            query, mask_features, multi_scale_memorys[0].shape[-2:], text)
-        cls_list, mask_list = [cls_pred], [mask_pred]
-        for i in range(self.num_transformer_decoder_layers):
-            level_idx = i % self.num_transformer_feat_level
-            attn_mask = attn_mask & (attn_mask.sum(-1) != attn_mask.shape[-1]).unsqueeze(-1)
-            query = self.classifier.condition(i, query, query_embed, text)
-            query = self.transformer_decoder.layers[i](
-                query=query,
-                key=decoder_inputs[level_idx],
-                value=decoder_inputs[level_idx],
-                query_pos=query_embed,
-                key_pos=decoder_pes[level_idx],
-                cross_attn_mask=attn_mask,
-                query_key_padding_mask=None,
-                key_padding_mask=None)
-            cls_pred, mask_pred, attn_mask = self._forward_head(
-                query, mask_features,
-                multi_scale_memorys[(i + 1) % self.num_transformer_feat_level].shape[-2:], text)
+        cls_list, mask_list = [], []
+        for cls_pred, mask_pred in self.iter_predictions(x, batch_data_samples):
             cls_list.append(cls_pred)
             mask_list.append(mask_pred)
         return cls_list, mask_list
+
+    def forward_last(self, x, batch_data_samples: Sequence) -> Tuple[Tensor, Tensor]:
+        """The last prediction only (inference): each earlier one is freed once the next exists.
+
+        Returns:
+            tuple: class logits and mask logits of the last decoder layer (as :meth:`forward`).
+        """
+        last = None
+        for prediction in self.iter_predictions(x, batch_data_samples):
+            last = prediction  # the previous prediction is released here
+        return last
+
+    def iter_predictions(self, x, batch_data_samples: Sequence) -> Iterator[Tuple[Tensor, Tensor]]:
+        """The masked-attention decoder, one loop for 2D and 3D batches.
+
+        The memory of decoder level l is the pixel-decoder level l (2D: its pixels with the sine
+        positional encoding; 3D: its voxels with the learned xyz encoding, :meth:`_memory_3d`);
+        masks are query embeddings times the mask features (2D: pixels; 3D: prediction points);
+        the attention mask of the next level is ``sigmoid(mask logit) < 0.5`` at its keys
+        (2D: bilinear resize; 3D: IDW to the voxels, :class:`AttentionMask3D`); a query whose
+        keys are all masked attends to every (non-padded) key.
+
+        Args:
+            x: as :meth:`forward`.
+            batch_data_samples: data samples.
+
+        Yields:
+            tuple: class logits and mask logits of every prediction, initial one first.
+        """
+        if isinstance(x, MultiViewFeatures):
+            levels, masks = self._inputs_3d(x)
+        else:
+            levels, masks = self._inputs_2d(x)
+        batch_size = levels[0].memory.shape[0]
+        text = self.classifier.encode(batch_data_samples, batch_size)
+        query = self.query_feat.weight.unsqueeze(0).repeat((batch_size, 1, 1))
+        query_embed = self.query_embed.weight.unsqueeze(0).repeat((batch_size, 1, 1))
+        num_levels = self.num_transformer_feat_level
+        cls_pred, mask_pred, attn = self._predict_layer(query, masks, 0, text)
+        yield cls_pred, mask_pred
+        for i in range(self.num_transformer_decoder_layers):
+            level = levels[i % num_levels]
+            # fully masked rows attend to every (non-padded) key
+            attn = torch.where(attn.all(-1, keepdim=True), level.pad.unsqueeze(1), attn)
+            attn = attn.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
+            query = self.classifier.condition(i, query, query_embed, text)
+            query = self.transformer_decoder.layers[i](
+                query=query,
+                key=level.memory,
+                value=level.memory,
+                query_pos=query_embed,
+                key_pos=level.pos,
+                cross_attn_mask=attn,
+                query_key_padding_mask=None,
+                key_padding_mask=None)
+            cls_pred, mask_pred, attn = self._predict_layer(query, masks, (i + 1) % num_levels,
+                                                            text)
+            yield cls_pred, mask_pred
+
+    def _predict_layer(self, query: Tensor, masks: '_MaskSpace', next_level: int,
+                       text: Any = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """Prediction head after a decoder layer, and the next level's attention mask.
+
+        Args:
+            query: shape (B, Q, C).
+            masks: where masks are predicted (:class:`_PixelMasks` / :class:`_PointMasks`).
+            next_level: decoder level the attention mask is for.
+            text: the batch's class context (:meth:`BaseClassifier.encode`; text tokens in
+                open vocabulary, None for the linear classifier).
+
+        Returns:
+            tuple: class logits (B, Q, K+1), mask logits and the attention mask (B, Q, N_keys)
+            bool, True = masked.
+        """
+        out = self.transformer_decoder.post_norm(query)
+        cls_pred = self.classifier(out, text)
+        mask_pred = masks.logits(self.mask_embed(out))
+        return cls_pred, mask_pred, masks.attn_mask(mask_pred, next_level).detach()
+
+    def _inputs_2d(self, x: List[Tensor]) -> Tuple[List['_DecoderLevel'], '_PixelMasks']:
+        """Decoder levels and mask space of a 2D batch (mmdet's Mask2Former)."""
+        batch_size = x[0].shape[0]
+        mask_features, multi_scale_memorys = self.pixel_decoder(x)
+        levels = []
+        for i in range(self.num_transformer_feat_level):
+            decoder_input = self.decoder_input_projs[i](multi_scale_memorys[i])
+            decoder_input = decoder_input.flatten(2).permute(0, 2, 1)
+            mask = decoder_input.new_zeros((batch_size, ) + multi_scale_memorys[i].shape[-2:],
+                                           dtype=torch.bool)
+            pos = self.decoder_positional_encoding(mask).flatten(2).permute(0, 2, 1)
+            levels.append(_DecoderLevel(
+                memory=decoder_input + self.level_embed.weight[i].view(1, 1, -1), pos=pos,
+                pad=mask.flatten(1)))
+        sizes = [m.shape[-2:] for m in multi_scale_memorys[:self.num_transformer_feat_level]]
+        return levels, _PixelMasks(mask_features, sizes)
 
     def _get_targets_single(self, cls_score: Tensor, mask_pred: Tensor,
                             gt_instances: InstanceData, img_meta: dict) -> Tuple[Tensor]:
@@ -321,39 +374,84 @@ class ODINHead(Mask2FormerHead):
         Returns:
             list[InstanceData]: per image mmdet's ``ins_results``.
         """
-        cls, masks = self.predict(feats, batch_data_samples)
-        cfg = dict(self.fusion_head_2d, num_things_classes=cls.shape[-1] - 1, num_stuff_classes=0)
-        cfg['test_cfg'] = dict(cfg.get('test_cfg') or {},
+        cls, masks = super().predict(feats, batch_data_samples)
+        num_classes = cls.shape[-1] - 1
+        if num_classes not in self._fusion_heads_2d:
+            self._fusion_heads_2d[num_classes] = self._build_fusion_head_2d(num_classes)
+        fusion = self._fusion_heads_2d[num_classes]
+        fusion.test_cfg = dict(fusion.test_cfg or {},
                                max_per_image=(self.test_cfg or {}).get('topk', 100))
-        fusion = MODELS.build(cfg)
         results = fusion.predict(cls, masks, batch_data_samples, rescale=True)
         return [r['ins_results'] for r in results]
 
-    # ------------------------------------------------------------------ 3D forward
+    def _build_fusion_head_2d(self, num_classes: int) -> nn.Module:
+        """The configured ``fusion_head_2d`` for K = ``num_classes`` (no parameters)."""
+        return MODELS.build(dict(self.fusion_head_2d, num_things_classes=num_classes,
+                                 num_stuff_classes=0))
+
+    # ------------------------------------------------------------------ loss / predict
+    def loss(self, x, batch_data_samples: Sequence) -> Dict[str, Tensor]:
+        """Training losses of a 2D batch (mmdet's) or a 3D batch (:meth:`loss_by_feat_3d`).
+
+        Args:
+            x: as :meth:`forward`.
+            batch_data_samples: samples with their ground truth (3D: ``gt_pts_seg`` over the
+                input points, which the prediction points turn into targets).
+
+        Returns:
+            dict[str, Tensor]: ``loss_cls/loss_mask/loss_dice`` of the last prediction and
+            ``d{i}.loss_*`` of the earlier ones.
+        """
+        if not isinstance(x, MultiViewFeatures):
+            return super().loss(x, batch_data_samples)
+        cls_list, mask_list = self(x, batch_data_samples)
+        num_classes = cls_list[0].shape[-1] - 1  # K of the batch (open vocabulary: varies)
+        targets = x.points.build_targets(batch_data_samples, num_classes)
+        return self.loss_by_feat_3d(cls_list, mask_list, x.pred_counts, targets)
+
+    def predict(self, x, batch_data_samples: Sequence) -> list:
+        """Instances of a 2D batch (:meth:`predict_2d`) or of a 3D batch (:meth:`predict_3d`).
+
+        Returns:
+            list: per sample an ``InstanceData`` (2D) or a ``PointData`` (3D).
+        """
+        if not isinstance(x, MultiViewFeatures):
+            return self.predict_2d(x, batch_data_samples)
+        return self.predict_3d(x, batch_data_samples)
+
+    # ------------------------------------------------------------------ 3D decoder inputs
+    def _inputs_3d(self, x: 'MultiViewFeatures') -> Tuple[List['_DecoderLevel'], '_PointMasks']:
+        """Decoder levels (voxel memory) and mask space (prediction points) of a 3D batch."""
+        pred_counts = x.pred_counts
+        n_max = max(pred_counts)
+        mask_feats = torch.stack([pad_to(f, n_max) for f in x.mask_feats])
+        levels = self._memory_3d(x.voxel_feats, x.geometry, x.plan)
+        return levels, _PointMasks(mask_feats, pred_counts, x.points, levels, self.attn_mask_3d)
+
     def _memory_3d(self, voxel_feats: List[Tensor], geometry: MultiViewGeometry,
-                   point_chunk: int = 0) -> List[dict]:
+                   plan: ChunkPlan) -> List['_DecoderLevel']:
         """Voxel memory, positional encodings and key padding of every decoder level.
 
         Args:
             voxel_feats: the pixel decoder's levels (res5, res4, res3) per voxel, each
                 (N_vox_l, C).
             geometry: the batch's geometry.
-            point_chunk: pixels per chunk of the positional encoding (0 = all at once).
+            plan: the batch's chunk plan (pixels per chunk of the positional encoding).
 
         Returns:
-            list[dict]: per level ``geo``, ``memory`` (B, N_max, C), ``pos`` (B, N_max, C),
-            ``pad`` (B, N_max) and ``keep`` (training key subsample or None).
+            list[_DecoderLevel]: per level ``memory`` (B, N, C), ``pos`` (B, N, C), ``pad``
+            (B, N), its ``geo`` and the training key subsample ``keep`` (or None), where N is
+            the largest voxel count of a scene or the subsample's size.
         """
         levels = []
-        num_geo = len(geometry.levels)
         for i in range(self.num_transformer_feat_level):
-            geo = geometry[num_geo - 1 - i]
+            geo = geometry[self.pixel_decoder.backbone_level(i)]
             b = geo.shape[0]
             # the input projection is 1x1 (or identity): applied to the voxels as a 1-wide image
             mem = self.decoder_input_projs[i](voxel_feats[i].t()[None, :, :, None])[0, :, :, 0].t()
             mem = mem + self.level_embed.weight[i].view(1, -1)
             with torch.autocast(device_type=mem.device.type, enabled=False):
-                pos = self._pos_3d(geo, point_chunk)
+                pos = self._pos_3d(geo, plan)
             counts, starts = geo.voxel_counts, geo.voxel_starts
             n_max = max(counts)
             mem_b = mem.new_zeros(b, n_max, mem.shape[1])
@@ -367,16 +465,17 @@ class ODINHead(Mask2FormerHead):
             if self.training and i < len(self.sample_sizes) and n_max > self.sample_sizes[i]:
                 keep = torch.randperm(n_max, device=mem.device)[:self.sample_sizes[i]]
                 mem_b, pos_b, pad = mem_b[:, keep], pos_b[:, keep], pad[:, keep]
-            levels.append(dict(geo=geo, memory=mem_b, pos=pos_b, pad=pad, keep=keep))
+            levels.append(_DecoderLevel(mem_b, pos_b, pad, geo, keep))
         return levels
 
-    def _pos_3d(self, geo: LevelGeometry, point_chunk: int = 0) -> Tensor:
+    def _pos_3d(self, geo: LevelGeometry, plan: ChunkPlan) -> Tensor:
         """Positional encoding of the level's keys: the MLP of every pixel's xyz, per voxel.
 
         ``pos_embed_3d`` (Conv1d - GroupNorm(1) - ReLU - Conv1d) runs on all pixels of a scene
-        (GroupNorm statistics per scene) and is averaged per voxel. With ``point_chunk`` the
-        pixels go through in chunks: the GroupNorm statistics are gathered in a first pass
-        (float64 sums), then normalised chunks are averaged into the voxels.
+        (GroupNorm statistics per scene) and is averaged per voxel. The pixels go through in
+        chunks of ``plan.point_chunk`` (one chunk when 0): the GroupNorm statistics are gathered
+        in a first pass (float64 sums), then normalised chunks are averaged into the voxels
+        (under activation checkpointing when the plan recomputes).
 
         Returns:
             Tensor: shape (N_vox, C).
@@ -384,177 +483,68 @@ class ODINHead(Mask2FormerHead):
         b, v, h, w = geo.shape
         n_pix = v * h * w
         xyz = geo.point_xyz.float().view(b, n_pix, 3)
-        if not point_chunk or n_pix <= point_chunk:
-            pe = self.pos_embed_3d(xyz.transpose(1, 2)).transpose(1, 2)
-            return scatter_mean(pe.reshape(b * n_pix, -1), geo.p2v, geo.num_voxels)
-        conv1, norm, act, conv2 = self.pos_embed_3d
+        conv1, norm = self.pos_embed_3d[0], self.pos_embed_3d[1]
         acc = geo.voxel_sum()
+        ranges = plan.point_ranges(n_pix)
+        count = n_pix * conv1.out_channels
         for j in range(b):
-            ranges = [(s, min(s + point_chunk, n_pix)) for s in range(0, n_pix, point_chunk)]
             total = sq = 0.0
             for s, e in ranges:
-                y = conv1(xyz[j:j + 1, s:e].transpose(1, 2)).double()
-                total = total + y.sum()
-                sq = sq + (y * y).sum()
-            count = n_pix * conv1.out_channels
+                part_sum, part_sq = plan.run(self._pos_moments, xyz[j:j + 1, s:e])
+                total, sq = total + part_sum, sq + part_sq
             mean = total / count
-            var = (sq / count - mean * mean).clamp(min=0)
-            scale = (var + norm.eps).rsqrt()
+            scale = ((sq / count - mean * mean).clamp(min=0) + norm.eps).rsqrt()
             for s, e in ranges:
-                y = conv1(xyz[j:j + 1, s:e].transpose(1, 2))
-                y = ((y.double() - mean) * scale).float()
-                y = y * norm.weight.view(1, -1, 1) + norm.bias.view(1, -1, 1)
-                pe = conv2(act(y))[0].t()  # (n, C)
+                pe = plan.run(self._pos_chunk, xyz[j:j + 1, s:e], mean, scale)
                 acc.add(pe, geo.p2v[j * n_pix + s:j * n_pix + e])
         return acc.mean()
 
-    def _head_3d(self, query: Tensor, mask_feats: Tensor, pred_counts: List[int],
-                 points: PredictionPointSet, level: dict,
-                 text: Any = None) -> Tuple[Tensor, Tensor, Tensor]:
-        """Prediction head after a decoder layer, plus the next level's attention mask.
+    def _pos_moments(self, xyz: Tensor) -> Tuple[Tensor, Tensor]:
+        """Float64 sum and sum of squares of ``pos_embed_3d``'s first conv on (1, n, 3) xyz."""
+        y = self.pos_embed_3d[0](xyz.transpose(1, 2)).double()
+        return y.sum(), (y * y).sum()
 
-        Args:
-            query: shape (B, Q, C).
-            mask_feats: mask features of the prediction points, padded, shape (B, C, N_max).
-            pred_counts: valid prediction points per scene.
-            points: the batch's prediction points.
-            level: next decoder level (from :meth:`_memory_3d`).
-            text: the batch's class context (:meth:`BaseClassifier.encode`; text tokens in
-                open vocabulary, None for the linear classifier).
-
-        Returns:
-            tuple: cls logits (B, Q, K+1), mask logits (B, Q, N_max) and the attention mask
-            repeated over heads and key-subsampled (B*heads, Q, N_keys).
-        """
-        out = self.transformer_decoder.post_norm(query)
-        cls_pred = self.classifier(out, text)
-        mask_embed = self.mask_embed(out)
-        mask_pred = torch.einsum('bqc,bcn->bqn', mask_embed, mask_feats)
-        src = torch.cat([
-            points.to_source(j, mask_pred[j, :, :n]).t() for j, n in enumerate(pred_counts)
-        ])
-        raw = self.attn_mask_3d(src.detach(), points.src_xyz, points.src_offsets,
-                                level['geo'], points.geometry.num_neighbors)
-        attn = raw if level['keep'] is None else raw[:, :, level['keep']]
-        attn = attn.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
-        return cls_pred, mask_pred, attn.detach()
-
-    def forward_3d(self, feats: List[Tensor], points: PredictionPointSet,
-                   batch_data_samples: Optional[Sequence] = None
-                   ) -> Tuple[List[Tensor], List[Tensor], List[int]]:
-        """3D forward.
-
-        Args:
-            feats: backbone levels res2..res5, each (B*V, C_i, h_i, w_i).
-            points: the batch's prediction points (and its geometry).
-            batch_data_samples: data samples (their ``metainfo['classes']`` is the vocabulary
-                in open-vocabulary mode).
-
-        Returns:
-            tuple: per prediction (initial + one per layer) the class logits (B, Q, K+1) and
-            mask logits (B, Q, N_max) over the prediction points, and the number of valid
-            prediction points of every scene.
-        """
-        mask_features, _, voxel_feats = self.pixel_decoder(feats, points.geometry,
-                                                           points.mesh_voxels)
-        return self.decode_3d(mask_features, voxel_feats, points, batch_data_samples)
-
-    def decode_3d(self, mask_features, voxel_feats: List[Tensor], points: PredictionPointSet,
-                  batch_data_samples: Optional[Sequence] = None, keep_aux: bool = True,
-                  point_chunk: int = 0) -> Tuple[List[Tensor], List[Tensor], List[int]]:
-        """The masked-attention decoder on the pixel decoder's 3D outputs.
-
-        Args:
-            mask_features: the pixel decoder's stride-4 features (see
-                :meth:`ODINPixelDecoder.forward`).
-            voxel_feats: the pixel decoder's levels per voxel (res5, res4, res3).
-            points: the batch's prediction points.
-            batch_data_samples: data samples (vocabulary in open-vocabulary mode).
-            keep_aux: return every prediction (training, parity); False keeps only the last
-                (inference: the earlier ones are freed as soon as the next exists).
-            point_chunk: pixels per chunk of the keys' positional encoding (0 = all).
-
-        Returns:
-            tuple: as :meth:`forward_3d` (a single prediction when not ``keep_aux``).
-        """
-        per_scene = points.pool_features(mask_features)
-        pred_counts = [f.shape[1] for f in per_scene]
-        n_max = max(pred_counts)
-        mask_feats = torch.stack([pad_to(f, n_max) for f in per_scene])
-        del per_scene, mask_features
-        levels = self._memory_3d(voxel_feats, points.geometry, point_chunk)
-        batch_size = mask_feats.shape[0]
-        query = self.query_feat.weight.unsqueeze(0).repeat(batch_size, 1, 1)
-        query_embed = self.query_embed.weight.unsqueeze(0).repeat(batch_size, 1, 1)
-        text = self.classifier.encode(batch_data_samples, batch_size)
-        cls_pred, mask_pred, attn = self._head_3d(query, mask_feats, pred_counts, points,
-                                                  levels[0], text)
-        cls_list, mask_list = [cls_pred], [mask_pred]
-        for i in range(self.num_transformer_decoder_layers):
-            level = levels[i % self.num_transformer_feat_level]
-            # fully masked rows attend to every (non-padded) key
-            full = attn.all(-1, keepdim=True)
-            pad = level['pad'].unsqueeze(1).repeat(1, self.num_heads, 1).flatten(0, 1)
-            attn = torch.where(full, pad.unsqueeze(1).expand_as(attn), attn)
-            query = self.classifier.condition(i, query, query_embed, text)
-            query = self.transformer_decoder.layers[i](
-                query=query,
-                key=level['memory'],
-                value=level['memory'],
-                query_pos=query_embed,
-                key_pos=level['pos'],
-                cross_attn_mask=attn,
-                query_key_padding_mask=None,
-                key_padding_mask=None)
-            nxt = levels[(i + 1) % self.num_transformer_feat_level]
-            cls_pred, mask_pred, attn = self._head_3d(query, mask_feats, pred_counts, points,
-                                                      nxt, text)
-            if not keep_aux:
-                cls_list.clear()
-                mask_list.clear()
-            cls_list.append(cls_pred)
-            mask_list.append(mask_pred)
-        return cls_list, mask_list, pred_counts
+    def _pos_chunk(self, xyz: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+        """``pos_embed_3d`` of (1, n, 3) xyz with the scene's GroupNorm statistics, (n, C)."""
+        conv1, norm, act, conv2 = self.pos_embed_3d
+        y = conv1(xyz.transpose(1, 2))
+        y = ((y.double() - mean) * scale).float()
+        y = y * norm.weight.view(1, -1, 1) + norm.bias.view(1, -1, 1)
+        return conv2(act(y))[0].t()
 
     # ------------------------------------------------------------------ 3D inference
-    def predict_3d(self, feats: List[Tensor], points: PredictionPointSet,
-                   batch_data_samples: Sequence,
-                   eval_points: Optional[Sequence[Tensor]] = None) -> List[PointData]:
+    def predict_3d(self, x: 'MultiViewFeatures',
+                   batch_data_samples: Sequence) -> List[PointData]:
         """3D instances and semantics of every scene, on its evaluation points.
 
         Args:
-            feats: backbone levels res2..res5.
-            points: the batch's prediction points.
+            x: the batch's :class:`MultiViewFeatures`.
             batch_data_samples: data samples.
-            eval_points: per scene the points to label (sensor mode; None = the res2 pixels).
 
         Returns:
             list[PointData]: per scene ``pts_semantic_mask``, ``pts_instance_mask``,
             ``instance_labels``, ``instance_scores``.
         """
-        cls_list, mask_list, pred_counts = self.forward_3d(feats, points, batch_data_samples)
-        return self.predict_by_feat_3d(cls_list[-1], mask_list[-1], pred_counts, points,
-                                       eval_points)
+        cls_pred, mask_pred = self.forward_last(x, batch_data_samples)
+        return self.predict_by_feat_3d(cls_pred, mask_pred, x.pred_counts, x.points)
 
     def predict_by_feat_3d(self, cls_logits: Tensor, mask_logits: Tensor,
-                           pred_counts: List[int], points: PredictionPointSet,
-                           eval_points: Optional[Sequence[Tensor]] = None) -> List[PointData]:
+                           pred_counts: List[int],
+                           points: PredictionPointSet) -> List[PointData]:
         """Post-process the last prediction of every scene on its evaluation points.
 
         Args:
             cls_logits: shape (B, Q, K+1).
             mask_logits: over the prediction points, shape (B, Q, N_max).
             pred_counts: valid prediction points per scene.
-            points: the batch's prediction points.
-            eval_points: as :meth:`predict_3d`.
+            points: the batch's prediction points (:meth:`PredictionPointSet.lift_logits`).
 
         Returns:
             list[PointData]: as :meth:`predict_3d`.
         """
         results = []
         for b, n in enumerate(pred_counts):
-            logits = points.lift_logits(b, mask_logits[b, :, :n],
-                                        None if eval_points is None else eval_points[b])
+            logits = points.lift_logits(b, mask_logits[b, :, :n])
             results.append(self.postprocess_3d(cls_logits[b], logits))
         return results
 
@@ -581,26 +571,6 @@ class ODINHead(Mask2FormerHead):
             instance_scores=scores)
 
     # ------------------------------------------------------------------ 3D loss
-    def loss_3d(self, feats: List[Tensor], points: PredictionPointSet,
-                batch_data_samples: Sequence, input_points: Sequence[Tensor]
-                ) -> Dict[str, Tensor]:
-        """Deep-supervised Hungarian losses on 3D masks.
-
-        Args:
-            feats: backbone levels res2..res5.
-            points: the batch's prediction points.
-            batch_data_samples: samples with ``gt_pts_seg`` over ``input_points``.
-            input_points: per scene the input points (N_b, 3+).
-
-        Returns:
-            dict[str, Tensor]: ``loss_cls/loss_mask/loss_dice`` of the last prediction and
-            ``d{i}.loss_*`` of the earlier ones.
-        """
-        cls_list, mask_list, pred_counts = self.forward_3d(feats, points, batch_data_samples)
-        num_classes = cls_list[0].shape[-1] - 1  # K of the batch (open vocabulary: varies)
-        targets = points.build_targets(batch_data_samples, input_points, num_classes)
-        return self.loss_by_feat_3d(cls_list, mask_list, pred_counts, targets)
-
     def loss_by_feat_3d(self, cls_list: List[Tensor], mask_list: List[Tensor],
                         pred_counts: List[int],
                         targets: List[InstanceData]) -> Dict[str, Tensor]:
@@ -718,3 +688,95 @@ class AttentionMask3D(nn.Module):
         for j, (s, n) in enumerate(zip(geo.voxel_starts, counts)):
             raw[j, :, :n] = tgt[s:s + n].t().sigmoid() < 0.5
         return raw
+
+
+@dataclass
+class _DecoderLevel:
+    """Keys of one decoder level.
+
+    Attributes:
+        memory: (B, N, C) keys and values.
+        pos: (B, N, C) their positional encoding.
+        pad: (B, N) bool, True = padding key (never attended).
+        geo: the level's voxel geometry (3D), else None.
+        keep: the training key subsample of the level's voxels (3D), else None.
+    """
+
+    memory: Tensor
+    pos: Tensor
+    pad: Tensor
+    geo: Optional[LevelGeometry] = None
+    keep: Optional[Tensor] = None
+
+
+class _MaskSpace:
+    """Where a batch's masks are predicted: mask logits and attention masks."""
+
+    def logits(self, mask_embed: Tensor) -> Tensor:
+        """Mask logits of the query embeddings ``(B, Q, C)``."""
+        raise NotImplementedError
+
+    def attn_mask(self, mask_pred: Tensor, level: int) -> Tensor:
+        """Attention mask at the keys of decoder level ``level``.
+
+        Returns:
+            ``(B, Q, N_keys)`` bool, True = masked (``sigmoid < 0.5``), before the
+            fully-masked-row fix.
+        """
+        raise NotImplementedError
+
+
+class _PixelMasks(_MaskSpace):
+    """2D: masks on the stride-4 pixels (mmdet's Mask2Former).
+
+    Args:
+        features: mask features, (B, C, h, w).
+        sizes: ``(h_l, w_l)`` of every decoder level.
+    """
+
+    def __init__(self, features: Tensor, sizes: Sequence[Tuple[int, int]]) -> None:
+        self.features = features
+        self.sizes = list(sizes)
+
+    def logits(self, mask_embed: Tensor) -> Tensor:
+        """(B, Q, h, w) mask logits."""
+        return torch.einsum('bqc,bchw->bqhw', mask_embed, self.features)
+
+    def attn_mask(self, mask_pred: Tensor, level: int) -> Tensor:
+        """Bilinear resize to the level's size, (B, Q, h_l*w_l)."""
+        resized = F.interpolate(mask_pred, self.sizes[level], mode='bilinear',
+                                align_corners=False)
+        return resized.flatten(2).sigmoid() < 0.5
+
+
+class _PointMasks(_MaskSpace):
+    """3D: masks on the prediction points, attention masks on the levels' voxels.
+
+    Args:
+        features: mask features of the prediction points, padded, (B, C, N_max).
+        counts: valid prediction points per scene.
+        points: the batch's prediction points.
+        levels: the decoder levels (:meth:`ODINHead._memory_3d`).
+        attn_mask_3d: the IDW attention-mask module.
+    """
+
+    def __init__(self, features: Tensor, counts: List[int], points: PredictionPointSet,
+                 levels: List[_DecoderLevel], attn_mask_3d: nn.Module) -> None:
+        self.features = features
+        self.counts = counts
+        self.points = points
+        self.levels = levels
+        self.attn_mask_3d = attn_mask_3d
+
+    def logits(self, mask_embed: Tensor) -> Tensor:
+        """(B, Q, N_max) mask logits over the prediction points."""
+        return torch.einsum('bqc,bcn->bqn', mask_embed, self.features)
+
+    def attn_mask(self, mask_pred: Tensor, level: int) -> Tensor:
+        """IDW of the logits to the level's voxels, key-subsampled, (B, Q, N_keys)."""
+        src = torch.cat([self.points.to_source(j, mask_pred[j, :, :n]).t()
+                         for j, n in enumerate(self.counts)])
+        lvl = self.levels[level]
+        raw = self.attn_mask_3d(src.detach(), self.points.src_xyz, self.points.src_offsets,
+                                lvl.geo, self.points.geometry.num_neighbors)
+        return raw if lvl.keep is None else raw[:, :, lvl.keep]

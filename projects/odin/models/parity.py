@@ -471,9 +471,9 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
             other way first, as a CPU with another float32 tie order would (tests).
         modify_model: called with the loaded model before the forward (tests perturb a weight).
         max_trials: most forward passes of the resolution search.
-        view_chunk: > 0 checks the bounded-memory path with this many views per chunk
-            (:meth:`ODIN.forward_3d_chunked`); 0 the whole-batch path.
-        point_chunk: pixels per chunk of its point-wise steps (with ``view_chunk``).
+        view_chunk: views per chunk of the model's 3D forward (0 = the whole batch as one
+            chunk, ``test_cfg.view_chunk``).
+        point_chunk: pixels per chunk of its point-wise steps (``test_cfg.point_chunk``).
 
     Returns:
         tuple: overall pass flag and rows ``(stage, value, ok)``.
@@ -623,12 +623,18 @@ def _is_number(v: str) -> bool:
 
 
 def _run_3d(model, inputs: dict, samples, view_chunk: int, point_chunk: int):
-    """Every decoder prediction of a 3D batch, whole-batch or view-chunked."""
-    if view_chunk:
-        return model.forward_3d_chunked(inputs, samples, view_chunk, point_chunk,
-                                        keep_aux=True)
-    feats, points = model.extract_feat_3d(inputs, samples)
-    return (*model.decode_head.forward_3d(feats, points, samples), points)
+    """Every decoder prediction of a 3D batch (``view_chunk`` views per chunk, 0 = all)."""
+    model.test_cfg.update(view_chunk=view_chunk, point_chunk=point_chunk)
+    x = model.extract_feat(inputs, samples)
+    cls_list, mask_list = model.decode_head(x, samples)
+    return cls_list, mask_list, x.pred_counts, x.points
+
+
+def _res2_module(backbone) -> Tuple[torch.nn.Module, bool]:
+    """The module whose output is backbone res2, and whether that output is Swin tokens."""
+    if getattr(backbone, 'res_layers', None):
+        return getattr(backbone, backbone.res_layers[0]), False
+    return backbone.norm0, True
 
 
 def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelections,
@@ -637,14 +643,14 @@ def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelecti
     """One forward pass with ``selections`` as the model's k-NN; the table of stage rows.
 
     With ``stop_after`` (a hook name of :data:`_HOOKED`) the pass ends after that module and
-    the summed absolute error of its stage is returned instead of the table (view-chunked
-    passes run to the end: the module runs once per chunk).
+    the summed absolute error of its stage is returned instead of the table (passes with
+    several view chunks run to the end: the module runs once per chunk).
 
-    With ``view_chunk`` the model runs its bounded-memory path
-    (:meth:`ODIN.forward_3d_chunked`); per-view stages are recorded chunk by chunk and
-    concatenated, the backbone outputs are read at the pixel decoder's inputs and the
-    multi-scale features are the fused voxels broadcast to the pixels (the bounded path never
-    holds them; mesh mode never holds res2 either, whose row then says so).
+    The model runs its one 3D forward with ``view_chunk`` views per chunk (0 = all); per-view
+    stages are recorded chunk by chunk and concatenated, the backbone outputs res3..res5 are read
+    at the pixel decoder's input projections, res2 at the backbone module that outputs it (sensor
+    points recompute it per chunk later: the first pass is compared), and the multi-scale
+    features are the fused voxels broadcast to the pixels (the forward never holds them).
     """
     G = golden['intermediates']
     rec = Recorder()
@@ -657,21 +663,19 @@ def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelecti
         rec.hook(blk.attn, f'bb.attn.{stage}')
         rec.hook(blk.out_proj, f'bb.out_proj.{stage}')
     pd = model.decode_head.pixel_decoder
+    stop_after_hook = stop_after
     if view_chunk:
-        stop_after_hook, stop_after = stop_after, None
-        for i in range(pd.num_encoder_levels):
-            rec.hook(pd.input_convs[i], f'bb.out.{pd.num_input_levels - i - 1}', input_index=0)
+        stop_after = None
+    for i in range(pd.num_encoder_levels):
+        rec.hook(pd.input_convs[i], f'bb.out.{pd.backbone_level(i)}', input_index=0)
+    res2_module, res2_tokens = _res2_module(bb)
+    rec.hook(res2_module, 'bb.out.0')
     rec.hook(pd.encoder, 'pd.encoder', stop=stop_after == 'pd.encoder')
     if pd.fusion_blocks is not None:
         for i, blk in enumerate(pd.fusion_blocks):
             rec.hook(blk, f'pd.fusion.{i}')
     rec.hook(pd.lateral_convs[0], 'pd.lateral', stop=stop_after == 'pd.lateral')
-    if view_chunk and type(model.prediction_points).__name__ == 'SensorPoints':
-        # sensor points recompute res2 per chunk for the lateral conv (mesh points pool it)
-        rec.hook(pd.lateral_convs[0], 'bb.out.0', input_index=0)
     rec.hook(pd.output_convs[0], 'pd.output', stop=stop_after == 'pd.output')
-    rec.hook(model.backbone, 'backbone.out')
-    rec.hook(pd, 'pixel_decoder')
     rec.hook(pd.mask_feature, 'pd.mask_feature')
     head = model.decode_head
     mask_refs = [h['attn_mask_next_level'] for h in golden['decoder_heads']]
@@ -686,48 +690,34 @@ def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelecti
         handles.append(head.transformer_decoder.layers[li].register_forward_pre_hook(
             grab, with_kwargs=True))
     data = golden_data(golden)
-    if view_chunk and stop_after_hook is not None:
+    if stop_after_hook is not None:
         stage = {v: k for k, v in _HOOKED.items()}[stop_after_hook]
         ref = G[stage[:-3]][0] if stage.endswith('[0]') else G[stage]
         try:
             with torch.no_grad(), substitute_knn(selections):
                 prep = model.data_preprocessor(data, False)
                 _run_3d(model, prep['inputs'], prep['data_samples'], view_chunk, point_chunk)
-        finally:
-            rec.remove()
-            for h in handles:
-                h.remove()
-        return float((rec.data[stop_after_hook] - ref).abs().sum())
-    if stop_after is not None:
-        stage = {v: k for k, v in _HOOKED.items()}[stop_after]
-        ref = G[stage[:-3]][0] if stage.endswith('[0]') else G[stage]
-        try:
-            with torch.no_grad(), substitute_knn(selections):
-                prep = model.data_preprocessor(data, False)
-                feats, points = model.extract_feat_3d(prep['inputs'], prep['data_samples'])
-                head.forward_3d(feats, points, prep['data_samples'])
         except _Stop:
             pass
         finally:
             rec.remove()
             for h in handles:
                 h.remove()
-        return float((rec.data[stop_after] - ref).abs().sum())
+        return float((rec.data[stop_after_hook] - ref).abs().sum())
     with torch.no_grad(), substitute_knn(selections):
         data = model.data_preprocessor(data, False)
         inputs, samples = data['inputs'], data['data_samples']
         cls_list, mask_list, counts, points = _run_3d(model, inputs, samples, view_chunk,
                                                       point_chunk)
-        eval_points = inputs['points'][0]
-        logits = points.lift_logits(0, mask_list[-1][0, :, :counts[0]], eval_points)
+        logits = points.lift_logits(0, mask_list[-1][0, :, :counts[0]])
         result = head.postprocess_3d(cls_list[-1][0], logits)
         pc = golden.get('postproc_check')
         if pc:
-            lg = points.lift_logits(0, pc['pred_masks_centred'][0], eval_points)
+            lg = points.lift_logits(0, pc['pred_masks_centred'][0])
             result_pc = head.postprocess_3d(pc['pred_logits'][0], lg)
     for h in handles:
         h.remove()
-    geometry, ghost = points.geometry, points.mesh_voxels
+    geometry, ghost = points.geometry, getattr(points, 'mesh_voxels', None)
     rec.remove()
     R = rec.data
     rows: List[Tuple[str, str, bool]] = []
@@ -770,12 +760,12 @@ def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelecti
         tr = f'{pre}trans_to_res.out' if swin else f'backbone.trans_to_res.{nm}.out'
         cont(tr, R[f'bb.out_proj.{stage}'], G[tr])
     for j, lvl in enumerate(['res2', 'res3', 'res4', 'res5']):
-        if not view_chunk:
-            cont(f'backbone.out.{lvl}', R['backbone.out'][j], G[f'backbone.out.{lvl}'])
-        elif f'bb.out.{j}' in R:
-            cont(f'backbone.out.{lvl}', R[f'bb.out.{j}'], G[f'backbone.out.{lvl}'])
-        else:
-            rows.append((f'backbone.out.{lvl}', 'pooled per chunk (not held)', True))
+        ref = G[f'backbone.out.{lvl}']
+        ours = R[f'bb.out.{j}'][:len(ref)]
+        if j == 0 and res2_tokens:
+            # Swin tokens (N, h*w, C) -> (N, C, h, w)
+            ours = ours.view(len(ref), *ref.shape[2:], -1).permute(0, 3, 1, 2)
+        cont(f'backbone.out.{lvl}', ours, ref)
     if ghost is not None:
         exact('prep.scannet_p2v_batched',
               bool(torch.equal(ghost.p2v[0], G['prep.scannet_p2v_batched'][0])))
@@ -789,11 +779,7 @@ def _forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelecti
             key = f'sem_seg_head.pixel_decoder.cross_view_attn.{i}.layer0.out_voxel'
             cont(key, R[f'pd.fusion.{i}'], G[key][:, 0])
     for j in range(3):
-        if view_chunk:
-            geo = geometry[pd.num_input_levels - j - 1]
-            ms = geo.broadcast(R[f'pd.fusion.{j}'])
-        else:
-            ms = R['pixel_decoder'][1][j]
+        ms = geometry[pd.backbone_level(j)].broadcast(R[f'pd.fusion.{j}'])
         cont(f'pixel_decoder.multi_scale_features[{j}]', ms,
              G['pixel_decoder.multi_scale_features'][j])
     cont('pixel_decoder.lateral_conv0.out', R['pd.lateral'], G['pixel_decoder.lateral_conv0.out'])

@@ -8,7 +8,12 @@ the level's voxels, and the stride-4 level is built in 3D (docs/specification.md
   (k nearest) onto the 2 cm mesh voxels ("ghost points"), so mask features live on mesh voxels;
 * sensor-point mode: the fused res3 level is IDW-interpolated onto the 2 cm res2 voxels and
   broadcast to the res2 pixels instead of bilinear upsampling;
-* 2D mode: Mask2Former's bilinear FPN step.
+* 2D mode: Mask2Former's bilinear FPN step (:meth:`ODINPixelDecoder.forward`).
+
+In 3D the module provides the steps (:meth:`encode_projected`, :meth:`fuse_levels`,
+:meth:`stride4`) and the level mapping (:meth:`backbone_level`); the multi-view encoder
+(``multiview_encoder.py``) runs them over view chunks and the prediction points decide where the
+stride-4 features are computed.
 
 The stride-4 output conv is 1x1 (not 3x3) as in every 3D-capable official model.
 """
@@ -25,7 +30,6 @@ from torch import Tensor
 from projects.odin.layers.ms_deform_attn import use_odin_ms_deform_attn
 
 from .multiview import MultiViewGeometry
-from .prediction_points import MeshVoxels
 
 
 @MODELS.register_module()
@@ -73,6 +77,26 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
             self.fusion_blocks = ModuleList(
                 [MODELS.build(cfg) for _ in range(self.num_encoder_levels)])
 
+    # ------------------------------------------------------------------ level mapping
+    def backbone_level(self, i: int) -> int:
+        """Backbone level (0 = res2) of encoder level ``i`` (0 = lowest resolution).
+
+        The encoder levels, the decoder levels and the voxel geometry of the 3D path are all
+        addressed through this one mapping (encoder level 0 = res5 in ODIN).
+        """
+        return self.num_input_levels - i - 1
+
+    def encoder_level(self, level: int) -> Optional[int]:
+        """Encoder level of backbone level ``level`` (0 = res2), or None if it is not one."""
+        i = self.num_input_levels - level - 1
+        return i if 0 <= i < self.num_encoder_levels else None
+
+    @property
+    def mask_level(self) -> int:
+        """Backbone level of the stride-4 mask features (res2, the level below the encoder's)."""
+        return self.backbone_level(self.num_encoder_levels)
+
+    # ------------------------------------------------------------------ per-view steps
     def encode(self, feats: List[Tensor]) -> List[Tensor]:
         """Run input projections and the deformable encoder per view, in view chunks.
 
@@ -87,19 +111,11 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
         step = self.encoder_chunk_size if n > self.encoder_chunk_size else n
         chunks = []
         for s in range(0, n, step):
-            chunks.append(self._encode_chunk([f[s:s + step] for f in feats]))
+            chunks.append(self.encode_projected([
+                self.input_convs[i](feats[self.backbone_level(i)][s:s + step])
+                for i in range(self.num_encoder_levels)
+            ]))
         return [torch.cat([c[i] for c in chunks]) for i in range(self.num_encoder_levels)]
-
-    def encoder_level(self, level: int) -> Optional[int]:
-        """Encoder level (0 = lowest resolution) of backbone level ``level`` (0 = res2), or None."""
-        i = self.num_input_levels - level - 1
-        return i if 0 <= i < self.num_encoder_levels else None
-
-    def _encode_chunk(self, feats: List[Tensor]) -> List[Tensor]:
-        return self.encode_projected([
-            self.input_convs[i](feats[self.num_input_levels - i - 1])
-            for i in range(self.num_encoder_levels)
-        ])
 
     def encode_projected(self, projs: List[Tensor]) -> List[Tensor]:
         """The deformable encoder on input-projected levels of a chunk of views.
@@ -114,7 +130,7 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
         batch_size = projs[0].shape[0]
         inputs, pos_list, shapes, refs = [], [], [], []
         for i, proj in enumerate(projs):
-            level_idx = self.num_input_levels - i - 1
+            level_idx = self.backbone_level(i)
             feat = proj
             h, w = feat.shape[-2:]
             mask = feat.new_zeros((batch_size, h, w), dtype=torch.bool)
@@ -145,47 +161,21 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
         outs = torch.split(memory.permute(0, 2, 1), [h * w for h, w in shapes], dim=-1)
         return [x.reshape(batch_size, -1, h, w) for x, (h, w) in zip(outs, shapes)]
 
-    def forward(self,
-                feats: List[Tensor],
-                geometry: Optional[MultiViewGeometry] = None,
-                mesh: Optional[MeshVoxels] = None) -> tuple:
-        """Pixel decoder forward (2D, sensor-point 3D or mesh-point 3D).
+    def forward(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        """2D pixel decoder (Mask2Former): the encoder per view, then the bilinear FPN step.
+
+        3D batches do not come here: :class:`~projects.odin.models.multiview_encoder.
+        MultiViewEncoder` runs the per-view steps (:meth:`encode_projected`,
+        :meth:`stride4`) in view chunks and :meth:`fuse_levels` on the voxels.
 
         Args:
-            feats: backbone levels res2..res5, each (B*V, C_i, h_i, w_i).
-            geometry: voxel geometry of res2..res5 (3D batches), None in 2D mode.
-            mesh: the mesh voxels when masks are predicted on mesh points, None otherwise.
+            feats: backbone levels res2..res5, each (N, C_i, h_i, w_i).
 
         Returns:
-            tuple: ``mask_features`` and ``multi_scale_features`` (2D); in 3D batches also
-            ``voxel_features``.
-
-            - mask_features: 2D mode (B*V, C, H/4, W/4); sensor mode the res2 voxels
-              (N_vox2, C); mesh mode a list with one (C, N_mv_b) tensor per scene.
-            - multi_scale_features: levels res5, res4, res3, each (B*V, C, h, w) (3D batches:
-              the fused, voxel-constant features).
-            - voxel_features: the same levels per voxel, each (N_vox_l, C) (what the decoder's
-              memory reads).
+            tuple: ``mask_features`` (N, C, H/4, W/4) and ``multi_scale_features`` (levels
+            res5, res4, res3, each (N, C, h, w)).
         """
-        outs = self.encode(feats)
-        if geometry is None:
-            return self._fpn_2d(feats, outs)
-        voxel_outs = self.fuse_levels(
-            [geometry[self.num_input_levels - i - 1].pool(outs[i])
-             for i in range(self.num_encoder_levels)], geometry)
-        if self.fusion_blocks is not None:
-            for i in range(self.num_encoder_levels):
-                outs[i] = geometry[self.num_input_levels - i - 1].broadcast(voxel_outs[i])
-        lvl = self.num_input_levels - self.num_encoder_levels - 1
-        if mesh is None:
-            up = self.upsample_to_res2(voxel_outs, geometry)
-            res2 = geometry[lvl]
-            acc = res2.voxel_sum()
-            res2.pool_views(self.sensor_mask_features(feats[lvl], up, geometry, 0), 0, acc)
-            return acc.mean(), outs[:self.num_outs], voxel_outs
-        mask_features = self.mesh_mask_features(geometry[lvl].pool(feats[lvl]), voxel_outs,
-                                                geometry, mesh)
-        return mask_features, outs[:self.num_outs], voxel_outs
+        return self._fpn_2d(feats, self.encode(feats))
 
     # ------------------------------------------------------------------ 3D steps
     def fuse_levels(self, voxel_feats: List[Tensor], geometry: MultiViewGeometry) -> List[Tensor]:
@@ -203,73 +193,30 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
             return list(voxel_feats)
         outs = []
         for i, v in enumerate(voxel_feats):
-            geo = geometry[self.num_input_levels - i - 1]
+            geo = geometry[self.backbone_level(i)]
             outs.append(self.fusion_blocks[i](v, geo.voxel_xyz, geo.knn_idx))
         return outs
 
-    def upsample_to_res2(self, voxel_outs: List[Tensor], geometry: MultiViewGeometry) -> Tensor:
-        """Sensor points: the fused highest-resolution encoder level IDW'd onto the res2 voxels.
+    def stride4(self, res2: Tensor, coarse: Tensor) -> Tensor:
+        """Stride-4 mask features: ``mask_feature(output_conv(lateral_conv(res2) + coarse))``.
 
-        Returns:
-            Tensor: shape (N_vox2, C).
-        """
-        lvl = self.num_input_levels - self.num_encoder_levels - 1
-        res2 = geometry[lvl]
-        return geometry.idw(voxel_outs[-1], geometry[lvl + 1], res2.voxel_xyz,
-                            res2.voxel_offsets)
-
-    def sensor_mask_features(self, res2_feats: Tensor, up: Tensor, geometry: MultiViewGeometry,
-                             start: int) -> Tensor:
-        """Stride-4 mask features of a chunk of views (sensor points).
-
-        ``mask_feature(output_conv(lateral_conv(res2) + broadcast(up)))``, per view.
+        The 3D replacement of the FPN step: ``coarse`` is the fused highest-resolution encoder
+        level brought to the res2 points in 3D (IDW), by the prediction points
+        (:meth:`PredictionPointSet.mask_features`).
 
         Args:
-            res2_feats: backbone res2 of views ``start:start+n``, (n, C2, h, w).
-            up: :meth:`upsample_to_res2`, (N_vox2, C).
-            geometry: the batch's geometry.
-            start: flattened (``B*V``) index of the first view.
+            res2: backbone res2 features, (n, C2, h, w) (mesh points: (1, C2, N, 1)).
+            coarse: the upsampled encoder level at the same points, (n, C, h, w).
 
         Returns:
             Tensor: shape (n, C, h, w).
         """
-        lvl = self.num_input_levels - self.num_encoder_levels - 1
-        res2 = geometry[lvl]
-        y = self.lateral_convs[lvl](res2_feats) + res2.broadcast_views(
-            up, start, start + res2_feats.shape[0])
-        return self.mask_feature(self.output_convs[lvl](y))
-
-    def mesh_mask_features(self, res2_voxel: Tensor, voxel_outs: List[Tensor],
-                           geometry: MultiViewGeometry, mesh: MeshVoxels) -> List[Tensor]:
-        """Mask features on the mesh voxels (ghost points), per scene.
-
-        Args:
-            res2_voxel: backbone res2 averaged per res2 voxel, (N_vox2, C2).
-            voxel_outs: :meth:`fuse_levels` output.
-            geometry: the batch's geometry.
-            mesh: the mesh voxels.
-
-        Returns:
-            list[Tensor]: per scene (C, N_mv_b).
-        """
-        lvl = self.num_input_levels - self.num_encoder_levels - 1
-        skip = geometry.idw(res2_voxel, geometry[lvl], mesh.voxel_xyz, mesh.voxel_offsets)
-        cur = geometry.idw(voxel_outs[-1], geometry[lvl + 1], mesh.voxel_xyz,
-                           mesh.voxel_offsets)
-        mask_features = []
-        start = 0
-        for n in mesh.voxel_counts:
-            # shape (N_mv_b, C) -> (1, C, N_mv_b, 1): a 1-pixel-wide image for the 1x1 convs
-            s = skip[start:start + n].t()[None, :, :, None]
-            c = cur[start:start + n].t()[None, :, :, None]
-            y = self.output_convs[lvl](c + self.lateral_convs[lvl](s))
-            mask_features.append(self.mask_feature(y)[0, :, :, 0])
-            start += n
-        return mask_features
+        lvl = self.mask_level
+        return self.mask_feature(self.output_convs[lvl](self.lateral_convs[lvl](res2) + coarse))
 
     def _fpn_2d(self, feats: List[Tensor], outs: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         """Mask2Former's bilinear FPN step for the levels not in the encoder."""
-        for i in range(self.num_input_levels - self.num_encoder_levels - 1, -1, -1):
+        for i in range(self.mask_level, -1, -1):
             cur = self.lateral_convs[i](feats[i])
             y = cur + F.interpolate(
                 outs[-1], size=cur.shape[-2:], mode='bilinear', align_corners=False)

@@ -12,17 +12,21 @@ ODIN predicts one mask logit per *prediction point* (docs/specification.md §2.6
 
 A config picks one with ``prediction_points=dict(type='SensorPoints')`` or
 ``dict(type='MeshPoints', voxel_size=0.02, superpoints=True, visibility_thresh=1e-3)``. The
-builder turns a batch into a :class:`PredictionPointSet`, which every later step asks:
+builder turns a batch into a :class:`PredictionPointSet` (:class:`SensorPointSet` or
+:class:`MeshPointSet`), which every later step asks:
 
-* the pixel decoder: on which points the stride-4 mask features are computed
-  (:attr:`PredictionPointSet.mesh_voxels`: None = on the res2 pixels);
-* the head: the per-scene mask features of the prediction points (:meth:`pool_features`), the
-  points' xyz as IDW source of the attention masks (:attr:`src_xyz`, :meth:`to_source`), the
-  training targets (:meth:`build_targets`);
+* the multi-view encoder: the stride-4 mask features of the prediction points
+  (:meth:`PredictionPointSet.mask_features`, with the pixel decoder's stride-4 convs) and whether
+  they read backbone res2 per voxel (:attr:`PredictionPointSet.res2_on_voxels`);
+* the head: the points' xyz as IDW source of the attention masks (:attr:`src_xyz`,
+  :meth:`to_source`) and the training targets (:meth:`build_targets`);
 * inference: the logits of the evaluation points (:meth:`lift_logits`).
+
+A new place to predict masks is a subclass of :class:`PredictionPointSet` (these methods) and a
+builder registered in ``TASK_UTILS`` that returns it.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import torch
 from mmdet3d.registry import TASK_UTILS
@@ -35,6 +39,10 @@ from projects.odin.ops.utils import scene_ranges
 
 from . import neighbors
 from .multiview import MultiViewGeometry
+
+if TYPE_CHECKING:  # annotations only (the encoder and the decoder import this module)
+    from .multiview_encoder import Res2Features
+    from .pixel_decoder import ODINPixelDecoder
 
 
 @dataclass
@@ -62,92 +70,73 @@ class MeshVoxels:
 
 
 class PredictionPointSet:
-    """The prediction points of one batch (see the module docstring).
+    """The prediction points of one batch (see the module docstring); base of the two kinds.
+
+    Everything that depends on where masks are predicted is a method of a subclass
+    (:class:`SensorPointSet`, :class:`MeshPointSet`); the encoder, the pixel decoder and the head
+    call these methods without asking which kind they have.
 
     Args:
         geometry: the batch's multi-view geometry (res2..res5).
-        mesh_voxels: the mesh voxels in mesh / superpoint mode, None for sensor points.
+        input_points: per scene the input points (N_b, 3+) (mesh vertices or the dataset's
+            evaluation points), or None (sensor points evaluated on the res2 pixels).
     """
 
+    #: whether :meth:`mask_features` reads backbone res2 averaged per res2 voxel (then the
+    #: encoder pools res2 as soon as a chunk has it) instead of per pixel
+    res2_on_voxels = False
+
     def __init__(self, geometry: MultiViewGeometry,
-                 mesh_voxels: Optional[MeshVoxels] = None) -> None:
+                 input_points: Optional[Sequence[Tensor]] = None) -> None:
         self.geometry = geometry
-        self.mesh_voxels = mesh_voxels
+        self.input_points = input_points
 
     # ------------------------------------------------------------------ feature side
     @property
-    def _voxels(self):
-        """(xyz, offsets, counts) of the voxels carrying mask features."""
-        if self.mesh_voxels is None:
-            res2 = self.geometry[0]
-            return res2.voxel_xyz, res2.voxel_offsets, res2.voxel_counts
-        mv = self.mesh_voxels
-        return mv.voxel_xyz, mv.voxel_offsets, mv.voxel_counts
-
-    @property
     def src_xyz(self) -> Tensor:
         """Xyz of the points carrying mask features (IDW source of attention masks), (N_src, 3)."""
-        return self._voxels[0]
+        raise NotImplementedError
 
     @property
     def src_offsets(self) -> Tensor:
         """Cumulative count of those points per scene, shape (B,)."""
-        return self._voxels[1]
+        raise NotImplementedError
 
-    def pool_features(self, mask_features) -> List[Tensor]:
-        """Mask features of the prediction points, per scene.
+    def mask_features(self, decoder: 'ODINPixelDecoder', voxel_outs: List[Tensor],
+                      res2: 'Res2Features') -> List[Tensor]:
+        """Stride-4 mask features of the prediction points, per scene.
 
         Args:
-            mask_features: the pixel decoder's stride-4 features: averaged per res2 voxel
-                (N_vox2, C) (sensor points), or a list of (C, N_mv_b) per scene (mesh voxels).
+            decoder: the pixel decoder (its stride-4 convs, :meth:`ODINPixelDecoder.stride4`).
+            voxel_outs: the fused encoder levels per voxel, lowest resolution first, each
+                (N_vox_l, C).
+            res2: backbone res2 of the batch (:class:`Res2Features`).
 
         Returns:
             list[Tensor]: per scene (C, N_pred_b).
         """
-        if self.mesh_voxels is None:
-            offsets = self.geometry[0].voxel_offsets
-            return [mask_features[s:e].t() for s, e in scene_ranges(offsets)]
-        per_scene = list(mask_features)
-        segments = self.mesh_voxels.segments
-        if segments is None:
-            return per_scene
-        return [scatter_mean(f.t(), seg, int(seg.max()) + 1).t()
-                for f, seg in zip(per_scene, segments)]
+        raise NotImplementedError
 
     def to_source(self, b: int, logits: Tensor) -> Tensor:
         """Logits of scene ``b``'s prediction points ``(Q, N_pred_b)`` on its feature points."""
-        if self.mesh_voxels is not None and self.mesh_voxels.segments is not None:
-            return logits[:, self.mesh_voxels.segments[b]]
         return logits
 
     # ------------------------------------------------------------------ evaluation side
-    def lift_logits(self, b: int, logits: Tensor, points: Optional[Tensor] = None) -> Tensor:
+    def lift_logits(self, b: int, logits: Tensor) -> Tensor:
         """Lift scene ``b``'s mask logits to its evaluation points.
 
         Args:
             b: scene index.
             logits: shape (Q, N_pred_b).
-            points: evaluation points (N, 3+) (sensor points; None = the res2 pixels). Mesh
-                modes evaluate on the kept mesh vertices and ignore it.
 
         Returns:
-            Tensor: shape (Q, N).
+            Tensor: shape (Q, N): mesh modes on the kept mesh vertices, sensor points on the
+            input points (IDW) or, without input points, on the res2 pixels.
         """
-        if self.mesh_voxels is not None:
-            return self.to_source(b, logits)[:, self.mesh_voxels.p2v[b]]
-        res2 = self.geometry[0]
-        s, e = scene_ranges(res2.voxel_offsets)[b]
-        if points is None:
-            ps, pe = scene_ranges(res2.point_offsets)[b]
-            return logits[:, res2.p2v[ps:pe] - s]
-        pts = points[:, :3].float()
-        src = res2.voxel_xyz[s:e]
-        out = neighbors.idw(logits.t(), src, src.new_tensor([e - s]).long(), pts,
-                            pts.new_tensor([len(pts)]).long(), self.geometry.num_neighbors)
-        return out.t()
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ training targets
-    def build_targets(self, batch_data_samples: Sequence, points: Sequence[Tensor],
+    def build_targets(self, batch_data_samples: Sequence,
                       num_classes: int) -> List[InstanceData]:
         """Per-scene boolean instance masks on the prediction points.
 
@@ -158,33 +147,21 @@ class PredictionPointSet:
 
         Args:
             batch_data_samples: samples with ``gt_pts_seg.pts_instance_mask`` /
-                ``pts_semantic_mask`` over ``points``.
-            points: per scene the input points (N_b, 3+).
+                ``pts_semantic_mask`` over the input points.
             num_classes: K of the batch.
 
         Returns:
             list[InstanceData]: per scene ``labels`` (M,) and ``masks`` (M, N_pred_b) bool.
         """
+        if self.input_points is None:
+            raise ValueError('training targets need inputs["points"] with their labels')
         targets = []
         for b, sample in enumerate(batch_data_samples):
             gt = sample.gt_pts_seg
-            device = points[b].device
+            device = self.input_points[b].device
             inst = gt.pts_instance_mask.to(device).long()
             sem = gt.pts_semantic_mask.to(device).long()
-            if self.mesh_voxels is not None:
-                mv = self.mesh_voxels
-                inst, sem = inst[mv.kept[b]], sem[mv.kept[b]]
-                p2v, n_vox = mv.p2v[b], mv.voxel_counts[b]
-            else:
-                res2 = self.geometry[0]
-                s, e = scene_ranges(res2.voxel_offsets)[b]
-                n_vox = e - s
-                pts = points[b][:, :3].float()
-                nn_idx, _ = neighbors.knn(res2.voxel_xyz[s:e], pts, 1,
-                                          pts.new_tensor([n_vox]).long(),
-                                          pts.new_tensor([len(pts)]).long())
-                inst, sem = inst[nn_idx[:, 0]], sem[nn_idx[:, 0]]
-                p2v = torch.arange(n_vox, device=device)
+            inst, sem, p2v, n_vox = self._labels_on_voxels(b, inst, sem)
             labels, masks = [], []
             for i in torch.unique(inst):
                 if i < 0:
@@ -196,18 +173,166 @@ class PredictionPointSet:
                 labels.append(lab)
                 masks.append(m)
             if not masks:
-                n_pred = n_vox if self.mesh_voxels is None or self.mesh_voxels.segments is None \
-                    else int(self.mesh_voxels.segments[b].max()) + 1
-                targets.append(InstanceData(labels=inst.new_zeros(0),
-                                            masks=inst.new_zeros(0, n_pred, dtype=torch.bool)))
+                targets.append(InstanceData(
+                    labels=inst.new_zeros(0),
+                    masks=inst.new_zeros(0, self._num_pred(b, n_vox), dtype=torch.bool)))
                 continue
             m = torch.stack(masks).float()  # (M, N)
-            frac = scatter_mean(m.t(), p2v, n_vox).t()  # (M, N_vox)
-            if self.mesh_voxels is not None and self.mesh_voxels.segments is not None:
-                seg = self.mesh_voxels.segments[b]
-                frac = scatter_mean(frac.t(), seg, int(seg.max()) + 1).t()
+            frac = self._voxel_fraction_to_pred(b, scatter_mean(m.t(), p2v, n_vox).t())
             targets.append(InstanceData(labels=torch.stack(labels), masks=frac > 0.5))
         return targets
+
+    def _labels_on_voxels(self, b: int, inst: Tensor, sem: Tensor) -> tuple:
+        """Labels of the points that vote for the voxels of scene ``b``.
+
+        Returns:
+            tuple: instance and semantic labels of the voting points, their local voxel ids and
+            the scene's voxel count.
+        """
+        raise NotImplementedError
+
+    def _num_pred(self, b: int, n_vox: int) -> int:
+        """Prediction points of scene ``b`` (``n_vox`` voxels)."""
+        return n_vox
+
+    def _voxel_fraction_to_pred(self, b: int, frac: Tensor) -> Tensor:
+        """Per-voxel instance fractions ``(M, n_vox)`` as fractions of the prediction points."""
+        return frac
+
+
+class SensorPointSet(PredictionPointSet):
+    """Prediction points on the 2 cm voxels of the stride-4 pixels (sensor points)."""
+
+    @property
+    def src_xyz(self) -> Tensor:
+        """The res2 voxel centroids, (N_vox2, 3)."""
+        return self.geometry[0].voxel_xyz
+
+    @property
+    def src_offsets(self) -> Tensor:
+        """Cumulative res2 voxel count per scene, (B,)."""
+        return self.geometry[0].voxel_offsets
+
+    def mask_features(self, decoder: 'ODINPixelDecoder', voxel_outs: List[Tensor],
+                      res2: 'Res2Features') -> List[Tensor]:
+        """Sensor points: mask features per chunk of views, averaged into the res2 voxels.
+
+        The fused highest-resolution level is IDW'd onto the res2 voxels, broadcast to the
+        pixels, added to res2 in the stride-4 convs, and averaged into the res2 voxels.
+        """
+        geometry = self.geometry
+        res2_geo = geometry[decoder.mask_level]
+        up = geometry.idw(voxel_outs[-1], geometry[decoder.backbone_level(len(voxel_outs) - 1)],
+                          res2_geo.voxel_xyz, res2_geo.voxel_offsets)  # (N_vox2, C)
+
+        def chunk_features(feats: Tensor, start: int) -> Tensor:
+            coarse = res2_geo.broadcast_views(up, start, start + feats.shape[0])
+            return decoder.stride4(feats, coarse)
+
+        mean = res2.pool_map(chunk_features)  # (N_vox2, C)
+        return [mean[s:e].t() for s, e in scene_ranges(res2_geo.voxel_offsets)]
+
+    def lift_logits(self, b: int, logits: Tensor) -> Tensor:
+        """Sensor points: IDW (k nearest res2 voxels) onto the input points.
+
+        Without input points, every res2 pixel takes the logits of its voxel.
+        """
+        res2 = self.geometry[0]
+        s, e = scene_ranges(res2.voxel_offsets)[b]
+        if self.input_points is None:
+            ps, pe = scene_ranges(res2.point_offsets)[b]
+            return logits[:, res2.p2v[ps:pe] - s]
+        pts = self.input_points[b][:, :3].float()
+        src = res2.voxel_xyz[s:e]
+        out = neighbors.idw(logits.t(), src, src.new_tensor([e - s]).long(), pts,
+                            pts.new_tensor([len(pts)]).long(), self.geometry.num_neighbors)
+        return out.t()
+
+    def _labels_on_voxels(self, b: int, inst: Tensor, sem: Tensor) -> tuple:
+        res2 = self.geometry[0]
+        s, e = scene_ranges(res2.voxel_offsets)[b]
+        n_vox = e - s
+        pts = self.input_points[b][:, :3].float()
+        nn_idx, _ = neighbors.knn(res2.voxel_xyz[s:e], pts, 1, pts.new_tensor([n_vox]).long(),
+                                  pts.new_tensor([len(pts)]).long())
+        p2v = torch.arange(n_vox, device=inst.device)
+        return inst[nn_idx[:, 0]], sem[nn_idx[:, 0]], p2v, n_vox
+
+
+class MeshPointSet(PredictionPointSet):
+    """Prediction points on the mesh voxels (ghost points), optionally per superpoint.
+
+    Args:
+        geometry: the batch's multi-view geometry.
+        input_points: per scene the mesh vertices (N_b, 3+).
+        mesh_voxels: the mesh voxels (and superpoints) of the batch.
+    """
+
+    res2_on_voxels = True
+
+    def __init__(self, geometry: MultiViewGeometry, input_points: Sequence[Tensor],
+                 mesh_voxels: MeshVoxels) -> None:
+        super().__init__(geometry, input_points)
+        self.mesh_voxels = mesh_voxels
+
+    @property
+    def src_xyz(self) -> Tensor:
+        """The mesh-voxel centroids, (N_mv, 3)."""
+        return self.mesh_voxels.voxel_xyz
+
+    @property
+    def src_offsets(self) -> Tensor:
+        """Cumulative mesh-voxel count per scene, (B,)."""
+        return self.mesh_voxels.voxel_offsets
+
+    def mask_features(self, decoder: 'ODINPixelDecoder', voxel_outs: List[Tensor],
+                      res2: 'Res2Features') -> List[Tensor]:
+        """Mesh points: mask features on the mesh voxels, averaged per superpoint.
+
+        Res2 (averaged per res2 voxel) and the fused highest-resolution level are IDW'd onto the
+        mesh voxels and go through the stride-4 convs per scene.
+        """
+        geometry, mesh = self.geometry, self.mesh_voxels
+        skip = geometry.idw(res2.voxel_mean(), geometry[decoder.mask_level], mesh.voxel_xyz,
+                            mesh.voxel_offsets)
+        cur = geometry.idw(voxel_outs[-1],
+                           geometry[decoder.backbone_level(len(voxel_outs) - 1)],
+                           mesh.voxel_xyz, mesh.voxel_offsets)
+        per_scene = []
+        for s, e in scene_ranges(mesh.voxel_offsets):
+            # shape (N_mv_b, C) -> (1, C, N_mv_b, 1): a 1-pixel-wide image for the 1x1 convs
+            feats = decoder.stride4(skip[s:e].t()[None, :, :, None],
+                                    cur[s:e].t()[None, :, :, None])
+            per_scene.append(feats[0, :, :, 0])
+        if mesh.segments is None:
+            return per_scene
+        return [scatter_mean(f.t(), seg, int(seg.max()) + 1).t()
+                for f, seg in zip(per_scene, mesh.segments)]
+
+    def to_source(self, b: int, logits: Tensor) -> Tensor:
+        """Superpoint logits copied to their mesh voxels (identity without superpoints)."""
+        if self.mesh_voxels.segments is not None:
+            return logits[:, self.mesh_voxels.segments[b]]
+        return logits
+
+    def lift_logits(self, b: int, logits: Tensor) -> Tensor:
+        """Mesh modes: every kept mesh vertex takes the logit of its voxel (or superpoint)."""
+        return self.to_source(b, logits)[:, self.mesh_voxels.p2v[b]]
+
+    def _labels_on_voxels(self, b: int, inst: Tensor, sem: Tensor) -> tuple:
+        mv = self.mesh_voxels
+        return inst[mv.kept[b]], sem[mv.kept[b]], mv.p2v[b], mv.voxel_counts[b]
+
+    def _num_pred(self, b: int, n_vox: int) -> int:
+        segments = self.mesh_voxels.segments
+        return n_vox if segments is None else int(segments[b].max()) + 1
+
+    def _voxel_fraction_to_pred(self, b: int, frac: Tensor) -> Tensor:
+        segments = self.mesh_voxels.segments
+        if segments is None:
+            return frac
+        seg = segments[b]
+        return scatter_mean(frac.t(), seg, int(seg.max()) + 1).t()
 
 
 @TASK_UTILS.register_module()
@@ -220,7 +345,7 @@ class SensorPoints:
     def __call__(self, batch_inputs: dict, geometry: MultiViewGeometry,
                  training: bool) -> PredictionPointSet:
         """The batch's prediction points (the geometry's res2 voxels)."""
-        return PredictionPointSet(geometry)
+        return SensorPointSet(geometry, batch_inputs.get('points'))
 
 
 @TASK_UTILS.register_module()
@@ -285,4 +410,4 @@ class MeshPoints:
                 seg = scatter_min(sp[kept[b]].long(), p2v_list[b], n_vox)
                 segments.append(torch.unique(seg, return_inverse=True)[1])
         mesh = MeshVoxels(voxel_xyz, voxel_offsets.long(), p2v_list, kept, segments)
-        return PredictionPointSet(geometry, mesh)
+        return MeshPointSet(geometry, points, mesh)
