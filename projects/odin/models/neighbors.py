@@ -6,7 +6,7 @@ time. The model modules call them as ``neighbors.knn`` / ``neighbors.idw``. Ther
 in here: a tool that needs another neighbour selection for the whole model (the official-golden
 parity check injects the golden's recorded selections; the whole-model benchmark times the
 official brute-force formulation) substitutes :func:`knn` from outside for the duration of a call,
-see :func:`projects.odin.models.parity.substitute_knn`.
+see :func:`projects.odin.parity.substitute_knn`.
 
 The default is :func:`projects.odin.ops.knn` (exact; ties ordered by ascending support index).
 """
