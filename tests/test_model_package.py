@@ -1,5 +1,6 @@
 """The model package holds the model: building a model loads no tooling (parity check, checkpoint
-conversion, test helpers), and the tooling's old import paths are aliases that warn once."""
+conversion, test helpers); moved and renamed modules keep their old paths as aliases that warn
+once."""
 import os
 import subprocess
 import sys
@@ -21,7 +22,15 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
     from projects.odin.models.parity import run_parity as old_run
     from projects.odin.models import official_converter as old_conv
+    from projects.odin.layers.geometry import unproject_depth as old_unproject
+    from projects.odin.layers.ms_deform_attn import ODINMultiScaleDeformableAttention as old_da
+    from projects.odin.datasets.scannet_mv_dataset import ODINS3DISDataset as old_s3dis
 from projects.odin import conversion, parity
+from projects.odin.datasets.multiview_datasets import ODINS3DISDataset
+from projects.odin.layers.deform_attn_layer import ODINMultiScaleDeformableAttention
+from projects.odin.structures import unproject_depth
+assert old_unproject is unproject_depth and old_s3dis is ODINS3DISDataset
+assert old_da is ODINMultiScaleDeformableAttention
 assert old_run is parity.run_parity
 assert old_conv.convert_official_state_dict is conversion.convert_official_state_dict
 for w in caught:
@@ -39,10 +48,16 @@ def test_model_build_loads_no_tooling_and_old_paths_warn(tmp_path):
     lines = proc.stdout.splitlines()
     assert 'LOADED []' in lines, lines
     warned = sorted(ln for ln in lines if ln.startswith('WARN '))
-    assert len(warned) == 2, warned
-    assert 'projects.odin.models.official_converter is deprecated' in warned[0]
-    assert 'use projects.odin.conversion.official' in warned[0]
-    assert 'projects.odin.models.parity is deprecated' in warned[1]
+    olds = {'projects.odin.models.official_converter': 'projects.odin.conversion.official',
+            'projects.odin.models.parity': 'projects.odin.parity',
+            'projects.odin.layers.geometry': 'projects.odin.structures.geometry',
+            'projects.odin.layers.ms_deform_attn': 'projects.odin.layers.deform_attn_layer',
+            'projects.odin.datasets.scannet_mv_dataset':
+                'projects.odin.datasets.multiview_datasets'}
+    assert len(warned) == len(olds), warned
+    for old, new in olds.items():
+        (hit, ) = [w for w in warned if f' {old} is deprecated' in w]
+        assert hit.endswith(f'use {new}'), hit
     assert all(w.startswith('WARN DeprecationWarning ') for w in warned)
 
 

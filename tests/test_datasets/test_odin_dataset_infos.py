@@ -5,7 +5,7 @@ import pickle
 import pytest
 from mmengine.registry import init_default_scope
 
-from projects.odin.datasets.scannet_mv_dataset import ODINScanNetDataset
+from projects.odin.datasets.multiview_datasets import ODINScanNetDataset
 
 init_default_scope('mmdet3d')
 

@@ -56,7 +56,7 @@ def create_odin_inputs(num_views: int = 2,
     from mmdet3d.structures import Det3DDataSample, PointData
     from mmengine.structures import InstanceData
 
-    from projects.odin.layers.geometry import unproject_depth
+    from projects.odin.structures.geometry import unproject_depth
     rng = np.random.RandomState(seed)
     h, w = img_hw
     samples: List = []
