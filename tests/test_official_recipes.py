@@ -17,8 +17,8 @@ from typing import Any, Callable, List, NamedTuple
 import pytest
 from mmengine.config import Config
 
-from projects.odin.testing import REPO_ROOT as REPO
-from projects.odin.testing import reference_dir
+from odin_testing import REPO_ROOT as REPO
+from odin_testing import reference_dir
 
 REF = reference_dir()  # ../shared/reference beside the checkout, or $ODIN_REFERENCE_DIR
 DATASET_CONFIGS = ('scannet_r50', 'scannet_swin', 'scannet200_r50', 'scannet200_swin',

@@ -19,7 +19,7 @@ from mmengine.registry import init_default_scope
 from torch import nn
 from torch.utils.data import Dataset
 
-from projects.odin.testing import REPO_ROOT, load_script
+from odin_testing import REPO_ROOT, load_script
 from projects.odin.utils.checkpoint import (
     CheckpointMismatchError,
     CheckpointReadError,

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from projects.odin.testing import REPO_ROOT
+from odin_testing import REPO_ROOT
 
 SCRIPT = r'''
 import sys, warnings

@@ -46,10 +46,10 @@ def test_converted_official_checkpoint_loads_through_mmdet3d_init_model(tmp_path
     converter says, and the class names travel in the checkpoint's meta."""
     from mmdet3d.apis import init_model
 
+    from odin_testing import load_script, reference_dir
     from projects.odin.class_names import SCANNET_CLASSES
-    from projects.odin.models.official_converter import convert_official_state_dict
-    from projects.odin.models.parity import read_statedict_tsv
-    from projects.odin.testing import load_script, reference_dir
+    from projects.odin.conversion import convert_official_state_dict
+    from projects.odin.parity import read_statedict_tsv
     tsv = osp.join(reference_dir(), 'statedict_scannet_resnet.tsv')
     if not osp.isfile(tsv):
         pytest.skip(f'reference key list not found: {tsv}')

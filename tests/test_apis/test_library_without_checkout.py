@@ -4,7 +4,7 @@ import shutil
 import subprocess
 import sys
 
-from projects.odin.testing import REPO_ROOT
+from odin_testing import REPO_ROOT
 
 SCRIPT = r'''
 import os, shutil, sys

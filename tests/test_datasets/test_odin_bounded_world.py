@@ -8,7 +8,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from projects.odin.testing import REPO_ROOT
+from odin_testing import REPO_ROOT
 
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_test.py'
 

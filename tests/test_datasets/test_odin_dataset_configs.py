@@ -59,7 +59,7 @@ def test_synthetic_config_end_to_end(converted):
 
 
 def test_check_odin_data_tool(converted):
-    from projects.odin.testing import load_script
+    from odin_testing import load_script
     out, _ = converted
     mod = load_script('tools/analysis_tools/check_odin_data.py')
     rows = mod.main([str(CFG_DIR / 'synthetic_mv.py'), '--split', 'val', '--num', '1',

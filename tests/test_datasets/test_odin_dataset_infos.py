@@ -5,7 +5,7 @@ import pickle
 import pytest
 from mmengine.registry import init_default_scope
 
-from projects.odin.datasets.scannet_mv_dataset import ODINScanNetDataset
+from projects.odin.datasets.multiview_datasets import ODINScanNetDataset
 
 init_default_scope('mmdet3d')
 
@@ -75,8 +75,8 @@ def test_info_files_with_the_earlier_pose_key_are_read(converted):
 
 
 def test_batches_with_the_earlier_poses_key_are_refused():
+    from odin_testing import create_odin_inputs
     from projects.odin.models.data_preprocessor import ODINDataPreprocessor
-    from projects.odin.testing import create_odin_inputs
     data = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=50)
     data['inputs']['poses'] = data['inputs'].pop('cam2world')
     pre = ODINDataPreprocessor(mean=[0, 0, 0], std=[1, 1, 1])

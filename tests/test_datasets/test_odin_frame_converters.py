@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
+from odin_testing import REPO_ROOT
 from projects.odin.class_names import AI2THOR_CLASSES, MATTERPORT3D_CLASSES, S3DIS_CLASSES
 from projects.odin.datasets.converters.ai2thor import convert_ai2thor, fov_intrinsics
 from projects.odin.datasets.converters.matterport import convert_matterport
@@ -18,7 +19,6 @@ from projects.odin.datasets.converters.s3dis import convert_s3dis
 from projects.odin.datasets.scannet_raw import write_json, write_mesh_ply
 from projects.odin.datasets.synthetic_world import WorldConfig, build_scene, render
 from projects.odin.datasets.transforms import unproject
-from projects.odin.testing import REPO_ROOT
 
 HW = (48, 64)
 S3DIS_MAP = dict(wall='wall', floor='floor', ceiling='ceiling', chair='chair', table='table',
@@ -306,8 +306,8 @@ def _punch_holes(folder, invalid):
 @pytest.mark.parametrize('dataset', ['s3dis', 'matterport3d'])
 def test_inpainted_depth_via_create_data(dataset, scene, tmp_path, capsys):
     """``create_data.py <dataset> --inpaint-depth`` writes filled depth that the configs read."""
+    from odin_testing import load_script
     from projects.odin.datasets.converters.common import inpaint_depth
-    from projects.odin.testing import load_script
     create_data = load_script('tools/create_data.py').main
     raw, out = tmp_path / 'raw', tmp_path / 'out'
     if dataset == 's3dis':

@@ -9,6 +9,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.structures import InstanceData
 
 import projects.odin  # noqa: F401  (registers the samplers and the collate function)
+from odin_testing import create_odin_inputs
 from projects.odin.datasets import multitask
 from projects.odin.datasets.multitask import (
     ODINMultiTaskBatchSampler,
@@ -17,7 +18,6 @@ from projects.odin.datasets.multitask import (
     batch_task,
     odin_multitask_collate,
 )
-from projects.odin.testing import create_odin_inputs
 
 
 class _Pack:

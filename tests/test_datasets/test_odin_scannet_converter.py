@@ -242,7 +242,7 @@ def test_scannet200_labels_and_known_bad_scene(synthetic_raw, tmp_path):
 
 
 def _tool(root, rel):
-    from projects.odin.testing import load_script
+    from odin_testing import load_script
     return load_script(os.path.join(root, rel))
 
 

@@ -8,9 +8,9 @@ import pytest
 from rgbd_makers import make_scannet
 from test_odin_demo_cli import _run, tiny_checkpoint  # noqa: F401  (fixture)
 
+from odin_testing import DEMO_CONFIG
 from projects.odin.demo import DemoError, run_recording_demo
 from projects.odin.demo.synthetic_demo import run_demo
-from projects.odin.testing import DEMO_CONFIG
 
 
 def test_library_and_cli_write_the_same_files(tmp_path, tiny_checkpoint, capsys):  # noqa: F811

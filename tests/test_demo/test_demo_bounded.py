@@ -6,9 +6,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from odin_testing import DEMO_CONFIG, load_script
 from projects.odin.apis.inference import init_odin_model, prepare_recording
 from projects.odin.datasets.recordings import load_rgbd_folder
-from projects.odin.testing import DEMO_CONFIG, load_script
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -13,6 +13,7 @@ from rgbd_makers import make_scannet
 from test_odin_demo_cli import _run, tiny_checkpoint  # noqa: F401  (fixture)
 from torch import nn
 
+from odin_testing import DEMO_CONFIG, REPO_ROOT
 from projects.odin.apis.inference import inference_recording, init_odin_model, prepare_recording
 from projects.odin.datasets.recordings import load_rgbd_folder
 from projects.odin.demo import DEFAULT_VIEW_CHUNK, DemoError, run_recording_demo
@@ -25,7 +26,6 @@ from projects.odin.demo.memory import (
     frames_within_budget,
 )
 from projects.odin.demo.progress import ViewProgress, progress_modules, view_passes
-from projects.odin.testing import DEMO_CONFIG, REPO_ROOT
 
 OPTS = dict(image_size=(24, 32), score_thr=0.0, min_points=1, progress=False)
 

@@ -10,7 +10,7 @@ import torch
 from plyfile import PlyData
 from rgbd_makers import make_7scenes, make_scannet, make_tum
 
-from projects.odin.testing import DEMO_CONFIG, REPO_ROOT, load_script
+from odin_testing import DEMO_CONFIG, REPO_ROOT, load_script
 
 CLASSES = ('wall', 'floor', 'cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 'window',
            'bookshelf', 'picture', 'counter', 'desk', 'curtain', 'refrigerator',
@@ -141,7 +141,7 @@ def tiny_open_vocab(tmp_path_factory):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from projects.odin.testing import make_tiny_roberta
+    from odin_testing import make_tiny_roberta
     root = tmp_path_factory.mktemp('ov')
     roberta = make_tiny_roberta(str(root / 'roberta'))
     init_default_scope('mmdet3d')

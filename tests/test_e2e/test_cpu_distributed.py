@@ -21,7 +21,7 @@ import sys
 import pytest
 import torch
 
-from projects.odin.testing import REPO_ROOT, make_tiny_coco
+from odin_testing import REPO_ROOT, make_tiny_coco
 
 CFG = osp.join(REPO_ROOT, 'configs/odin/odin_tiny_joint_test.py')
 MAX_ITERS = 12

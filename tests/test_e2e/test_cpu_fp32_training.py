@@ -17,7 +17,7 @@ import pytest
 import torch
 from mmengine.config import Config, ConfigDict
 
-from projects.odin.testing import REPO_ROOT, load_script, make_tiny_coco, make_tiny_roberta
+from odin_testing import REPO_ROOT, load_script, make_tiny_coco, make_tiny_roberta
 
 FP32_LINE = 'training in fp32'
 COCO_CLASSES = ('person', 'bicycle', 'car')  # the first three COCO categories

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mmengine.config import Config
 
-from projects.odin.testing import REPO_ROOT, make_tiny_coco
+from odin_testing import REPO_ROOT, make_tiny_coco
 
 CFG = f'{REPO_ROOT}/configs/odin/scannet_coco_joint_r50.py'
 SCANNET20 = ('cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 'window', 'bookshelf', 'picture',
@@ -106,7 +106,7 @@ def test_open_vocabulary_model_builds_and_classifies_both_vocabularies(cfg, tmp_
     import torch
     from mmdet3d.registry import MODELS
 
-    from projects.odin import testing
+    import odin_testing as testing
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.decode_head.classifier.text_encoder.pretrained = testing.make_tiny_roberta(
         str(tmp_path / 'roberta'))

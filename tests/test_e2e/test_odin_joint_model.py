@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from projects.odin.testing import REPO_ROOT, create_odin_inputs
+from odin_testing import REPO_ROOT, create_odin_inputs
 
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_test.py'
 THREE_D_ONLY = re.compile(r'(fusion_blocks|pos_embed_3d)')

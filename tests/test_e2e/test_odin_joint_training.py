@@ -10,8 +10,8 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
+from odin_testing import REPO_ROOT, load_script, make_tiny_coco
 from projects.odin.datasets.metainfo import SCANNET_METAINFO
-from projects.odin.testing import REPO_ROOT, load_script, make_tiny_coco
 
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_joint_test.py'
 OV_CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_joint_ov_test.py'
@@ -108,7 +108,7 @@ def test_tiny_joint_config_trains_both_tasks_and_evaluates_both(joint_data, one_
 def test_tiny_joint_open_vocabulary_trains_two_vocabularies(joint_data, one_thread):
     """Open-vocabulary head: 3D batches classified against the 20 ScanNet names, 2D batches
     against the tiny COCO set's own 3 names (K changes with the batch's task)."""
-    from projects.odin import testing
+    import odin_testing as testing
     root = joint_data['root']
     roberta = testing.make_tiny_roberta(str(root / 'roberta'))
     classes = ('person', 'bicycle', 'car')

@@ -12,8 +12,8 @@ import torch
 from mmdet3d.structures import PointData
 from plyfile import PlyData
 
+from odin_testing import create_odin_inputs
 from projects.odin.engine.visualization import ODINVisualizationHook
-from projects.odin.testing import create_odin_inputs
 
 
 def _sample_with_prediction(num_instances=3):
@@ -81,7 +81,7 @@ def test_hook_does_nothing_unless_drawing(tmp_path):
 def test_hook_is_the_default_visualization_hook():
     from mmengine.config import Config
 
-    from projects.odin.testing import REPO_ROOT
+    from odin_testing import REPO_ROOT
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', '_base_', 'default_runtime.py'))
     assert cfg.default_hooks.visualization.type == 'ODINVisualizationHook'
 

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
+from odin_testing import load_script
 from projects.odin.class_names import SCANNET200_INSTANCE_CLASSES, SCANNET_INSTANCE_CLASSES
 from projects.odin.evaluation.functional import write_ids
-from projects.odin.testing import load_script
 
 
 @pytest.fixture(scope='module')

@@ -8,8 +8,8 @@ import torch
 from mmdet3d.registry import METRICS
 from mmengine.evaluator import BaseMetric, Evaluator
 
+from odin_testing import make_tiny_coco
 from projects.odin.evaluation.metrics import ODINMultiTaskMetric
-from projects.odin.testing import make_tiny_coco
 
 
 class _Recorder(BaseMetric):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from odin_testing import load_script
 from projects.odin.class_names import (
     SCANNET200_CLASSES,
     SCANNET_CLASS_IDS,
@@ -15,7 +16,6 @@ from projects.odin.class_names import (
 )
 from projects.odin.evaluation.functional import load_ids, write_ids
 from projects.odin.evaluation.metrics import ODINSegMetric
-from projects.odin.testing import load_script
 
 IGNORE = len(SCANNET_CLASSES)  # 20
 

@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 
-from projects.odin.testing import REPO_ROOT, load_script
+from odin_testing import REPO_ROOT, load_script
 
 BASE = osp.join(REPO_ROOT, 'configs', 'odin', 'synthetic_r18_demo.py')
 VARIANTS = {

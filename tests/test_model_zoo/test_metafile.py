@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from projects.odin.testing import REPO_ROOT
+from odin_testing import REPO_ROOT
 from projects.odin.utils.model_zoo import (
     ODIN_INDEX,
     PEERS_INDEX,

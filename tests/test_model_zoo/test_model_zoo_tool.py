@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from projects.odin.testing import REPO_ROOT, load_script
+from odin_testing import REPO_ROOT, load_script
 from projects.odin.utils.model_zoo import (
     README_BEGIN,
     README_END,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from projects.odin.testing import REPO_ROOT, create_odin_inputs, make_tiny_roberta, reference_dir
+from odin_testing import REPO_ROOT, create_odin_inputs, make_tiny_roberta, reference_dir
 
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_test.py'
 RTOL = 1e-5
@@ -166,7 +166,7 @@ def test_goldens_with_one_view_per_chunk(arch, tie_order):
     if not osp.isfile(golden):
         pytest.skip(f'golden not found: {golden} (../shared/reference)')
     import projects.odin.models  # noqa: F401
-    from projects.odin.models.parity import run_parity
+    from projects.odin.parity import run_parity
     ok, rows = run_parity(golden, verbose=False, view_chunk=1, point_chunk=37,
                           tie_order=tie_order)
     failed = [r for r in rows if not r[2]]

@@ -8,7 +8,7 @@ from mmdet.models.dense_heads import Mask2FormerHead
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
-from projects.odin.testing import REPO_ROOT, make_tiny_roberta
+from odin_testing import REPO_ROOT, make_tiny_roberta
 
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_test.py'
 

@@ -5,7 +5,8 @@ import os.path as osp
 import pytest
 import torch
 
-from projects.odin.models.official_converter import (
+from odin_testing import reference_dir
+from projects.odin.conversion import (
     ConversionError,
     check_state_dict,
     convert_mask2former_state_dict,
@@ -13,8 +14,7 @@ from projects.odin.models.official_converter import (
     infer_architecture,
     odin_model_cfg,
 )
-from projects.odin.models.parity import read_statedict_tsv
-from projects.odin.testing import reference_dir
+from projects.odin.parity import read_statedict_tsv
 
 REF = reference_dir()
 TSVS = sorted(glob.glob(osp.join(REF, 'statedict_*.tsv')))
@@ -120,7 +120,7 @@ def test_mask2former_init_weights():
     out, dropped = convert_mask2former_state_dict(m2f, model_sd)
     assert 'decode_head.pixel_decoder.output_convs.0.conv.weight' in dropped
     assert 'sem_seg_head.predictor.class_embed.weight' in dropped
-    from projects.odin.models.official_converter import M2F_MISSING_PATTERNS
+    from projects.odin.conversion import M2F_MISSING_PATTERNS
     check_state_dict(out, model_sd, allow_missing=M2F_MISSING_PATTERNS +
                      (r'decode_head\.pixel_decoder\.output_convs\..*', ))
     assert out['backbone.conv1.weight'].dtype == torch.float32

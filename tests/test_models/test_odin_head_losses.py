@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
-from projects.odin.testing import REPO_ROOT
+from odin_testing import REPO_ROOT
 
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_test.py'
 

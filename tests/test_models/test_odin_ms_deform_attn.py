@@ -6,13 +6,13 @@ import pytest
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
 
+from odin_testing import reference_dir
 from projects.odin.layers import (
     ODINMultiScaleDeformableAttention,
     use_mmcv_ms_deform_attn,
     use_odin_ms_deform_attn,
 )
 from projects.odin.ops import ext_available, use_backend
-from projects.odin.testing import reference_dir
 
 TSV = osp.join(reference_dir(), 'statedict_scannet_resnet.tsv')
 BACKENDS = ['pytorch', pytest.param('auto', marks=pytest.mark.skipif(
@@ -132,8 +132,8 @@ def _pixel_decoder():
 
 @pytest.mark.skipif(not osp.exists(TSV), reason=f'reference state-dict list not found: {TSV}')
 def test_pixel_decoder_uses_ours_loads_official_weights_and_matches_mmcv():
-    from projects.odin.models.official_converter import convert_official_state_dict
-    from projects.odin.models.parity import read_statedict_tsv
+    from projects.odin.conversion import convert_official_state_dict
+    from projects.odin.parity import read_statedict_tsv
 
     decoder = _pixel_decoder().eval()
     attns = [m for m in decoder.modules() if isinstance(m, MultiScaleDeformableAttention)]

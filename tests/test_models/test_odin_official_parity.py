@@ -11,7 +11,7 @@ import os.path as osp
 import pytest
 import torch
 
-from projects.odin.testing import reference_dir
+from odin_testing import reference_dir
 
 ARCHS = ('scannet_resnet', 'scannet200_swin', 'ai2thor_resnet')
 
@@ -27,7 +27,7 @@ def _golden(arch: str) -> str:
 def _run(arch: str, **kwargs):
     golden = _golden(arch)
     import projects.odin.models  # noqa: F401
-    from projects.odin.models.parity import run_parity
+    from projects.odin.parity import run_parity
     return run_parity(golden, verbose=False, **kwargs)
 
 
@@ -80,7 +80,7 @@ def _tie_scene():
 
 
 def test_near_ties_finds_the_ambiguous_row_and_its_resolutions():
-    from projects.odin.models.parity import near_ties
+    from projects.odin.parity import near_ties
     query, support, qo, so = _tie_scene()
     ties = near_ties(query, support, 4, qo, so)
     assert len(ties) == 1
@@ -95,8 +95,8 @@ def test_near_ties_finds_the_ambiguous_row_and_its_resolutions():
 @pytest.mark.parametrize('tie_order', ['ours', 'reverse'])
 def test_knn_selections_accept_tie_differences_only(tie_order):
     """A recorded selection differing at a near-tie is accepted and injected; elsewhere not."""
-    from projects.odin.models.parity import KnnSelections
     from projects.odin.ops import knn
+    from projects.odin.parity import KnnSelections
     _, support, _, _ = _tie_scene()
     voxels = torch.cat([torch.zeros(1, 3), support])  # voxel 0: 5th and 6th neighbour tie
     off = torch.tensor([7])

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
+from odin_testing import REPO_ROOT, create_odin_inputs, make_tiny_roberta
 from projects.odin.models.open_vocab import (
     build_caption,
     open_vocab_class_logits,
     pool_token_logits,
     token_class_map,
 )
-from projects.odin.testing import REPO_ROOT, create_odin_inputs, make_tiny_roberta
 
 CFG = f'{REPO_ROOT}/configs/odin/odin_tiny_test.py'
 VOCAB = ('chair', 'sofa bed', 'table', 'door')

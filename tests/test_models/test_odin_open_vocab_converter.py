@@ -10,15 +10,15 @@ import os.path as osp
 import pytest
 import torch
 
-from projects.odin.models.official_converter import (
+from odin_testing import make_tiny_roberta, reference_dir
+from projects.odin.conversion import (
     ConversionError,
     check_state_dict,
     convert_official_state_dict,
     infer_architecture,
     odin_model_cfg,
 )
-from projects.odin.models.parity import read_statedict_tsv
-from projects.odin.testing import make_tiny_roberta, reference_dir
+from projects.odin.parity import read_statedict_tsv
 
 TSV = osp.join(reference_dir(), 'statedict_scannet_resnet.tsv')
 P = 'sem_seg_head.predictor.'

@@ -4,7 +4,7 @@ import os.path as osp
 
 import pytest
 
-from projects.odin.testing import load_script
+from odin_testing import load_script
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 

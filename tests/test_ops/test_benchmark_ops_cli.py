@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from projects.odin.testing import load_script
+from odin_testing import load_script
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from odin_testing import reference_dir
 from projects.odin.layers import idw_interpolate, multiscale_xyz, unproject_depth, voxelize
-from projects.odin.models.parity import knn_differences
 from projects.odin.ops import knn, use_backend
-from projects.odin.testing import reference_dir
+from projects.odin.parity import knn_differences
 
 # ../shared/reference beside the checkout (or $ODIN_REFERENCE_DIR), as every golden test
 REF = Path(reference_dir())

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from projects.odin.testing import load_script
+from odin_testing import load_script
 
 
 @pytest.mark.smoke

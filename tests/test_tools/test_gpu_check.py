@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from projects.odin.testing import load_script
+from odin_testing import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_KEYS = ('device', 'cuda', 'torch', 'date', 'tests_failed', 'crashes',

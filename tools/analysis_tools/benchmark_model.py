@@ -11,7 +11,7 @@ Two models with the same weights run on it, interleaved:
 * **ours** - the model as configured: exact hash-grid kNN kernels and
   :class:`~projects.odin.layers.CrossViewAttention` (keys/values projected once per voxel);
 * **official formulation** - every kNN and IDW interpolation as the official CPU harness does it
-  (``torch.cdist`` + ``torch.topk`` per scene: :func:`projects.odin.models.parity.official_knn`
+  (``torch.cdist`` + ``torch.topk`` per scene: :func:`projects.odin.parity.official_knn`
   substituted for the model's k-NN), and every 3D block replaced by
   :class:`~projects.odin.layers.NaiveCrossViewAttention` (the official ``CrossViewPAnet``
   formulation: gather k neighbours, add the relative position encoding, ``nn.MultiheadAttention``
@@ -143,8 +143,8 @@ def main(argv=None) -> int:
 
     import projects.odin  # noqa: F401
     from projects.odin.layers import use_mmcv_ms_deform_attn
-    from projects.odin.models.parity import official_knn, substitute_knn
     from projects.odin.ops import ext_available
+    from projects.odin.parity import official_knn, substitute_knn
     from projects.odin.utils import load_script
     helpers = load_script('tools/analysis_tools/benchmark_ops.py', str(ROOT))
     device = torch.device(args.device)

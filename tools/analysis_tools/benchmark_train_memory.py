@@ -67,7 +67,9 @@ def run_child(job: dict) -> dict:
     from mmengine.registry import init_default_scope
 
     import projects.odin  # noqa: F401
-    from projects.odin.testing import create_odin_inputs
+    from projects.odin.utils.scripts import load_script
+    create_odin_inputs = load_script(osp.join(osp.dirname(osp.abspath(__file__)),
+                                              'synthetic_inputs.py')).create_odin_inputs
     init_default_scope('mmdet3d')
     cfg = Config.fromfile(osp.join(REPO_ROOT, job['config']))
     cfg.model.train_cfg['view_chunk'] = job['view_chunk']

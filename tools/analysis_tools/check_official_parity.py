@@ -15,7 +15,7 @@ the k-th and (k+1)-th neighbour distance is below 1e-6 relative (a near-tie that
 of different CPUs resolve differently); the golden's recorded selections are then injected, and
 near-ties of k-NN calls the golden does not record (IDW) are resolved by searching their valid
 resolutions. The table says how many rows were near-ties and which resolution matched. Logic:
-:mod:`projects.odin.models.parity`.
+:mod:`projects.odin.parity`.
 """
 import argparse
 import os.path as osp
@@ -44,7 +44,7 @@ def main() -> int:
     import torch
 
     import projects.odin.models  # noqa: F401
-    from projects.odin.models.parity import MAX_TRIALS, run_parity
+    from projects.odin.parity import MAX_TRIALS, run_parity
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     ok, _ = run_parity(args.golden, args.reference_dir, tie_order=args.tie_order,
                        max_trials=args.max_trials or MAX_TRIALS, view_chunk=args.view_chunk,

@@ -5,7 +5,7 @@ Usage:
 
 ``SRC`` is an official ODIN ``.pth`` (detectron2 checkpoint, ``{'model': state_dict, ...}``) or a
 Mask2Former ``m2f_coco*.pkl`` (detectron2 pickle of numpy arrays). The key mapping lives in
-:mod:`projects.odin.models.official_converter`; this script only does file I/O. Any unmapped,
+:mod:`projects.odin.conversion`; this script only does file I/O. Any unmapped,
 missing or mis-shaped key raises an error; the converted state dict is checked against an ODIN
 model built for the checkpoint's architecture (backbone, classes, queries, 3D layers). The joint
 2D-3D checkpoint (open-vocabulary head) needs ``--roberta DIR`` (a local roberta-base folder) for
@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from projects.odin.class_names import get_class_info  # noqa: E402
-from projects.odin.models.official_converter import (  # noqa: E402
+from projects.odin.conversion import (  # noqa: E402
     M2F_MISSING_PATTERNS,
     ConversionError,
     check_state_dict,

@@ -122,7 +122,7 @@ def prepare_recording(seq: RGBDSequence,
 
     Every frame is resized to ``image_size`` (``ODINResize``: colour area/bilinear, depth
     nearest, intrinsics scaled), its valid depth is unprojected
-    (:func:`projects.odin.layers.geometry.unproject_depth`), and the fused cloud is voxelised at
+    (:func:`projects.odin.structures.geometry.unproject_depth`), and the fused cloud is voxelised at
     ``point_voxel_size`` (first point of each voxel kept): these are the points ODIN labels.
 
     Args:

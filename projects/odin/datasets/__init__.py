@@ -7,7 +7,7 @@ from .multitask import (
                                  ODINMultiTaskSampler,
                                  odin_multitask_collate,
 )
-from .scannet_mv_dataset import (
+from .multiview_datasets import (
                                  ODINAI2THORDataset,
                                  ODINMatterport3DDataset,
                                  ODINS3DISDataset,

@@ -703,14 +703,14 @@ def pixel_rays(pose: np.ndarray, k: np.ndarray, hw: Tuple[int, int]) -> np.ndarr
     """World-frame ray directions with unit camera-z for every pixel (integer pixel coords).
 
     The unprojection of depth 1 by the pose's rotation
-    (:func:`projects.odin.layers.geometry.unproject_depth`, float64).
+    (:func:`projects.odin.structures.geometry.unproject_depth`, float64).
 
     Returns:
         np.ndarray: (H*W, 3), row-major.
     """
     import torch
 
-    from projects.odin.layers.geometry import unproject_depth
+    from projects.odin.structures.geometry import unproject_depth
     rot = np.eye(4)
     rot[:3, :3] = pose[:3, :3]  # directions: the rotation only, camera z = 1 (float64)
     return unproject_depth(torch.ones((1, *hw), dtype=torch.float64),

@@ -20,7 +20,7 @@ from mmcv.transforms import BaseTransform
 from mmdet3d.registry import TRANSFORMS
 from mmdet3d.structures.points import BasePoints, DepthPoints
 
-from projects.odin.layers.geometry import unproject_depth
+from projects.odin.structures.geometry import unproject_depth
 
 VIEW_KEYS = ('img', 'depths', 'cam2img', 'cam2world', 'img_path', 'depth_path', 'frame_ids',
              'inst_maps', 'sem_maps', 'scale_factor', 'crop_offset')
@@ -272,7 +272,7 @@ def unproject(depth: np.ndarray, k: np.ndarray, pose: np.ndarray,
               mask: Optional[np.ndarray] = None) -> np.ndarray:
     """Unproject depth pixels to world xyz (integer pixel indices, no +0.5).
 
-    The masked pixels of :func:`projects.odin.layers.geometry.unproject_depth` (the one
+    The masked pixels of :func:`projects.odin.structures.geometry.unproject_depth` (the one
     unprojection of the project), computed in float64 as this pipeline always did.
 
     Args:

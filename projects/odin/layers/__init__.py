@@ -1,5 +1,15 @@
-"""ODIN layers: 3D geometry and the kNN cross-view attention block (torch + projects.odin.ops)."""
+"""ODIN layers: the kNN cross-view attention block and the deformable attention (torch + ops).
+
+The geometry functions moved to :mod:`projects.odin.structures`; they stay importable here.
+"""
 import importlib.util
+
+from projects.odin.structures.geometry import (  # noqa: F401 (moved; kept importable here)
+    idw_interpolate,
+    multiscale_xyz,
+    unproject_depth,
+    voxelize,
+)
 
 from .cross_view_attention import (
     CrossViewAttention,
@@ -8,7 +18,6 @@ from .cross_view_attention import (
     convert_official_cross_view_state_dict,
 )
 from .cross_view_reference import NaiveCrossViewAttention
-from .geometry import idw_interpolate, multiscale_xyz, unproject_depth, voxelize
 
 if importlib.util.find_spec('mmdet3d') is not None:  # register when the OpenMMLab stack exists
     from mmdet3d.registry import MODELS
@@ -16,7 +25,7 @@ if importlib.util.find_spec('mmdet3d') is not None:  # register when the OpenMML
     MODELS.register_module(module=CrossViewAttention, force=True)
     MODELS.register_module(module=NaiveCrossViewAttention, force=True)
 if importlib.util.find_spec('mmcv') is not None:  # mmcv's deformable attention, our CPU kernel
-    from .ms_deform_attn import (
+    from .deform_attn_layer import (
         ODINMultiScaleDeformableAttention,
         use_mmcv_ms_deform_attn,
         use_odin_ms_deform_attn,

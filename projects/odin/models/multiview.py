@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from projects.odin.layers.geometry import multiscale_xyz, unproject_depth, voxelize
 from projects.odin.ops import scatter_mean
 from projects.odin.ops.utils import scene_ranges
+from projects.odin.structures.geometry import multiscale_xyz, unproject_depth, voxelize
 
 from . import neighbors
 

@@ -6,7 +6,7 @@ time. The model modules call them as ``neighbors.knn`` / ``neighbors.idw``. Ther
 in here: a tool that needs another neighbour selection for the whole model (the official-golden
 parity check injects the golden's recorded selections; the whole-model benchmark times the
 official brute-force formulation) substitutes :func:`knn` from outside for the duration of a call,
-see :func:`projects.odin.models.parity.substitute_knn`.
+see :func:`projects.odin.parity.substitute_knn`.
 
 The default is :func:`projects.odin.ops.knn` (exact; ties ordered by ascending support index).
 """
@@ -14,8 +14,8 @@ from typing import Tuple
 
 from torch import Tensor
 
-from projects.odin.layers.geometry import idw_from_neighbors
 from projects.odin.ops import knn as ops_knn
+from projects.odin.structures.geometry import idw_from_neighbors
 
 
 def knn(query: Tensor, support: Tensor, k: int, query_offsets: Tensor,
@@ -42,7 +42,7 @@ def idw(src_feats: Tensor, src_xyz: Tensor, src_offsets: Tensor, tgt_xyz: Tensor
 
     Returns:
         ``(Nt, C)`` interpolated features (see
-        :func:`projects.odin.layers.geometry.idw_interpolate`).
+        :func:`projects.odin.structures.geometry.idw_interpolate`).
     """
     idx, dist = knn(tgt_xyz, src_xyz, k, tgt_offsets, src_offsets)
     return idw_from_neighbors(src_feats, idx, dist)

@@ -661,8 +661,8 @@ class AttentionMask3D(nn.Module):
     """Masked-attention mask of a 3D decoder level (docs/specification.md §2.8).
 
     The mask logits of the prediction points are IDW-interpolated (k nearest) to the level's
-    voxel centroids; a voxel is masked for a query when ``sigmoid(logit) < 0.5``. A module (no
-    parameters) so that tools can observe the masks with forward hooks.
+    voxel centroids; a voxel is masked for a query when ``sigmoid(logit) < 0.5``. One module
+    (without parameters) computes the mask of every 3D decoder level.
     """
 
     def forward(self, src_logits: Tensor, src_xyz: Tensor, src_offsets: Tensor,

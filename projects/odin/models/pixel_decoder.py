@@ -27,7 +27,7 @@ from mmdet3d.registry import MODELS
 from mmengine.model import ModuleList
 from torch import Tensor
 
-from projects.odin.layers.ms_deform_attn import use_odin_ms_deform_attn
+from projects.odin.layers.deform_attn_layer import use_odin_ms_deform_attn
 
 from .multiview import MultiViewGeometry
 

@@ -33,9 +33,9 @@ from mmdet3d.registry import TASK_UTILS
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from projects.odin.layers.geometry import voxelize
 from projects.odin.ops import scatter_mean, scatter_min
 from projects.odin.ops.utils import scene_ranges
+from projects.odin.structures.geometry import voxelize
 
 from . import neighbors
 from .multiview import MultiViewGeometry

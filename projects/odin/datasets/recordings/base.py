@@ -189,7 +189,7 @@ def _check_colour_intrinsics(k_color: np.ndarray, k_depth: np.ndarray, color_hw,
 def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.ndarray) -> np.ndarray:
     """Unproject every pixel of a depth map to world coordinates (integer pixel indices, as ODIN).
 
-    :func:`projects.odin.layers.geometry.unproject_depth` in float64.
+    :func:`projects.odin.structures.geometry.unproject_depth` in float64.
 
     Args:
         depth: (H, W) metres.
@@ -201,7 +201,7 @@ def unproject_frame(depth: np.ndarray, intrinsics: np.ndarray, cam2world: np.nda
     """
     import torch
 
-    from projects.odin.layers.geometry import unproject_depth
+    from projects.odin.structures.geometry import unproject_depth
     return unproject_depth(torch.from_numpy(np.asarray(depth, np.float64))[None],
                            torch.from_numpy(np.asarray(intrinsics, np.float64))[None],
                            torch.from_numpy(np.asarray(cam2world, np.float64))[None])[0].numpy()
