@@ -127,6 +127,15 @@ def test_state_is_bounded_by_window_keyframes_and_surface(recording, model):
                                     'peak_rss_gb'} for u in stream.updates)
 
 
+def test_update_without_confident_instances_maps_surface_only(recording, model):
+    stream = StreamingODIN(model, StreamingConfig(update_every=3, window=3, keyframes=0,
+                                                  image_size=HW, score_thr=1.01))
+    stats = stream.run(_orbit_frames(recording, 1), max_frames=3)
+    assert len(stats) == 1 and stats[0].window_instances == 0 and stats[0].instances == 0
+    assert len(stream.map) > 0 and (stream.map.instance == -1).all()
+    assert stream.export()[4] == []
+
+
 class _NoModel(torch.nn.Module):
     """Stands in for the model where only the merge is tested."""
 

@@ -834,7 +834,8 @@ class StreamingODIN:
         ok = counts >= self.cfg.min_points
         remap = np.full(len(keep), -1, np.int64)
         remap[ok] = np.arange(int(ok.sum()))
-        point_instance = np.where(ids >= 0, remap[np.maximum(ids, 0)], -1)
+        point_instance = np.where(ids >= 0, remap[np.maximum(ids, 0)], -1) if len(keep) else \
+            np.full(len(points), -1, np.int64)
         sel = keep[ok]
         return WindowResult(frame_ids=[], points=points[:, :3].astype(np.float32),
                             point_instance=point_instance, labels=labels[sel], scores=scores[sel],
