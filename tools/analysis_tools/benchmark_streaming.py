@@ -9,11 +9,12 @@ streams and score the final map against offline inference of the same model on t
         --data outputs/demo/data/converted --checkpoint outputs/demo/train/iter_1500.pth \\
         [--config configs/odin/synthetic_r18_demo.py] [--update-every 3 --window 6 --keyframes 4]
 
-Both results are labels on the room's mesh vertices (each vertex takes the instance of the
-nearest map voxel within one voxel size) scored with ``ODINSegMetric`` (ScanNet protocol). The
-offline reference is the same model on all frames in one window and one update (the test suite
+Both results are labels on the room's mesh vertices (each vertex takes the instance of the nearest
+map voxel within ``--transfer-radius``, 0.1 m) scored with ``ODINSegMetric`` (ScanNet protocol).
+The offline reference is the same model on all frames in one window and one update (the test suite
 checks that this equals offline ``predict``), so both go through the same thresholds and the same
-transfer. Id stability: after every update each ground-truth object (an evaluated class, at least
+transfer.
+Id stability: after every update each ground-truth object (an evaluated class, at least
 ``min_region_size`` vertices) is matched to the map instance of highest IoU (>= 0.5) on the
 vertices observed so far; an object is stable when every match after its first has the same id.
 
@@ -70,9 +71,9 @@ def vertex_instances(stream, xyz: np.ndarray, radius: Optional[float] = None):
     return gid, observed
 
 
-def map_prediction(stream, xyz: np.ndarray) -> dict:
+def map_prediction(stream, xyz: np.ndarray, radius: Optional[float] = None) -> dict:
     """The map as ``pred_pts_seg`` on points: disjoint masks, labels, scores, semantics."""
-    gid, _ = vertex_instances(stream, xyz)
+    gid, _ = vertex_instances(stream, xyz, radius)
     ids = np.array(sorted(i for i in np.unique(gid[gid >= 0]) if int(i) in stream.instances),
                    np.int64)
     masks = gid[None, :] == ids[:, None]
@@ -93,16 +94,17 @@ class IdTracker:
         gt_inst: (N,) ground-truth instance per vertex (-1 none).
         gt_objects: the instance ids that count (evaluated classes, large enough).
         iou_thr: smallest IoU of a match. Defaults to 0.5.
+        radius: transfer radius (:func:`vertex_instances`). Defaults to None.
     """
 
     def __init__(self, xyz: np.ndarray, gt_inst: np.ndarray, gt_objects: Sequence[int],
-                 iou_thr: float = 0.5) -> None:
-        self.xyz, self.gt_inst, self.iou_thr = xyz, gt_inst, iou_thr
+                 iou_thr: float = 0.5, radius: Optional[float] = None) -> None:
+        self.xyz, self.gt_inst, self.iou_thr, self.radius = xyz, gt_inst, iou_thr, radius
         self.history: Dict[int, List[int]] = {int(g): [] for g in gt_objects}
 
     def __call__(self, stream) -> None:
         """Record the matched id of every object after an update (-1: not matched)."""
-        gid, observed = vertex_instances(stream, self.xyz)
+        gid, observed = vertex_instances(stream, self.xyz, self.radius)
         for g in self.history:
             obj = (self.gt_inst == g) & observed
             best, best_iou = -1, 0.0
@@ -167,8 +169,9 @@ def run_quality(args) -> dict:
     for m in metrics.values():
         m.dataset_meta = scenes[0]['meta']
     common = dict(voxel_size=args.voxel_size, score_thr=args.score_thr,
-                  min_points=args.min_points, image_size=tuple(args.image_size)
-                  if args.image_size else None)
+                  min_points=args.min_points, min_iou=args.min_iou,
+                  min_similarity=args.min_similarity, none_weight=args.none_weight,
+                  image_size=tuple(args.image_size) if args.image_size else None)
     per_scene, trackers = [], []
     instance_ids = set(metrics['stream'].class_info['instance_class_ids'])
     class_ids = np.asarray(metrics['stream'].class_info['class_ids'])
@@ -180,7 +183,7 @@ def run_quality(args) -> dict:
         objs = [g for g in np.unique(inst[valid]).tolist()
                 if int(class_ids[int(np.bincount(sem[inst == g]).argmax())]) in instance_ids and
                 (inst == g).sum() >= args.min_region_size]
-        tracker = IdTracker(sc['xyz'], inst, objs)
+        tracker = IdTracker(sc['xyz'], inst, objs, radius=args.transfer_radius)
         runs = {}
         for name, params in (
                 ('stream', dict(update_every=args.update_every, window=args.window,
@@ -193,7 +196,7 @@ def run_quality(args) -> dict:
             updates = stream.run(recording_frames(folder))
             runs[name] = dict(seconds=time.perf_counter() - t0, updates=len(updates),
                               instances=len(stream.instances), voxels=len(stream.map))
-            pred = map_prediction(stream, sc['xyz'])
+            pred = map_prediction(stream, sc['xyz'], args.transfer_radius)
             metrics[name].process({}, [dict(scene_id=sc['scene'], pred_pts_seg=pred,
                                             eval_ann_info=dict(pts_semantic_mask=sem,
                                                                pts_instance_mask=inst))])
@@ -216,7 +219,7 @@ def run_quality(args) -> dict:
         id_stability=dict(detected=detected, stable=stable,
                           fraction=stable / detected if detected else float('nan')),
         params=dict(update_every=args.update_every, window=args.window,
-                    keyframes=args.keyframes, **common),
+                    keyframes=args.keyframes, transfer_radius=args.transfer_radius, **common),
         checkpoint=args.checkpoint, scenes=per_scene)
     print(f"AP50 stream {summary['stream']['AP50']:.3f} vs offline "
           f"{summary['offline']['AP50']:.3f} (ratio {summary['ap50_ratio']:.3f}); "
@@ -240,7 +243,7 @@ def run_long_child(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = init_odin_model(Config.fromfile(args.config), sensor_points=True)
+    model = init_odin_model(Config.fromfile(args.config), args.checkpoint, sensor_points=True)
     stream = StreamingODIN(model, StreamingConfig(
         update_every=args.update_every, window=args.window, keyframes=args.keyframes,
         voxel_size=args.voxel_size, image_size=tuple(args.image_size) if args.image_size
@@ -250,6 +253,9 @@ def run_long_child(args) -> dict:
     wall = time.perf_counter() - t0
     lat = [u.latency_s for u in stream.updates]
     return dict(frames=stream.frames_seen, updates=len(lat), wall_s=wall,
+                model_s=[u.model_s for u in stream.updates],
+                merge_s=[u.merge_s for u in stream.updates],
+                instances=len(stream.instances),
                 fps=stream.frames_seen / wall, latency_s=lat,
                 map_voxels=len(stream.map), state_mb=stream.nbytes / 2 ** 20,
                 peak_rss_gb_self=peak_rss_gb())
@@ -270,6 +276,8 @@ def run_long(args) -> dict:
                '--keyframes', str(args.keyframes), '--voxel-size', str(args.voxel_size),
                '--score-thr', str(args.score_thr), '--min-points', str(args.min_points),
                '--threads', str(args.threads or 0)]
+        if args.checkpoint:
+            cmd += ['--checkpoint', args.checkpoint]
         if args.image_size:
             cmd += ['--image-size', *map(str, args.image_size)]
         proc = subprocess.Popen(cmd)
@@ -282,21 +290,26 @@ def run_long(args) -> dict:
         row['peak_rss_gb'] = usage.ru_maxrss / 1024 ** 2  # kilobytes on Linux
         lat = np.asarray(row['latency_s'])
         k = max(1, len(lat) // 5)
-        row.update(latency_first_s=float(np.median(lat[:k])),
+        row.update(merge_median_s=float(np.median(row['merge_s'])),
+                   latency_first_s=float(np.median(lat[:k])),
                    latency_last_s=float(np.median(lat[-k:])),
                    latency_median_s=float(np.median(lat)))
         rows.append(row)
         print(f"{n} frames: {row['updates']} updates, {row['wall_s']:.1f} s ({row['fps']:.2f} "
               f'frames/s), update latency median {row["latency_median_s"]:.2f} s (first fifth '
               f'{row["latency_first_s"]:.2f}, last fifth {row["latency_last_s"]:.2f}), map '
-              f"{row['map_voxels']} voxels, state {row['state_mb']:.1f} MB, peak RSS "
+              f"{row['map_voxels']} voxels, {row['instances']} instances, merge median "
+              f"{row['merge_median_s']:.3f} s, state {row['state_mb']:.1f} MB, peak RSS "
               f"{row['peak_rss_gb']:.2f} GB", flush=True)
     first, last = rows[0], rows[-1]
-    summary = dict(rows=[{k: v for k, v in r.items() if k != 'latency_s'} for r in rows],
+    series = ('latency_s', 'model_s', 'merge_s')
+    summary = dict(rows=[{k: v for k, v in r.items() if k not in series} for r in rows],
                    latency_s={r['frames']: r['latency_s'] for r in rows},
                    peak_ratio=last['peak_rss_gb'] / first['peak_rss_gb'],
                    latency_ratio=last['latency_median_s'] / first['latency_median_s'],
+                   merge_s={r['frames']: r['merge_s'] for r in rows},
                    params=dict(hw=args.hw, image_size=args.image_size, config=args.config,
+                               checkpoint=args.checkpoint, score_thr=args.score_thr,
                                update_every=args.update_every, window=args.window,
                                keyframes=args.keyframes, voxel_size=args.voxel_size,
                                threads=args.threads))
@@ -325,7 +338,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--voxel-size', type=float, default=0.05)
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--min-points', type=int, default=20)
+    parser.add_argument('--min-iou', type=float, default=0.1)
+    parser.add_argument('--min-similarity', type=float, default=0.0)
+    parser.add_argument('--none-weight', type=float, default=0.1)
     parser.add_argument('--min-region-size', type=int, default=100)
+    parser.add_argument('--transfer-radius', type=float, default=0.1,
+                        help='quality: a mesh vertex takes the instance of the nearest map voxel '
+                        'within this distance (m)')
     parser.add_argument('--image-size', type=int, nargs=2, default=None, metavar=('H', 'W'))
     parser.add_argument('--frames', type=int, nargs='+', default=[200, 1000])
     parser.add_argument('--hw', type=int, nargs=2, default=[120, 160], metavar=('H', 'W'),

@@ -183,7 +183,7 @@ class StreamingConfig:
         min_points: window instances with fewer points (after overlaps are resolved, highest
             score wins) are not merged. Defaults to 50.
         min_iou: smallest voxel IoU for a window instance to match a map instance. Defaults to
-            0.25.
+            0.1.
         min_similarity: smallest query-embedding cosine for a match. Defaults to 0.0.
         require_same_class: only match instances of the same class. Defaults to False.
         iou_weight: weight of the voxel IoU in the matching affinity. Defaults to 1.0.
@@ -211,7 +211,7 @@ class StreamingConfig:
     view_chunk: Optional[int] = 8
     score_thr: float = 0.3
     min_points: int = 50
-    min_iou: float = 0.25
+    min_iou: float = 0.1
     min_similarity: float = 0.0
     require_same_class: bool = False
     iou_weight: float = 1.0
