@@ -229,6 +229,9 @@ def test_bad_config_and_frames_are_refused():
     assert stream.frames_seen == 0 and stream.skipped == ['frame 0: pose is not finite']
     with pytest.raises(StreamError, match='no frame to update on'):
         stream.update()
+    assert stream.push((rgb, depth, k, np.eye(4))) is None and stream.frames_seen == 1
+    with pytest.raises(StreamError, match="depth is 8x4, the first frame's was 6x4"):
+        stream.push((np.zeros((4, 8, 3), np.uint8), np.ones((4, 8), np.float32), k, np.eye(4)))
 
 
 def test_recording_frames_replay_the_readers_frames(tmp_path):
