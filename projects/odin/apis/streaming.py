@@ -293,7 +293,8 @@ class VoxelInstanceMap:
     """A voxel hash of the scanned surface: per voxel an instance id, class, score and count.
 
     Voxels are kept as sorted packed keys (:func:`voxel_keys`) with parallel arrays, so the map
-    costs about 27 bytes per voxel and grows with the scanned surface only.
+    costs 25 bytes per voxel (key 8, id 4, class 2, score 4, count 4, colour 3) and grows with
+    the scanned surface only.
 
     Every update votes once on every voxel it observed: for the window instance it assigns (or
     for "no instance", with a smaller weight). A vote for the voxel's current instance adds its
