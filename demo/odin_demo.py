@@ -6,6 +6,8 @@ Usage:
         [--layout auto|sens|nerfstudio|arkitscenes|scannet|tum|7scenes|plain]
         [--depth-scale S] [--frame-stride K] [--intrinsics FILE] [--image-size H W]
         [--score-thr T] [--classes NAME [NAME ...]] [--allow-partial] [--cfg-options KEY=VALUE ...]
+        [--stream --update-every K [--window W] [--keyframes M] [--map-voxel-size S]
+         [--save-every-update] [--follow --idle-timeout SEC]]
 
 RECORDING is a folder (ScanNet export, TUM, 7-Scenes, ARKitScenes, nerfstudio ``transforms.json``,
 or a plain ``rgb/ depth/ + pose list + intrinsics`` folder), a ScanNet ``.sens`` file or a
@@ -80,6 +82,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='config overrides, e.g. model.decode_head.classifier.'
                         'text_encoder.pretrained=/data/roberta-base')
+    stream = parser.add_argument_group('streaming (docs/streaming.md)')
+    stream.add_argument('--stream', action='store_true',
+                        help='replay the recording as a stream into a live instance map')
+    stream.add_argument('--update-every', type=int, default=10, metavar='K',
+                        help='run ODIN every K frames (default 10)')
+    stream.add_argument('--window', type=int, default=20, metavar='W',
+                        help='most recent frames per update (default 20)')
+    stream.add_argument('--keyframes', type=int, default=10, metavar='M',
+                        help='older frames kept for coverage of the map (default 10)')
+    stream.add_argument('--map-voxel-size', type=float, default=0.05,
+                        help='voxel size of the map in metres (default 0.05)')
+    stream.add_argument('--save-every-update', action='store_true',
+                        help='also write the map after every update (OUT/updates/<n>.ply)')
+    stream.add_argument('--follow', action='store_true',
+                        help='the folder is still being written: poll for new frames, stop '
+                        'after --idle-timeout seconds without one')
+    stream.add_argument('--idle-timeout', type=float, default=10.0,
+                        help='seconds without a new frame that end --follow (default 10)')
     return parser.parse_args(argv)
 
 
@@ -87,6 +107,21 @@ def main(argv=None) -> int:
     """Run the demo (:func:`projects.odin.demo.run_recording_demo`); 2 on a user error."""
     args = parse_args(argv)
     try:
+        if args.stream or args.follow:
+            from projects.odin.apis.streaming_demo import run_streaming_demo
+            run_streaming_demo(
+                args.folder, args.config, args.checkpoint, args.out_dir,
+                update_every=args.update_every, window=args.window, keyframes=args.keyframes,
+                map_voxel_size=args.map_voxel_size, save_every_update=args.save_every_update,
+                follow=args.follow, idle_timeout=args.idle_timeout, device=args.device,
+                layout=args.layout, depth_scale=args.depth_scale,
+                frame_stride=args.frame_stride, max_frames=args.max_frames,
+                intrinsics=args.intrinsics, image_size=args.image_size,
+                max_depth=args.max_depth, score_thr=args.score_thr,
+                min_points=args.min_points, classes=args.classes,
+                allow_partial=args.allow_partial, cfg_options=args.cfg_options,
+                view_chunk=args.view_chunk)
+            return 0
         run_recording_demo(
             args.folder, args.config, args.checkpoint, args.out_dir,
             max_frames=args.max_frames, device=args.device, layout=args.layout,
