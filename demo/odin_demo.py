@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         if args.stream or args.follow:
-            from projects.odin.apis.streaming_demo import run_streaming_demo
+            from projects.odin.demo.streaming_demo import run_streaming_demo
             run_streaming_demo(
                 args.folder, args.config, args.checkpoint, args.out_dir,
                 update_every=args.update_every, window=args.window, keyframes=args.keyframes,

@@ -13,6 +13,7 @@ from plyfile import PlyData
 from rgbd_makers import make_scannet
 from test_odin_demo_cli import CLASSES, tiny_checkpoint  # noqa: F401  (fixture)
 
+from odin_testing import DEMO_CONFIG, load_script
 from projects.odin.apis.export import flatten_instances
 from projects.odin.apis.inference import (
     inference_recording,
@@ -32,7 +33,6 @@ from projects.odin.apis.streaming import (
     check_frame,
     voxel_keys,
 )
-from projects.odin.testing import DEMO_CONFIG, load_script
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 HW = (48, 64)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from projects.odin.testing import DEMO_CONFIG, load_script
+from odin_testing import DEMO_CONFIG, load_script
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -319,8 +319,8 @@ def run_long(args) -> dict:
 
 
 def _load(name: str):
-    from projects.odin.testing import load_script
-    return load_script(f'tools/analysis_tools/{name}.py')
+    from projects.odin.utils.scripts import load_script
+    return load_script(osp.join(osp.dirname(osp.abspath(__file__)), f'{name}.py'))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -16,7 +16,8 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .rgbd_folder import RGBDFolderError, load_rgbd_folder
+from projects.odin.datasets.recordings import RGBDFolderError, load_rgbd_folder
+
 from .streaming import Frame
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def recording_frames(path: str, layout: str = 'auto', depth_scale: Optional[floa
     """Replay a recording as a stream, one frame at a time.
 
     The recording is indexed and validated by the demo's readers
-    (:func:`projects.odin.apis.rgbd_folder.load_rgbd_folder`) and every frame is read as the
+    (:func:`projects.odin.datasets.recordings.load_rgbd_folder`) and every frame is read as the
     offline demo reads it (``RGBDSequence.load_frame``: colour registered to the depth size,
     depth in metres), so a stream and the offline demo see the same frames.
 

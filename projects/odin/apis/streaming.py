@@ -801,8 +801,9 @@ class StreamingODIN:
 
     def _prepare(self, views: List[_Stored]):
         """The views as one sample, through the config's test pipeline (sensor points)."""
+        from projects.odin.datasets.recordings import RGBDSequence
+
         from .inference import prepare_recording
-        from .rgbd_folder import RGBDSequence
         h, w = views[0].depth.shape
         seq = RGBDSequence(
             folder=self.cfg.name, layout='stream', frame_ids=[f.frame_id for f in views],

@@ -3,7 +3,7 @@
 Data readers, next to the datasets: the inference API (:mod:`projects.odin.apis`) and the demo
 read recordings with them. Importing this package registers every reader;
 :func:`load_rgbd_folder` (:mod:`.loader`) picks one (``layout='auto'``) and validates what it
-returns. (Formerly ``projects.odin.datasets.recordings`` and ``projects.odin.datasets.recordings``,
+returns. (Formerly ``projects.odin.apis.recordings`` and ``projects.odin.apis.rgbd_folder``,
 which remain as deprecated aliases.)
 """
 from .arkitscenes import ARKitScenesReader

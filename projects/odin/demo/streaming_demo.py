@@ -17,14 +17,15 @@ import os
 import os.path as osp
 from typing import Callable, Optional, Sequence, Tuple
 
-from .demo import DEFAULT_VIEW_CHUNK, DemoError
-from .rgbd_folder import RGBDFolderError
-from .streaming import StreamError, StreamingConfig, StreamingODIN
+from projects.odin.apis.streaming import StreamError, StreamingConfig, StreamingODIN
+from projects.odin.datasets.recordings import RGBDFolderError
+
+from .recording_demo import DEFAULT_VIEW_CHUNK, DemoError
 
 
 def write_map_ply(path: str, stream: StreamingODIN, min_voxels: int = 1) -> int:
     """Write the stream's map as an instance-coloured PLY; returns the instances listed."""
-    from .export import write_instance_ply
+    from projects.odin.visualization import write_instance_ply
     xyz, rgb, inst, label, listed = stream.export(min_voxels)
     write_instance_ply(path, xyz, inst, rgb=rgb, labels=label)
     return len(listed)
@@ -72,7 +73,7 @@ def run_streaming_demo(folder: str, config: str, checkpoint: str, out_dir: str, 
         allow_partial: run with a checkpoint that does not fit the config.
         cfg_options: config overrides.
         view_chunk: views per chunk of the bounded path (None: the config's, else
-            :data:`projects.odin.apis.demo.DEFAULT_VIEW_CHUNK`).
+            :data:`projects.odin.demo.DEFAULT_VIEW_CHUNK`).
         log: where the lines go. Defaults to ``print``.
 
     Returns:
@@ -83,9 +84,9 @@ def run_streaming_demo(folder: str, config: str, checkpoint: str, out_dir: str, 
     """
     from mmengine.config import Config
 
-    from .export import write_instances_json
-    from .inference import init_odin_model, set_vocabulary
-    from .stream_sources import follow_folder, recording_frames
+    from projects.odin.apis.inference import init_odin_model, set_vocabulary
+    from projects.odin.apis.stream_sources import follow_folder, recording_frames
+    from projects.odin.visualization import write_instances_json
     for path, what in ((config, 'config'), (checkpoint, 'checkpoint')):
         if not osp.isfile(path):
             raise DemoError(f'{what} not found: {path}')
