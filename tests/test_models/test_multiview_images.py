@@ -1,4 +1,4 @@
-"""3D images kept as loaded and normalised per view chunk: the values of whole-batch preprocessing."""
+"""3D images kept as loaded and normalised per view chunk: whole-batch preprocessing values."""
 import copy
 
 import pytest
@@ -66,6 +66,12 @@ def test_frame_selection_and_bad_input():
                                  std=torch.tensor(STD).view(3, 1, 1))
     sel = imgs.select_views(torch.tensor([0, 2]))
     assert torch.equal(sel.normalized(), imgs.normalized()[[0, 2]])
+    # float images without normalisation: padding the chunk leaves the stored images alone
+    raw = torch.full((1, 2, 3, 32, 32), 7.)
+    plain = MultiViewImages(raw, [(20, 30)], None, None, pad_value=-1.)
+    chunk = plain.normalized()
+    assert (chunk[:, :, 20:] == -1).all() and (chunk[:, :, :20, :30] == 7).all()
+    assert (raw == 7).all()
     with pytest.raises(ValueError, match='out of range'):
         imgs.normalized(3, 5)
     with pytest.raises(ValueError, match=r'\(B, V, 3, Hp, Wp\)'):

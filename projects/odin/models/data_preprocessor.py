@@ -75,8 +75,11 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
             for i, d in enumerate(extras['depths']):
                 if d.dim() != 3:
                     raise ValueError(f'sample {i}: depths must be (V, H, W), got {tuple(d.shape)}')
-                padded.append(F.pad(d.float(), (0, wp - d.shape[-1], 0, hp - d.shape[-2])))
-            batch_inputs['depths'] = torch.stack(padded)
+                pad = (0, wp - d.shape[-1], 0, hp - d.shape[-2])
+                padded.append(F.pad(d.float(), pad) if any(pad) else d.float())
+            # one sample without padding (the usual recording): a view, not a copy
+            batch_inputs['depths'] = (padded[0].unsqueeze(0) if len(padded) == 1
+                                      else torch.stack(padded))
             for key in ('cam2world', 'intrinsics'):
                 if key not in extras:
                     raise KeyError(f'3D sample without inputs["{key}"]')

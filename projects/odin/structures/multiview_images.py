@@ -78,9 +78,12 @@ class MultiViewImages:
         hp = math.ceil(max(img.shape[-2] for img in images) / div) * div
         wp = math.ceil(max(img.shape[-1] for img in images) / div) * div
         first = images[0]
-        raw = first.new_zeros((len(images), first.shape[0], 3, hp, wp))
-        for i, img in enumerate(images):
-            raw[i, :, :, :img.shape[-2], :img.shape[-1]] = img
+        if len(images) == 1 and tuple(first.shape[-2:]) == (hp, wp):
+            raw = first.unsqueeze(0)  # one sample without padding: no copy
+        else:
+            raw = first.new_zeros((len(images), first.shape[0], 3, hp, wp))
+            for i, img in enumerate(images):
+                raw[i, :, :, :img.shape[-2], :img.shape[-1]] = img
         return cls(raw, [tuple(img.shape[-2:]) for img in images], **kwargs)
 
     @property
@@ -117,7 +120,8 @@ class MultiViewImages:
         end = b * v if end is None else end
         if not 0 <= start <= end <= b * v:
             raise ValueError(f'views {start}..{end} out of range 0..{b * v}')
-        out = self.raw.flatten(0, 1)[start:end].float()
+        # a copy even of float images: the padding below must not write into ``raw``
+        out = self.raw.flatten(0, 1)[start:end].to(torch.float32, copy=True)
         if out.shape[0] == 0:
             return out
         if self.mean is not None:
