@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     inputs, samples = data['inputs'], data['data_samples']
     meta = samples[0].metainfo
     n_vert = len(inputs['points'][0])
-    img = inputs['imgs'][0]
+    img = inputs['imgs'].raw[0]  # (V, 3, Hp, Wp) as loaded (MultiViewImages)
     with torch.no_grad():
         points = ours.prediction_points(inputs, ours.build_geometry(inputs, samples), False)
         geometry, ghost = points.geometry, points.mesh_voxels

@@ -1,18 +1,25 @@
 """Data preprocessor of ODIN: multi-view images plus depth, camera poses and intrinsics."""
+import math
 from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
+from mmdet.models.utils.misc import samplelist_boxtype2tensor
 from mmdet3d.models.data_preprocessors import Det3DDataPreprocessor
 from mmdet3d.registry import MODELS
+
+from ..structures.multiview_images import MultiViewImages
 
 
 @MODELS.register_module()
 class ODINDataPreprocessor(Det3DDataPreprocessor):
     """Stack and normalise multi-view RGB-D samples (docs/data_contract.md).
 
-    ``inputs['img']`` (V, 3, H, W) per sample becomes ``imgs`` (B, V, 3, Hp, Wp), normalised and
-    zero padded (after normalisation) to a multiple of ``pad_size_divisor``. ``depths`` (V, H, W)
+    ``inputs['img']`` (V, 3, H, W) per sample becomes ``imgs``, a
+    :class:`~projects.odin.structures.MultiViewImages` of (B, V, 3, Hp, Wp): the images stay in
+    their loaded dtype (uint8), zero padded to a multiple of ``pad_size_divisor``, and the model
+    normalises and pads them a view chunk at a time (``MultiViewImages.normalized``, the values
+    of normalising the whole batch here; ``to_tensor()`` gives all of them). ``depths`` (V, H, W)
     are padded with 0 to the same size and stacked to (B, V, Hp, Wp); ``cam2world`` and
     ``intrinsics`` are stacked to (B, V, 4, 4); ``points`` and ``superpoints`` stay lists.
     Samples without ``depths`` are single images (2D mode, mmdet's Mask2Former path); they may
@@ -54,7 +61,10 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
                            '(V, 4, 4) per sample; docs/data_contract.md)')
         extras = {k: inputs[k] for k in ('depths', 'cam2world', 'intrinsics', 'superpoints')
                   if inputs.get(k) is not None}
-        out = super().simple_process(data, training)
+        if depths is None:
+            out = super().simple_process(data, training)
+        else:
+            out = self._process_3d(data, training)
         if not extras:
             return out
         extras = self.cast_data(extras)
@@ -65,12 +75,53 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
             for i, d in enumerate(extras['depths']):
                 if d.dim() != 3:
                     raise ValueError(f'sample {i}: depths must be (V, H, W), got {tuple(d.shape)}')
-                padded.append(F.pad(d.float(), (0, wp - d.shape[-1], 0, hp - d.shape[-2])))
-            batch_inputs['depths'] = torch.stack(padded)
+                pad = (0, wp - d.shape[-1], 0, hp - d.shape[-2])
+                padded.append(F.pad(d.float(), pad) if any(pad) else d.float())
+            # one sample without padding (the usual recording): a view, not a copy
+            batch_inputs['depths'] = (padded[0].unsqueeze(0) if len(padded) == 1
+                                      else torch.stack(padded))
             for key in ('cam2world', 'intrinsics'):
                 if key not in extras:
                     raise KeyError(f'3D sample without inputs["{key}"]')
                 batch_inputs[key] = torch.stack([x.float() for x in extras[key]])
         if 'superpoints' in extras:
             batch_inputs['superpoints'] = list(extras['superpoints'])
+        return out
+
+    def _process_3d(self, data: dict, training: bool) -> dict:
+        """The parent's processing of a 3D batch, with the images kept as loaded.
+
+        The points and data samples go through :class:`Det3DDataPreprocessor` (without the
+        images); the images become a :class:`MultiViewImages` (channel order converted, zero
+        padded, not normalised) and the samples get the parent's ``batch_input_shape`` and
+        ``pad_shape``.
+        """
+        if training and self.batch_augments is not None:
+            raise ValueError('batch_augments act on normalised image tensors; 3D batches are '
+                             'normalised per view chunk by the model and take none')
+        images = data['inputs'].get('img')
+        if not isinstance(images, (list, tuple)) or not all(
+                isinstance(x, torch.Tensor) and x.dim() == 4 for x in images):
+            raise ValueError('a 3D batch needs inputs["img"] as a list of (V, 3, H, W) tensors '
+                             '(one per sample)')
+        rest = dict(data, inputs={k: v for k, v in data['inputs'].items() if k != 'img'})
+        out = super().simple_process(rest, training)
+        images = [self.cast_data(x) for x in images]
+        if self._channel_conversion:
+            images = [x[:, [2, 1, 0]] for x in images]
+        norm = dict(mean=self.mean, std=self.std) if self._enable_normalize else {}
+        imgs = MultiViewImages.stack(images, self.pad_size_divisor, pad_value=self.pad_value,
+                                     **norm)
+        samples = out['data_samples']
+        if samples is not None:
+            div = max(int(self.pad_size_divisor), 1)
+            for sample, img in zip(samples, images):
+                pad_shape = tuple(math.ceil(x / div) * div for x in img.shape[-2:])
+                sample.set_metainfo({'batch_input_shape': tuple(imgs.shape[-2:]),
+                                     'pad_shape': pad_shape})
+            if self.boxtype2tensor:
+                samplelist_boxtype2tensor(samples)
+            if self.pad_seg:
+                self.pad_gt_sem_seg(samples)
+        out['inputs']['imgs'] = imgs
         return out

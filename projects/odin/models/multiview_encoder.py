@@ -19,13 +19,28 @@ The encoder owns no parameters: it orchestrates the detector's ``backbone`` and 
 those of the official checkpoints.
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..structures.multiview_images import MultiViewImages
 from .multiview import LevelGeometry, MultiViewGeometry, VoxelSum
 from .prediction_points import PredictionPointSet
+
+#: the images of a 3D batch: as loaded (normalised per chunk) or normalised, (B*V, 3, H, W)
+Images = Union[MultiViewImages, Tensor]
+
+
+def chunk_images(imgs: Images, start: int, end: int) -> Tensor:
+    """Normalised, padded images of the flattened views ``start..end``, (n, 3, H, W).
+
+    A :class:`MultiViewImages` is normalised here, for these views only (the float images of
+    all views are never held); a tensor is taken as already normalised.
+    """
+    if isinstance(imgs, MultiViewImages):
+        return imgs.normalized(start, end)
+    return imgs[start:end]
 
 
 class ChunkPlan:
@@ -107,7 +122,7 @@ class Res2Features:
     the first stage, about a fifth of a ResNet's work) so that it is never held for all views.
     """
 
-    def __init__(self, encoder: 'MultiViewEncoder', imgs: Tensor, plan: ChunkPlan,
+    def __init__(self, encoder: 'MultiViewEncoder', imgs: Images, plan: ChunkPlan,
                  geo: LevelGeometry, voxel_sum: Optional[VoxelSum],
                  held: List[Optional[Tensor]]) -> None:
         self._encoder = encoder
@@ -139,12 +154,12 @@ class Res2Features:
             if held is not None:
                 out = self._plan.run(fn, held, s)
             else:
-                out = self._plan.run(self._recomputed, fn, self._imgs[s:e], s)
+                out = self._plan.run(self._recomputed, fn, s, e)
             self._geo.pool_views(out, s, acc)
         return acc.mean()
 
-    def _recomputed(self, fn: Callable[[Tensor, int], Tensor], imgs: Tensor, start: int):
-        return fn(self._encoder.first_level(imgs), start)
+    def _recomputed(self, fn: Callable[[Tensor, int], Tensor], start: int, end: int):
+        return fn(self._encoder.first_level(chunk_images(self._imgs, start, end)), start)
 
 
 class MultiViewEncoder:
@@ -163,7 +178,7 @@ class MultiViewEncoder:
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
 
-    def __call__(self, imgs: Tensor, points: PredictionPointSet,
+    def __call__(self, imgs: Images, points: PredictionPointSet,
                  plan: ChunkPlan) -> MultiViewFeatures:
         """Encode a 3D batch.
 
@@ -175,7 +190,8 @@ class MultiViewEncoder:
            (:meth:`PredictionPointSet.mask_features`).
 
         Args:
-            imgs: normalised images of all views, (B*V, 3, H, W).
+            imgs: the images of all views: a :class:`MultiViewImages` (normalised here per
+                view chunk, where the chunk is first used) or normalised, (B*V, 3, H, W).
             points: the batch's prediction points (with its geometry).
             plan: view chunks and recomputation (:class:`ChunkPlan`).
 
@@ -202,7 +218,7 @@ class MultiViewEncoder:
         return MultiViewFeatures(voxel_outs, mask_feats, points, plan)
 
     # ------------------------------------------------------------------ backbone
-    def _backbone(self, imgs: Tensor, geometry: MultiViewGeometry, plan: ChunkPlan,
+    def _backbone(self, imgs: Images, geometry: MultiViewGeometry, plan: ChunkPlan,
                   res2_sum: Optional[VoxelSum], hold_res2: bool
                   ) -> Tuple[List[List[Optional[Tensor]]], List[Optional[Tensor]]]:
         """Stage-major backbone with 3D fusion, one segment per fused stage.
@@ -219,7 +235,9 @@ class MultiViewEncoder:
         bb, pd = self.backbone, self.pixel_decoder
         projs: List[List[Optional[Tensor]]] = [[None] * pd.num_encoder_levels for _ in plan.ranges]
         res2_held: List[Optional[Tensor]] = [None] * len(plan)
-        states: list = [imgs[s:e] for s, e in plan.ranges]
+        # the first segment normalises its chunk's images itself (under recomputation they are
+        # rebuilt in the backward pass, not saved)
+        states: list = [(imgs, s, e) for s, e in plan.ranges]
         fused: Optional[Tuple[int, Tensor]] = None  # (stage, fused voxels) of the last block
         first = 0
         for end_stage in list(bb.fusion_stages) + [None]:
@@ -256,8 +274,8 @@ class MultiViewEncoder:
         """One chunk's part of a backbone segment (see :meth:`_backbone`).
 
         Args:
-            state: the chunk's images (first segment) or its pre-fusion state of the stage
-                fused last.
+            state: ``(images, start, end)`` of the chunk (first segment, see
+                :func:`chunk_images`) or its pre-fusion state of the stage fused last.
             fused: ``(stage, fused voxels (N_vox, embed_dims))`` of that block, or None.
             geometry: the batch's geometry.
             start: first view of the chunk (flattened ``B*V`` index).
@@ -274,7 +292,7 @@ class MultiViewEncoder:
         bb = self.backbone
         outs: Dict[int, Tensor] = {}
         if fused is None:
-            state = bb.stem_forward(state)
+            state = bb.stem_forward(chunk_images(*state))
         else:
             stage, voxels = fused
             fmap = bb.fusion_block(stage)(bb.fusion_map(state), voxels, geometry[stage], start)

@@ -12,6 +12,7 @@ from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.registry import MODELS, TASK_UTILS
 from torch import Tensor
 
+from ..structures.multiview_images import MultiViewImages
 from .multiview import MultiViewGeometry, build_multiview_geometry, compute_multiscale_xyz
 from .multiview_encoder import ChunkPlan, MultiViewEncoder, MultiViewFeatures
 
@@ -105,7 +106,8 @@ class ODIN(Base3DDetector):
         idx = idx[:cap]
         out = dict(batch_inputs)
         for key in ('imgs', 'depths', 'cam2world', 'intrinsics'):
-            out[key] = batch_inputs[key][:, idx]
+            x = batch_inputs[key]
+            out[key] = x.select_views(idx) if isinstance(x, MultiViewImages) else x[:, idx]
         return out
 
     def build_geometry(self, batch_inputs: dict,
@@ -144,7 +146,8 @@ class ODIN(Base3DDetector):
         """Features of a batch: backbone levels (2D) or the multi-view encoder's (3D).
 
         Args:
-            batch_inputs: ``imgs`` (B, 3, H, W) of a 2D batch, or ``imgs`` (B, V, 3, H, W),
+            batch_inputs: ``imgs`` (B, 3, H, W) of a 2D batch, or ``imgs`` (a
+                :class:`MultiViewImages` of (B, V, 3, H, W), or those images normalised),
                 ``depths``, ``cam2world``, ``intrinsics`` (and ``points``, ``superpoints``) of a
                 3D batch.
             batch_data_samples: its data samples (3D: their unpadded ``img_shape``).
@@ -158,8 +161,12 @@ class ODIN(Base3DDetector):
             return self.backbone(imgs)
         geometry = self.build_geometry(batch_inputs, batch_data_samples)
         points = self.prediction_points(batch_inputs, geometry, self.training)
-        imgs = imgs.flatten(0, 1)
-        return self.multiview_encoder(imgs, points, self.chunk_plan(imgs.shape[0]))
+        if isinstance(imgs, MultiViewImages):
+            num_views = imgs.num_views  # normalised per view chunk by the encoder
+        else:
+            imgs = imgs.flatten(0, 1)  # already normalised (B, V, 3, H, W)
+            num_views = imgs.shape[0]
+        return self.multiview_encoder(imgs, points, self.chunk_plan(num_views))
 
     # ------------------------------------------------------------------ modes
     def loss(self, batch_inputs: dict, batch_data_samples: Sequence) -> Dict[str, Tensor]:

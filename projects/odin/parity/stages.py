@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..structures.multiview_images import MultiViewImages
 from .goldens import golden_data
 from .knn_ties import KnnSelections, substitute_knn
 from .tolerances import MASK_RTOL, TOLERANCE, rel_err
@@ -245,8 +246,11 @@ class _Table:
 def _compare_preprocessing(table: _Table, out: _Pass, golden: dict) -> None:
     """Normalised images and the multi-scale point coordinates / pixel-to-voxel maps."""
     G = golden['intermediates']
-    table.cont('prep.images_normalized_padded', out.inputs['imgs'].flatten(0, 1),
-               G['prep.images_normalized_padded'])
+    # the preprocessor keeps the images as loaded; the model normalises them per view chunk,
+    # with the values of MultiViewImages.normalized over all views
+    imgs = out.inputs['imgs']
+    imgs = imgs.normalized() if isinstance(imgs, MultiViewImages) else imgs.flatten(0, 1)
+    table.cont('prep.images_normalized_padded', imgs, G['prep.images_normalized_padded'])
     bi = golden['inputs']['batched_inputs'][0]
     geometry = out.points.geometry
     for j in range(4):

@@ -5,6 +5,8 @@ inverse-distance-weighted interpolation. The data side (transforms, recording re
 world) and the model side (:mod:`projects.odin.models.multiview`, which builds the per-level
 voxel geometry of a forward pass on top of them through the model's k-NN entry point) both use
 them, as mmdet3d keeps its point and box structures in ``mmdet3d.structures``.
+:mod:`.multiview_images` holds a 3D batch's images as loaded, normalised per view chunk by the
+model.
 """
 from .geometry import (
     idw_from_neighbors,
@@ -13,6 +15,7 @@ from .geometry import (
     unproject_depth,
     voxelize,
 )
+from .multiview_images import MultiViewImages
 
-__all__ = ['idw_from_neighbors', 'idw_interpolate', 'multiscale_xyz', 'unproject_depth',
-           'voxelize']
+__all__ = ['MultiViewImages', 'idw_from_neighbors', 'idw_interpolate', 'multiscale_xyz',
+           'unproject_depth', 'voxelize']
