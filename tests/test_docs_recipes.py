@@ -73,7 +73,7 @@ def test_recipe_fusion_layer():
     cfg = _tiny_model_cfg()
     # the config keys the page names; the backbone block keeps its own projection width/groups
     cfg.backbone.fusion_cfg = dict(type='ToyMeanFusion', embed_dims=32, num_groups=8)
-    cfg.decode_head.pixel_decoder.fusion_cfg = dict(type='ToyMeanFusion', num_layers=1)
+    cfg.decode_head.pixel_decoder.level_fusion_cfg = dict(type='ToyMeanFusion', num_layers=1)
     model = _build(cfg)
     assert all(isinstance(b.attn, ToyMeanFusion) for b in model.backbone.fusion_blocks)
     assert all(isinstance(f, ToyMeanFusion)
