@@ -23,7 +23,7 @@ model = dict(
         max_train_points=200,
         pixel_decoder=dict(
             norm_cfg=dict(type='GN', num_groups=8),
-            fusion_cfg=dict(num_layers=1, num_heads=4, ffn_dims=64),
+            level_fusion_cfg=dict(num_layers=1, num_heads=4, ffn_dims=64),
             encoder=dict(
                 num_layers=1,
                 layer_cfg=dict(

@@ -47,7 +47,7 @@ model = dict(
         max_train_points=20000,
         pixel_decoder=dict(
             norm_cfg=dict(type='GN', num_groups=16),
-            fusion_cfg=dict(num_layers=1, num_heads=4, ffn_dims=2 * feat),
+            level_fusion_cfg=dict(num_layers=1, num_heads=4, ffn_dims=2 * feat),
             encoder=dict(
                 num_layers=1,
                 layer_cfg=dict(

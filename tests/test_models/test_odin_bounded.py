@@ -138,7 +138,7 @@ def test_open_vocab_chunked_equals_whole_batch(tmp_path):
 def test_no_decoder_fusion_ablation():
     """Without pixel-decoder fusion the multi-scale features are per pixel; their voxel means
     (what the decoder reads) still match."""
-    model = _build(dict(decode_head=dict(pixel_decoder=dict(fusion_cfg=None))),
+    model = _build(dict(decode_head=dict(pixel_decoder=dict(level_fusion_cfg=None))),
                    prediction_points=dict(type='SensorPoints'))
     assert model.decode_head.pixel_decoder.fusion_blocks is None
     data = create_odin_inputs(num_views=5, img_hw=(32, 32), num_points=150,

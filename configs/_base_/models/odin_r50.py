@@ -56,7 +56,10 @@ model = dict(
             act_cfg=dict(type='ReLU'),
             output_kernel_size=1,
             encoder_chunk_size=100,
-            fusion_cfg=dict(type='CrossViewAttention', num_layers=1, num_heads=8, ffn_dims=1024),
+            # the 3D fusion layer of every encoder level (the backbone's fusion_cfg configures
+            # its residual fusion blocks)
+            level_fusion_cfg=dict(type='CrossViewAttention', num_layers=1, num_heads=8,
+                                  ffn_dims=1024),
             encoder=dict(
                 num_layers=6,
                 layer_cfg=dict(

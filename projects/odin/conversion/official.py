@@ -447,7 +447,7 @@ def odin_model_cfg(backbone: str = 'r50',
     head['num_queries'] = num_queries
     head['loss_cls']['class_weight'] = [1.0] * num_classes + [0.1]
     if not decoder_fusion:
-        head['pixel_decoder']['fusion_cfg'] = None
+        head['pixel_decoder']['level_fusion_cfg'] = None
     if open_vocab:
         if roberta is None:
             raise ValueError('an open-vocabulary (joint) ODIN model needs the RoBERTa-base '

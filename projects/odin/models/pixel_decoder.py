@@ -17,7 +17,8 @@ stride-4 features are computed.
 
 The stride-4 output conv is 1x1 (not 3x3) as in every 3D-capable official model.
 """
-from typing import List, Optional, Tuple
+import warnings
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,26 +32,57 @@ from projects.odin.layers.deform_attn_layer import use_odin_ms_deform_attn
 
 from .multiview import MultiViewGeometry
 
+#: marks an argument left unset (``None`` is a value: no 3D fusion layers)
+_UNSET = object()
+
+
+def _renamed_fusion_cfg(level_fusion_cfg: Optional[dict], fusion_cfg: Any) -> Optional[dict]:
+    """``level_fusion_cfg``, or the value of its old name ``fusion_cfg`` with a warning.
+
+    Raises:
+        ValueError: both names given with different values (the config is ambiguous).
+    """
+    if fusion_cfg is _UNSET:
+        return level_fusion_cfg
+    warnings.warn('ODINPixelDecoder: fusion_cfg is deprecated and will be removed: use '
+                  'level_fusion_cfg (the per-level 3D fusion layer; the backbone\'s fusion_cfg '
+                  'keeps its name)', DeprecationWarning, stacklevel=3)
+    if level_fusion_cfg is not None and level_fusion_cfg != fusion_cfg:
+        raise ValueError('ODINPixelDecoder got both level_fusion_cfg and its deprecated name '
+                         f'fusion_cfg, with different values ({level_fusion_cfg!r} vs '
+                         f'{fusion_cfg!r}): set only level_fusion_cfg')
+    return fusion_cfg
+
 
 @MODELS.register_module()
 class ODINPixelDecoder(MSDeformAttnPixelDecoder):
     """MSDeformAttn pixel decoder with per-level 3D fusion and 3D upsampling.
 
     Args:
-        fusion_cfg: config of the per-level 3D fusion layer (e.g.
-            ``dict(type='CrossViewAttention', num_layers=1)``; ``embed_dims`` defaults to
-            ``feat_channels``), or None for a decoder without 3D fusion layers (ablation
-            "no 3D fusion").
+        level_fusion_cfg: config of the 3D fusion layer applied to every encoder level's
+            voxels (e.g. ``dict(type='CrossViewAttention', num_layers=1)``; ``embed_dims``
+            defaults to ``feat_channels``), or None for a decoder without 3D fusion layers
+            (ablation "no 3D fusion"). The layers are the module's ``fusion_blocks`` (state-dict
+            keys ``fusion_blocks.<level>.*``). Not to be confused with the backbone's
+            ``fusion_cfg``, which configures its residual fusion blocks (projections and layer).
         output_kernel_size: kernel of the stride-4 output conv (1 in ODIN, 3 in Mask2Former).
         encoder_chunk_size: views per chunk of the deformable encoder (memory bound).
+        fusion_cfg: deprecated name of ``level_fusion_cfg`` (accepted with a
+            ``DeprecationWarning``).
         **kwargs: arguments of mmdet's ``MSDeformAttnPixelDecoder``.
+
+    Raises:
+        ValueError: both ``level_fusion_cfg`` and its deprecated name ``fusion_cfg`` given
+            with different values.
     """
 
     def __init__(self,
-                 fusion_cfg: Optional[dict] = None,
+                 level_fusion_cfg: Optional[dict] = None,
                  output_kernel_size: int = 1,
                  encoder_chunk_size: int = 100,
+                 fusion_cfg: Any = _UNSET,
                  **kwargs) -> None:
+        level_fusion_cfg = _renamed_fusion_cfg(level_fusion_cfg, fusion_cfg)
         super().__init__(**kwargs)
         # mmdet builds mmcv's MultiScaleDeformableAttention; ours has the same parameters and
         # runs the core op with our compiled kernel on CPU (mmcv's CUDA op on GPUs)
@@ -71,9 +103,9 @@ class ODINPixelDecoder(MSDeformAttnPixelDecoder):
                     act_cfg=act_cfg) for _ in self.output_convs
             ])
         self.fusion_blocks = None
-        if fusion_cfg is not None:
+        if level_fusion_cfg is not None:
             cfg = dict(type='CrossViewAttention', embed_dims=feat_channels)
-            cfg.update(fusion_cfg)
+            cfg.update(level_fusion_cfg)
             self.fusion_blocks = ModuleList(
                 [MODELS.build(cfg) for _ in range(self.num_encoder_levels)])
 

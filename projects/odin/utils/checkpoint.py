@@ -271,6 +271,16 @@ def compare_state_dict(model: nn.Module, state_dict: Dict[str, Any]) -> Checkpoi
     return fit
 
 
+def _decoder_fusion_cfg(pixel_decoder: dict) -> Optional[dict]:
+    """The pixel decoder's per-level fusion layer config.
+
+    ``level_fusion_cfg``; configs saved before the rename call it ``fusion_cfg``.
+    """
+    if 'level_fusion_cfg' in pixel_decoder:
+        return pixel_decoder['level_fusion_cfg']
+    return pixel_decoder.get('fusion_cfg')
+
+
 def _config_arch(cfg) -> Optional[dict]:
     """The converter's architecture description (``meta['arch']``) of a config's model."""
     model = cfg.get('model', None)
@@ -286,7 +296,7 @@ def _config_arch(cfg) -> Optional[dict]:
     return dict(backbone=backbone, num_classes=None if open_vocab else head['num_things_classes'],
                 num_queries=head['num_queries'], open_vocab=open_vocab,
                 backbone_fusion_layers=tuple(bb.get('fusion_layers') or ()),
-                decoder_fusion=head['pixel_decoder'].get('fusion_cfg') is not None)
+                decoder_fusion=_decoder_fusion_cfg(head['pixel_decoder']) is not None)
 
 
 def suggest_configs(arch: dict, config_dir: Optional[str] = None) -> List[str]:
