@@ -161,3 +161,48 @@ def test_pe_score_cpp_equals_twin_float32():
         results.append([out] + [t.grad for i, t in enumerate(leaves) if i != 2])
     for a, b in zip(*results):   # float32 rounding only: compare norm-wise
         assert ((a - b).norm() / b.norm()).item() < 1e-5
+
+
+
+@pytest.mark.skipif(not ext_available(), reason='compiled extension not built')
+@pytest.mark.parametrize('threads', [1, 2])
+def test_pe_score_parameter_gradients_float32_precision(threads):
+    """The PE-parameter gradients are sums of one term per (voxel, neighbour) pair. With nearly
+    identical terms (every voxel sees nearly the same neighbourhood) a float32 running sum over a
+    chunk's 2048 x 16 pairs drifts by 1e-6..1e-5 (the kernel's former per-thread float32
+    accumulators: 3e-6 / 8e-6 for fc1 / norm bias with one thread); the kernel keeps them within
+    5e-7 of float64. The twin goes through torch's own float32 reductions (linear and
+    LayerNorm backward, as the official formulation does) and is only checked to be close."""
+    from projects.odin.ops import knn_pe_score
+    n, k, c, h = 2048, 16, 32, 4
+    g = torch.Generator().manual_seed(5)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    rel = torch.tensor([0.05, -0.03, 0.02], dtype=torch.float64) + 1e-3 * randn(n, k, 3)
+    leaves64 = [randn(1, c) + 0.01 * randn(n, c), randn(h, c // h, c) / c, randn(c, 3),
+                0.1 * randn(c), 1 + 0.1 * randn(c), 0.1 * randn(c)]
+    names = ('q', 'm', 'fc1_weight', 'fc1_bias', 'norm_weight', 'norm_bias')
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    grads = {}
+    try:
+        for backend, dtype in (('pytorch', torch.float64), ('auto', torch.float32),
+                               ('pytorch', torch.float32)):
+            leaves = [t.to(dtype).clone().requires_grad_(True) for t in leaves64]
+            with use_backend(backend):
+                out = knn_pe_score(leaves[0], leaves[1], rel.to(dtype), *leaves[2:])
+                out.sum().backward()
+            grads[backend, dtype] = [t.grad.double() for t in leaves]
+    finally:
+        torch.set_num_threads(n_threads)
+    ref = grads['pytorch', torch.float64]
+
+    def errors(key):
+        return {name: ((a - b).norm() / b.norm()).item()
+                for name, a, b in zip(names, grads[key], ref)}
+
+    kernel, twin = errors(('auto', torch.float32)), errors(('pytorch', torch.float32))
+    assert max(kernel.values()) < 5e-7, kernel
+    assert max(twin.values()) < 1e-4, twin

@@ -269,8 +269,9 @@ class KNNRelPosScore(Function):
         grad = grad.contiguous()
         ext = get_ext(q, m, rel, op='knn_pe_score')
         grad_q = torch.empty_like(q)
-        grad_m = torch.zeros_like(m)
-        grads_p = [torch.zeros_like(t) for t in (w1, b1, ln_w, ln_b)]
+        # the parameter gradients sum over all voxels: chunk partial sums are added in float64
+        grad_m = torch.zeros_like(m, dtype=torch.float64)
+        grads_p = [torch.zeros_like(t, dtype=torch.float64) for t in (w1, b1, ln_w, ln_b)]
         for s in range(0, n, _PE_CHUNK):
             e = min(n, s + _PE_CHUNK)
             qh = q[s:e].view(e - s, h, d).transpose(0, 1)                # (H, n, d)
@@ -285,7 +286,8 @@ class KNNRelPosScore(Function):
                 acc += g
             grad_q[s:e] = torch.bmm(g_r, m.transpose(1, 2)).transpose(0, 1).reshape(e - s, c)
             grad_m += torch.bmm(qh.transpose(1, 2), g_r)
-        return (grad_q, grad_m, None, *grads_p, None)
+        return (grad_q, grad_m.to(m.dtype), None, *(g.to(t.dtype) for g, t in
+                                                      zip(grads_p, (w1, b1, ln_w, ln_b))), None)
 
 
 def knn_pe_score(q: Tensor, m: Tensor, rel: Tensor, fc1_weight: Tensor, fc1_bias: Tensor,

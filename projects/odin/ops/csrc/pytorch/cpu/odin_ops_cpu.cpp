@@ -608,8 +608,11 @@ void pe_score_bwd_impl(const T* grad, const T* r, const T* rel, const T* w1t, co
 #else
   const int nt = 1;
 #endif
-  // per-thread parameter-gradient accumulators [w1t (3c) | b1 | lnw | lnb], reduced at the end
-  std::vector<T> acc(static_cast<size_t>(nt) * 6 * c, T(0));
+  // Per-thread parameter-gradient accumulators [w1t (3c) | b1 | lnw | lnb], reduced at the end.
+  // They sum one term per pair (N k terms, e.g. 16k per 2048-voxel chunk) and are kept in double:
+  // a float32 running sum over that many terms loses digits (its error grows with the number of
+  // terms), where the official formulation's autograd reduces the same terms with pairwise sums.
+  std::vector<double> acc(static_cast<size_t>(nt) * 6 * c, 0.0);
 #pragma omp parallel num_threads(nt) if (n * k * c > kParallelWork)
   {
 #ifdef _OPENMP
@@ -617,8 +620,9 @@ void pe_score_bwd_impl(const T* grad, const T* r, const T* rel, const T* w1t, co
 #else
     const int t = 0;
 #endif
-    T* a_wx = acc.data() + static_cast<size_t>(t) * 6 * c;
-    T *a_wy = a_wx + c, *a_wz = a_wy + c, *a_b1 = a_wz + c, *a_lnw = a_b1 + c, *a_lnb = a_lnw + c;
+    double* a_wx = acc.data() + static_cast<size_t>(t) * 6 * c;
+    double *a_wy = a_wx + c, *a_wz = a_wy + c, *a_b1 = a_wz + c, *a_lnw = a_b1 + c,
+           *a_lnb = a_lnw + c;
     std::vector<T> buf(5 * c);
     T *xhat = buf.data(), *y = xhat + c, *p = y + c, *dp = p + c, *dx = dp + c;
 #pragma omp for schedule(static)
@@ -664,8 +668,9 @@ void pe_score_bwd_impl(const T* grad, const T* r, const T* rel, const T* w1t, co
     }
   }
   for (int64_t e = 0; e < 6 * c; ++e) {
-    T total = 0;
-    for (int t = 0; t < nt; ++t) total += acc[static_cast<size_t>(t) * 6 * c + e];
+    double sum = 0;
+    for (int t = 0; t < nt; ++t) sum += acc[static_cast<size_t>(t) * 6 * c + e];
+    const T total = static_cast<T>(sum);
     if (e < 3 * c) grad_w1t[e] = total;
     else if (e < 4 * c) grad_b1[e - 3 * c] = total;
     else if (e < 5 * c) grad_lnw[e - 4 * c] = total;
