@@ -499,3 +499,37 @@ def match_topk(labels_a: Tensor, scores_a: Tensor, labels_b: Tensor, scores_b: T
     torch.testing.assert_close(scores_b[perm[ok]], scores_a[ok], rtol=rtol,
                                atol=tie_margin(scores_a, rtol))
     return perm
+
+
+@contextmanager
+def attention_mask_injection(head, masks=None) -> Iterator[Tuple[List[Tensor], List[int]]]:
+    """Record the head's 3D attention masks, or replace them by another run's.
+
+    A mask logit at 0 may round to either side of ``sigmoid < 0.5``; giving run B run A's masks
+    makes a comparison measure the two computations, not the CPU's rounding.
+
+    Args:
+        head: an ``ODINHead`` (its ``attn_mask_3d`` module is hooked).
+        masks: run A's masks (B, Q, N_vox_max) in call order, or None to record this run's.
+
+    Yields:
+        tuple: the masks used, in call order, and a one-element list counting the entries in
+        which this run's own masks differed from the injected ones.
+    """
+    recorded: List[Tensor] = []
+    differing = [0]
+
+    def hook(module, args, out):
+        if masks is None:
+            recorded.append(out.clone())
+            return out
+        ref = masks[len(recorded)]
+        recorded.append(ref)
+        differing[0] += int((out != ref).sum())
+        return ref.clone()
+
+    handle = head.attn_mask_3d.register_forward_hook(hook)
+    try:
+        yield recorded, differing
+    finally:
+        handle.remove()

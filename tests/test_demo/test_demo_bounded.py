@@ -8,6 +8,7 @@ from mmengine.config import Config
 from tie_robust import (
     assert_same_argmax,
     assert_same_binary_masks,
+    attention_mask_injection,
     match_topk,
     query_of_instances,
     record_postprocess,
@@ -35,26 +36,12 @@ def _run(model, data, chunk, masks=None):
     two orchestrations, not the CPU's rounding); without, this run's masks are recorded. Also
     returns how many mask entries differed from the injected ones.
     """
-    recorded, differing = [], [0]
-
-    def hook(module, args, out):
-        if masks is None:
-            recorded.append(out.clone())
-            return out
-        ref = masks[len(recorded)]
-        recorded.append(ref)
-        differing[0] += int((out != ref).sum())
-        return ref.clone()
-
     model.test_cfg.update(view_chunk=chunk, point_chunk=1000)
-    handle = model.decode_head.attn_mask_3d.register_forward_hook(hook)
-    try:
-        with torch.no_grad(), record_postprocess(model.decode_head) as post:
-            d = model.data_preprocessor(copy.deepcopy(data), False)
-            pred = model(**d, mode='predict')[0].pred_pts_seg
-            cls, mask = model(**d, mode='tensor')
-    finally:
-        handle.remove()
+    with attention_mask_injection(model.decode_head, masks) as (recorded, differing), \
+            torch.no_grad(), record_postprocess(model.decode_head) as post:
+        d = model.data_preprocessor(copy.deepcopy(data), False)
+        pred = model(**d, mode='predict')[0].pred_pts_seg
+        cls, mask = model(**d, mode='tensor')
     return pred, (cls[-1], mask[-1]), post[0], recorded, differing[0]
 
 

@@ -12,6 +12,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
+from tie_robust import attention_mask_injection
 
 from odin_testing import REPO_ROOT, create_odin_inputs, make_tiny_roberta, reference_dir
 
@@ -185,25 +186,11 @@ def _train_step(model, data, view_chunk, masks=None):
     """
     model.train_cfg['view_chunk'] = view_chunk
     model.zero_grad()
-    recorded, differing = [], [0]
-
-    def hook(module, args, out):
-        if masks is None:
-            recorded.append(out.clone())
-            return out
-        ref = masks[len(recorded)]
-        recorded.append(ref)
-        differing[0] += int((out != ref).sum())
-        return ref.clone()
-
-    handle = model.decode_head.attn_mask_3d.register_forward_hook(hook)
-    try:
+    with attention_mask_injection(model.decode_head, masks) as (recorded, differing):
         torch.manual_seed(1)  # key subsampling and loss point subsets
         d = model.data_preprocessor(copy.deepcopy(data), True)
         losses = model(**d, mode='loss')
         sum(v for k, v in losses.items() if 'loss' in k).backward()
-    finally:
-        handle.remove()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return losses, grads, recorded, differing[0]
 
