@@ -75,7 +75,12 @@ else
   run "${DL[@]}" --no-deps "${TARGET[@]}" "${SMALL[@]}"
 fi
 # mmcv: the source distribution (compiled there for the GPU's architecture)
-run "${DL[@]}" --no-deps --no-binary :all: "mmcv==2.1.0"
+# (pip prepares an sdist's metadata after saving it, and mmcv's setup.py needs torch and
+# pkg_resources for that: the build environment is the one pip runs in, and a failure of that step
+# after the archive was saved is not a failure of the download)
+run "${DL[@]}" --no-deps --no-binary :all: --no-build-isolation "mmcv==2.1.0" ||
+  [ "$DRY" -eq 1 ] || [ -f "$DIR/mmcv-2.1.0.tar.gz" ] ||
+  { echo "fill_wheelhouse: mmcv-2.1.0.tar.gz was not downloaded" >&2; exit 1; }
 if [ "$DRY" -eq 0 ]; then
   # never carry a torch or CUDA runtime: the GPU machine's own torch build is used
   rm -f "$DIR"/torch-*.whl "$DIR"/nvidia_*.whl "$DIR"/triton-*.whl

@@ -48,6 +48,8 @@ from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CHILD_TAG = 'GPU_CHECK_RESULT '
+#: the check's deadline (epoch seconds): no step's timeout runs more than 20 s past it
+_DEADLINE: Optional[float] = None
 #: top-level figures of the report (None until a step fills them)
 FIGURES = ('block_fwd_s', 'block_fwd_speedup', 'block_fwd_bwd_s', 'block_fwd_bwd_speedup',
            'block_memory_ratio', 'block_fwd_bwd_speedup_200k', 'block_memory_ratio_200k',
@@ -59,7 +61,8 @@ FIGURES = ('block_fwd_s', 'block_fwd_speedup', 'block_fwd_bwd_s', 'block_fwd_bwd
            'long_r50_1000_bounded_s_per_frame', 'long_r50_1000_bounded_cuda_gb',
            'long_swin_250_bounded_s_per_frame', 'long_swin_250_bounded_cuda_gb',
            'long_r50_250_unchunked_s_per_frame', 'long_r50_250_unchunked_cuda_gb',
-           'mmcv_build_s', 'ops_build_s', 'throw_probe')
+           'mmcv_build_s', 'ops_build_s', 'throw_probe', 'goldens',
+           'stream_fps', 'stream_latency_s', 'stream_cuda_gb')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,6 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--budget', type=float, default=530.0,
                         help='seconds for the whole check; steps that cannot start in time are '
                         'skipped and reported')
+    parser.add_argument('--goldens', default=None,
+                        help='folder of the official goldens + statedict_*.tsv (default: '
+                        '$ODIN_REFERENCE_DIR, else ../shared/reference, else .gpu/reference)')
     parser.add_argument('--steps', default=None,
                         help='comma-separated subset of steps (default: all of the mode)')
     parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
@@ -167,6 +173,8 @@ def run_step(report: Report, name: str, cmd: List[str], timeout: float,
         ``log`` (the whole output).
     """
     t0 = time.time()
+    if _DEADLINE is not None:
+        timeout = max(30.0, min(timeout, _DEADLINE + 20 - t0))
     try:
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=timeout)
@@ -373,8 +381,9 @@ def main(argv=None) -> int:
         print(CHILD_TAG + json.dumps(run_child(json.loads(args.child)), default=str), flush=True)
         return 0
     import torch
+    global _DEADLINE
     t_start = time.time()
-    deadline = t_start + args.budget
+    deadline = _DEADLINE = t_start + args.budget
     work = osp.abspath(args.work or '/tmp/odin_gpu_check')
     os.makedirs(work, exist_ok=True)
     cuda = args.device.startswith('cuda')
@@ -392,6 +401,12 @@ def main(argv=None) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     if not args.dry_run:  # a fresh build for this machine (dry runs reuse the usual cache)
         env['ODIN_CACHE_DIR'] = osp.join(work, 'cache')
+    goldens = args.goldens or os.environ.get('ODIN_REFERENCE_DIR') or next(
+        (d for d in (osp.join(ROOT, '..', 'shared', 'reference'), osp.join(ROOT, '.gpu',
+                                                                            'reference'))
+         if osp.isdir(d)), None)
+    if goldens:
+        env['ODIN_REFERENCE_DIR'] = osp.abspath(goldens)
     env['PYTHONPATH'] = os.pathsep.join([ROOT, site] + (
         [os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else []))
     if cuda:
@@ -432,6 +447,12 @@ def main(argv=None) -> int:
             report.skip('mmcv_build', 'dry run: the environment\'s mmcv is used')
         elif not sdists:
             report.skip('mmcv_build', f'no mmcv-2.1.0.tar.gz in {args.wheelhouse}')
+        elif glob.glob(osp.join(work, 'mmcv-2.1.0', 'mmcv', '_ext*.so')):
+            # built by an earlier check in this work folder (the same machine): reuse it
+            src = osp.join(work, 'mmcv-2.1.0')
+            env['PYTHONPATH'] = src + os.pathsep + env['PYTHONPATH']
+            mmcv_state.update(status='ok')
+            report.skip('mmcv_build', f'reused the build in {src}')
         else:
             with tarfile.open(sdists[0]) as tar:
                 tar.extractall(work)
@@ -565,6 +586,30 @@ def main(argv=None) -> int:
         t.start()
         if args.dry_run:  # a CPU has no room for both at once
             t.join()
+    # the official goldens on the GPU (float32, no TF32), the stage tables in the log
+    if want('goldens'):
+        names = ['scannet_resnet', 'scannet200_swin', 'ai2thor_resnet']
+        found = [n for n in names if goldens and osp.isfile(osp.join(goldens,
+                                                                      f'golden_{n}.pt'))]
+        if args.dry_run:
+            found = found[:1]
+        if not found:
+            report.skip('goldens', f'no golden_*.pt in {goldens}')
+        results = {}
+        # every golden whole-batch; the first also on the bounded path (2 views per chunk):
+        # both equal to the golden means bounded and whole-batch agree on this device
+        runs = [(name, []) for name in found] + [(name + '_chunked', ['--view-chunk', '2'])
+                                                 for name in found[:1]]
+        for name, extra in runs:
+            golden = osp.join(goldens, f"golden_{name.replace('_chunked', '')}.pt")
+            r = run_step(report, f'golden_{name}', [
+                py, 'tools/analysis_tools/check_official_parity.py', '--golden', golden,
+                '--device', args.device] + extra, 240, env)
+            verdict = [ln for ln in r['log'].splitlines() if ln.startswith('parity on ')]
+            results[name] = verdict[-1] if verdict else r['status']
+            if r['status'] != 'ok':
+                report.data['tests_failed'].append(f'golden_{name} on {args.device}')
+            report.set(goldens=results)
     # the benchmarks share the GPU with the training runs (figures are marked as such)
     if want('bench_model'):
         outm = osp.join(work, 'bench_model.json')
@@ -579,6 +624,27 @@ def main(argv=None) -> int:
             report.set(whole_model_speedup=b['speedup'],
                        whole_model_s=b['results']['ours']['median_s'],
                        whole_model_rel_err=max(b['rel_err']))
+    if want('profile_block'):
+        prof = osp.join(report.out, 'profile_block.txt')
+        r = run_step(report, 'profile_block', [
+            py, 'tools/analysis_tools/benchmark_ops.py', '--device', args.device, '--voxels',
+            '2000' if args.dry_run else '20000', '--layers', '1' if args.dry_run else '2',
+            '--skip-knn', '--skip-msda', '--repeats', '1', '--profile', prof], 120, env)
+    if want('bench_stream'):
+        # R50 on 240x320 frames, an update every 10 frames over a 20-frame window + 10 keyframes
+        outs = osp.join(work, 'bench_stream.json')
+        extra = ['--config', 'configs/odin/synthetic_r18_demo.py', '--frames', '7', '--hw',
+                 '24', '32', '--update-every', '3', '--window', '3', '--keyframes', '2'] \
+            if args.dry_run else ['--frames', '300']
+        r = run_step(report, 'bench_stream', [
+            py, 'tools/analysis_tools/benchmark_streaming.py', 'speed', '--device', args.device,
+            '--work-dir', osp.join(work, 'stream'), '--json', outs] + extra, 200, env)
+        if r['status'] == 'ok' and osp.isfile(outs):
+            b = json.load(open(outs))
+            report.set(stream_fps=b.get('fps_sustained'),
+                       stream_latency_s=b.get('latency_median_s'),
+                       stream_cuda_gb=b.get('peak_cuda_gb'),
+                       stream={k: v for k, v in b.items() if not isinstance(v, list)})
     if want('bench_long'):
         outl = osp.join(work, 'bench_long.json')
         common = [py, 'tools/analysis_tools/benchmark_long_scene.py', '--device', args.device,

@@ -40,15 +40,20 @@ def random_voxels(n_per_scene, c, k, seed, dtype=torch.float64):
 
 
 @pytest.mark.skipif(not GOLDEN_BLOCK.exists(), reason=f'{GOLDEN_BLOCK} not present')
-@pytest.mark.parametrize('backend', ['pytorch', pytest.param('auto', marks=pytest.mark.skipif(
-    not ext_available(), reason='compiled extension not built'))])
-def test_golden_official_block(backend):
-    g = torch.load(GOLDEN_BLOCK, weights_only=True)
+@pytest.mark.parametrize('backend,device', [
+    ('pytorch', 'cpu'),
+    pytest.param('auto', 'cpu', marks=pytest.mark.skipif(
+        not ext_available(), reason='compiled extension not built')),
+    # on a GPU: our CUDA kernels (or the twins on the GPU), cuBLAS in full float32
+    pytest.param('auto', 'cuda', marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason='needs a CUDA device'))])
+def test_golden_official_block(backend, device):
+    g = torch.load(GOLDEN_BLOCK, weights_only=True, map_location=device)
     inter = g['intermediates']
     sd = {key: fill_value(key, shape) for key, shape, _ in g['meta']['state_dict_keys']}
     block = CrossViewAttention(256, num_layers=2, num_heads=8, ffn_dims=1024, num_neighbors=8)
     block.load_state_dict(convert_official_cross_view_state_dict(sd))
-    block.eval()
+    block.eval().to(device)
     # the full path the model takes: voxelise pixels, pool, kNN, fuse, broadcast back
     b, v, h, w = 2, 2, 25, 30
     feats = g['inputs']['features'].view(b, v, 256, h, w).permute(0, 1, 3, 4, 2).reshape(-1, 256)
@@ -61,7 +66,7 @@ def test_golden_official_block(backend):
         # CPU's float32 kernels resolve either way); the block then runs on the official one
         _, unexplained = knn_differences(idx, ref_idx, vxyz, vxyz, 8, voff, voff)
         out = block(vfeats, vxyz, ref_idx)
-        query_pe = block.pos_enc(torch.zeros(1, 3))[0]
+        query_pe = block.pos_enc(torch.zeros(1, 3, device=device))[0]
     torch.testing.assert_close(vfeats, inter['voxel_feats_in'])
     assert unexplained == []
     torch.testing.assert_close(query_pe, inter['query_pe_row'], rtol=1e-5, atol=1e-6)

@@ -122,6 +122,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--msda-heads', type=int, default=8)
     parser.add_argument('--msda-points', type=int, default=4)
     parser.add_argument('--json', metavar='OUT', help='also write the figures as JSON')
+    parser.add_argument('--profile', metavar='TXT', default=None,
+                        help='instead of timing: profile one fwd+bwd of the block (ours, then '
+                        'the official formulation) with the torch profiler; write the operator '
+                        'tables, sorted by device time, to TXT')
     return parser.parse_args(argv)
 
 
@@ -529,6 +533,48 @@ def print_msda_table(args, msda: Dict[str, dict]) -> None:
           'locations and weights for fwd_bwd); *_err_fp64 against mmcv\'s path in float64')
 
 
+def profile_block(args, device: torch.device, path: str) -> None:
+    """Operator tables of one block fwd+bwd, ours and the official formulation (after warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.manual_seed(0)
+    c = args.channels
+    xyz = voxel_scene(args.voxels, device)
+    feats = torch.randn(args.voxels, c, device=device)
+    offsets = torch.tensor([args.voxels], device=device)
+    idx, _ = knn(xyz, xyz, args.k, offsets, offsets)
+    official = NaiveCrossViewAttention(c, args.layers, args.heads, args.ffn).to(device)
+    ours = CrossViewAttention(c, args.layers, args.heads, args.ffn, num_neighbors=args.k)
+    ours.load_state_dict(convert_official_cross_view_state_dict(official.state_dict()))
+    ours.to(device)
+    grad_out = torch.randn(args.voxels, c, device=device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
+                                           else [])
+    sort = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    lines = [f'block fwd+bwd: {args.voxels} voxels, k={args.k}, C={c}, {args.heads} heads, '
+             f'FFN {args.ffn}, {args.layers} layers, {device}']
+    for name, model in (('ours', ours), ('official', official)):
+        def step(model=model):
+            model.zero_grad(set_to_none=True)
+            f = feats.clone().requires_grad_(True)
+            model(f, xyz, idx).backward(grad_out)
+        for _ in range(2):  # warm-up (kernel loads, allocator)
+            step()
+        sync(device)
+        with profile(activities=activities, record_shapes=False) as prof:
+            step()
+            sync(device)
+        try:
+            table = prof.key_averages().table(sort_by=sort, row_limit=25)
+        except (AttributeError, KeyError, ValueError):  # older naming of the device columns
+            table = prof.key_averages().table(sort_by='self_cuda_time_total' if
+                                              device.type == 'cuda' else 'self_cpu_time_total',
+                                              row_limit=25)
+        lines += ['', f'=== {name}', table]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text('\n'.join(lines) + '\n')
+    print(f'profile written to {path}')
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -549,6 +595,9 @@ def main(argv=None) -> dict:
                 gpu=torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
                 cpu_count=os.cpu_count())
     report = {'meta': meta}
+    if args.profile:
+        profile_block(args, device, args.profile)
+        return report
     if not args.skip_block:
         report['block'] = bench_block(args, device)
     if not args.skip_knn:

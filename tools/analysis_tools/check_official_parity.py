@@ -40,15 +40,22 @@ def main() -> int:
     parser.add_argument('--max-trials', type=int, default=None,
                         help='most forward passes spent searching near-tie resolutions of the '
                         'k-NN calls the golden does not record')
+    parser.add_argument('--device', default='cpu',
+                        help='where the model runs (cpu, cuda); stages are compared on the CPU')
     args = parser.parse_args()
     import torch
 
     import projects.odin.models  # noqa: F401
     from projects.odin.parity import MAX_TRIALS, run_parity
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    ok, _ = run_parity(args.golden, args.reference_dir, tie_order=args.tie_order,
-                       max_trials=args.max_trials or MAX_TRIALS, view_chunk=args.view_chunk,
-                       point_chunk=args.point_chunk)
+    if args.device.startswith('cuda'):  # the goldens are float32: no TF32 in cuDNN or cuBLAS
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    ok, rows = run_parity(args.golden, args.reference_dir, tie_order=args.tie_order,
+                          max_trials=args.max_trials or MAX_TRIALS, view_chunk=args.view_chunk,
+                          point_chunk=args.point_chunk, device=args.device)
+    failed = [f'{stage} ({value})' for stage, value, good in rows if not good]
+    print(f'parity on {args.device}: ' + ('PASS' if ok else 'FAIL: ' + '; '.join(failed)))
     return 0 if ok else 1
 
 

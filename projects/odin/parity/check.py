@@ -17,8 +17,8 @@ MAX_TRIALS = 64
 def run_parity(golden_path: str, reference_dir: Optional[str] = None,
                verbose: bool = True, tie_order: str = 'ours',
                modify_model: Optional[Callable[[torch.nn.Module], None]] = None,
-               max_trials: int = MAX_TRIALS, view_chunk: int = 0, point_chunk: int = 0
-               ) -> Tuple[bool, List[Tuple[str, str, bool]]]:
+               max_trials: int = MAX_TRIALS, view_chunk: int = 0, point_chunk: int = 0,
+               device: str = 'cpu') -> Tuple[bool, List[Tuple[str, str, bool]]]:
     """Run the parity check of one golden, robust to the CPU's k-NN tie order.
 
     The golden's voxel k-NN graphs are compared row by row with ours (rows may differ only at
@@ -40,6 +40,8 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
         view_chunk: views per chunk of the model's 3D forward (0 = the whole batch as one
             chunk, ``test_cfg.view_chunk``).
         point_chunk: pixels per chunk of its point-wise steps (``test_cfg.point_chunk``).
+        device: where the model runs (``'cuda'``: its CUDA kernels and cuBLAS; the golden's
+            k-NN graphs are injected as on the CPU and every stage is compared on the CPU).
 
     Returns:
         tuple: overall pass flag and rows ``(stage, value, ok)``.
@@ -47,6 +49,7 @@ def run_parity(golden_path: str, reference_dir: Optional[str] = None,
     reference_dir = reference_dir or osp.dirname(osp.abspath(golden_path))
     golden = torch.load(golden_path, weights_only=True)
     model, arch = build_parity_model(golden, reference_dir)
+    model.to(device)
     if modify_model is not None:
         modify_model(model)
     inter = golden['intermediates']

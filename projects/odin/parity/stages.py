@@ -222,8 +222,9 @@ def _full_pass(model, golden: dict, selections: KnnSelections, view_chunk: int,
                     head.postprocess_3d(cls_list[-1][0], logits))
         pc = golden.get('postproc_check')
         if pc:
-            lg = points.lift_logits(0, pc['pred_masks_centred'][0])
-            out.result_pc = head.postprocess_3d(pc['pred_logits'][0], lg)
+            device = cls_list[-1].device
+            lg = points.lift_logits(0, pc['pred_masks_centred'][0].to(device))
+            out.result_pc = head.postprocess_3d(pc['pred_logits'][0].to(device), lg)
     return out
 
 
@@ -258,7 +259,7 @@ def _compare_preprocessing(table: _Table, out: _Pass, golden: dict) -> None:
         table.cont(f'prep.multi_scale_xyz[{j}]', geo.point_xyz,
                    bi['multi_scale_xyz'][j].reshape(-1, 3))
         ref = G['prep.multi_scale_p2v'][j][0]
-        table.exact(f'prep.multi_scale_p2v[{j}]', bool(torch.equal(geo.p2v, ref)))
+        table.exact(f'prep.multi_scale_p2v[{j}]', bool(torch.equal(geo.p2v.cpu(), ref)))
 
 
 def _compare_knn_graph(table: _Table, name: str, call) -> None:
@@ -316,10 +317,10 @@ def _compare_pixel_decoder(table: _Table, model, out: _Pass, R: dict, golden: di
     ghost = getattr(out.points, 'mesh_voxels', None)
     if ghost is not None:
         table.exact('prep.scannet_p2v_batched',
-                    bool(torch.equal(ghost.p2v[0], G['prep.scannet_p2v_batched'][0])))
+                    bool(torch.equal(ghost.p2v[0].cpu(), G['prep.scannet_p2v_batched'][0])))
         if ghost.segments is not None:
             table.exact('prep.scannet_segments_batched',
-                        bool(torch.equal(ghost.segments[0],
+                        bool(torch.equal(ghost.segments[0].cpu(),
                                          G['prep.scannet_segments_batched'][0])))
     table.cont('pixel_decoder.deform_encoder_out[0]', R['pd.encoder'],
                G['pixel_decoder.deform_encoder_out'][0])
@@ -411,7 +412,8 @@ def forward_and_compare(model, arch: dict, golden: dict, selections: KnnSelectio
 def _compare_outputs(table: '_Table', prefix: str, ours, ref: dict) -> None:
     """Post-processed semantics and instances (as multisets) against the golden's."""
     rows = table.rows
-    sem_ok = torch.equal(ours.pts_semantic_mask.cpu(), ref['semantic_3d'])
+    ours = ours.cpu()  # the model may have run on a GPU
+    sem_ok = torch.equal(ours.pts_semantic_mask, ref['semantic_3d'])
     rows.append((f'{prefix}.semantic_3d', 'equal' if sem_ok else
                  f'{(ours.pts_semantic_mask != ref["semantic_3d"]).sum().item()} differ', sem_ok))
     inst = ref['instances_3d']

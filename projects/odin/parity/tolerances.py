@@ -15,13 +15,13 @@ def rel_err(ours: Tensor, ref: Tensor) -> float:
     """Max |ours - ref| / max |ref| (shape mismatch -> inf).
 
     Args:
-        ours: our tensor, any shape.
-        ref: the reference tensor, the same shape.
+        ours: our tensor, any shape, on any device.
+        ref: the reference tensor, the same shape, on any device (compared on the CPU).
 
     Returns:
         float: the relative error (0 for empty tensors).
     """
-    ours, ref = ours.detach().float(), ref.detach().float()
+    ours, ref = ours.detach().float().cpu(), ref.detach().float().cpu()
     if tuple(ours.shape) != tuple(ref.shape):
         return float('inf')
     if ref.numel() == 0:
