@@ -82,3 +82,59 @@ def test_long_smoke(tmp_path, bench):
         # the OS's figure for the child and the child's own agree
         assert r['peak_rss_gb'] == pytest.approx(r['peak_rss_gb_self'], rel=0.05)
     assert doc['peak_ratio'] == pytest.approx(rows[1]['peak_rss_gb'] / rows[0]['peak_rss_gb'])
+
+
+def _speed_tiny(tmp_path, device):
+    return ['speed', '--config', DEMO_CONFIG, '--device', device, '--frames', '7', '--hw', '24',
+            '32', '--update-every', '3', '--window', '3', '--keyframes', '2', '--threads', '1',
+            '--work-dir', str(tmp_path), '--json', str(tmp_path / f'speed_{device}.json')]
+
+
+def _check_speed(doc, device):
+    assert doc['device'] == device and doc['frames'] == 7
+    # updates after frames 3 and 6, then the flush of frame 7
+    assert doc['updates'] == 3 and len(doc['latency_s']) == 3
+    assert doc['params']['image_size'] == [24, 32] and doc['views_max'] == 5
+    assert doc['fps'] > 0 and doc['fps_sustained'] > 0 and doc['wall_s'] > 0
+    # the sustained rate counts the 4 frames after the first update over the time after it
+    assert doc['wall_s'] > sum(doc['latency_s'][1:])
+    assert doc['latency_median_s'] <= doc['latency_max_s']
+    assert doc['model_median_s'] < doc['latency_max_s'] + 1e-9
+    assert doc['map_voxels'] > 0 and doc['peak_rss_gb'] > 0.1
+
+
+def test_speed_smoke_cpu(tmp_path, bench):
+    assert bench.main(_speed_tiny(tmp_path, 'cpu')) == 0
+    doc = json.loads((tmp_path / 'speed_cpu.json').read_text())
+    _check_speed(doc, 'cpu')
+    assert doc['peak_cuda_gb'] is None and doc['device_name'] == 'cpu'
+
+
+def test_speed_defaults_are_the_issue_setting(bench):
+    args = bench.parse_args(['speed'])
+    assert args.config.endswith('configs/odin/scannet_r50.py')
+    assert (args.frames, args.hw, args.image_size) == ([300], [240, 320], [240, 320])
+    assert (args.update_every, args.window, args.keyframes) == (10, 20, 10)
+    assert args.device == 'cpu' and args.out is None
+    # the other modes keep their defaults
+    args = bench.parse_args(['long'])
+    assert args.config.endswith('synthetic_r18_demo.py') and args.frames == [200, 1000]
+    assert (args.update_every, args.window, args.keyframes) == (3, 6, 4)
+
+
+def test_speed_rejects_bad_device(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(['speed', '--device', 'tpu'])
+    assert 'cpu or cuda' in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench.parse_args(['speed', '--device', 'cuda'])
+        assert 'CUDA is not available' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_speed_smoke_cuda(tmp_path, bench):
+    assert bench.main(_speed_tiny(tmp_path, 'cuda')) == 0
+    doc = json.loads((tmp_path / 'speed_cuda.json').read_text())
+    _check_speed(doc, 'cuda')
+    assert doc['peak_cuda_gb'] > 0 and doc['device_name'] != 'cpu'

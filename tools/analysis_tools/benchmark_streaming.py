@@ -24,7 +24,25 @@ process whose peak resident memory is read from the OS (``wait4``):
 
     python tools/analysis_tools/benchmark_streaming.py long --frames 200 1000 --hw 120 160
 
-Results are printed and written as JSON (``--out``).
+``speed`` -- sustained throughput of one stream in this process, on the CPU or a GPU
+(``--device cuda``: the model, hence the frames' tensors that its data preprocessor casts, on the
+GPU). Its defaults are the issue's setting: ``configs/odin/scannet_r50.py`` with random weights,
+a generated 240x320 recording of 300 frames (one orbit of a synthetic room) at a 240x320 model
+input, K = 10, W = 20, M = 10:
+
+    python tools/analysis_tools/benchmark_streaming.py speed --device cuda --json speed.json
+    # a CPU dry run of the same code path in seconds
+    python tools/analysis_tools/benchmark_streaming.py speed --config \
+        configs/odin/synthetic_r18_demo.py --frames 6 --hw 24 32 --image-size 24 32 \
+        --update-every 3 --window 3 --keyframes 2 --threads 1
+
+The frames are read into memory before the clock starts (the figure is the stream's, not the
+image decoder's). Reported: frames/s over the whole run and **sustained** frames/s (after the
+first update, which pays one-off costs such as CUDA kernel selection), update latency (median,
+90th percentile, max; with its prepare / model / merge parts), peak resident memory of the
+process from the OS (``getrusage``) and, on CUDA, ``torch.cuda.max_memory_allocated``.
+
+Results are printed and written as JSON (``--json`` / ``--out``).
 """
 import argparse
 import json
@@ -42,6 +60,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 DEMO_CONFIG = 'configs/odin/synthetic_r18_demo.py'
+SPEED_CONFIG = 'configs/odin/scannet_r50.py'
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,7 +182,7 @@ def run_quality(args) -> dict:
     scenes = _test_scenes(cfg)
     if args.max_scenes:
         scenes = scenes[:args.max_scenes]
-    model = init_odin_model(cfg, args.checkpoint, sensor_points=True)
+    model = init_odin_model(cfg, args.checkpoint, device=args.device, sensor_points=True)
     metrics = {name: ODINSegMetric(dataset='scannet', min_region_size=args.min_region_size)
                for name in ('stream', 'offline')}
     for m in metrics.values():
@@ -243,7 +262,8 @@ def run_long_child(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = init_odin_model(Config.fromfile(args.config), args.checkpoint, sensor_points=True)
+    model = init_odin_model(Config.fromfile(args.config), args.checkpoint, device=args.device,
+                            sensor_points=True)
     stream = StreamingODIN(model, StreamingConfig(
         update_every=args.update_every, window=args.window, keyframes=args.keyframes,
         voxel_size=args.voxel_size, image_size=tuple(args.image_size) if args.image_size
@@ -275,7 +295,7 @@ def run_long(args) -> dict:
                '--update-every', str(args.update_every), '--window', str(args.window),
                '--keyframes', str(args.keyframes), '--voxel-size', str(args.voxel_size),
                '--score-thr', str(args.score_thr), '--min-points', str(args.min_points),
-               '--threads', str(args.threads or 0)]
+               '--threads', str(args.threads or 0), '--device', args.device]
         if args.checkpoint:
             cmd += ['--checkpoint', args.checkpoint]
         if args.image_size:
@@ -312,9 +332,100 @@ def run_long(args) -> dict:
                                checkpoint=args.checkpoint, score_thr=args.score_thr,
                                update_every=args.update_every, window=args.window,
                                keyframes=args.keyframes, voxel_size=args.voxel_size,
-                               threads=args.threads))
+                               threads=args.threads, device=args.device))
     print(f"peak RSS {last['frames']} / {first['frames']} frames: {summary['peak_ratio']:.3f}; "
           f"median update latency ratio {summary['latency_ratio']:.3f}")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------
+# sustained speed
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float('nan')
+
+
+def run_speed(args) -> dict:
+    """One stream over a generated recording, timed (see the module docstring)."""
+    import torch
+    from mmengine.config import Config
+
+    from projects.odin.apis.inference import init_odin_model
+    from projects.odin.apis.stream_sources import recording_frames
+    from projects.odin.apis.streaming import StreamingConfig, StreamingODIN, peak_rss_gb
+    cuda = args.device.startswith('cuda')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n = args.frames[0]
+    bench = _load('benchmark_long_scene')
+    rec = bench.make_long_recording(
+        osp.join(args.work_dir, f'speed_{n}_{args.hw[0]}x{args.hw[1]}'), n, hw=tuple(args.hw),
+        render_scale=args.render_scale)
+    frames = list(recording_frames(rec))
+    model = init_odin_model(Config.fromfile(args.config), args.checkpoint, device=args.device,
+                            sensor_points=True)
+    image_size = tuple(args.image_size) if args.image_size else None
+    stream = StreamingODIN(model, StreamingConfig(
+        update_every=args.update_every, window=args.window, keyframes=args.keyframes,
+        voxel_size=args.voxel_size, image_size=image_size, score_thr=args.score_thr,
+        min_points=args.min_points))
+    stamps: List[float] = []
+    stream.on_update = lambda stats: stamps.append(time.perf_counter())
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    stream.run(frames)
+    if cuda:
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    ups = stream.updates
+    lat = [u.latency_s for u in ups]
+    steady = ups[1:]
+    if len(steady):
+        # frames that arrived after the first update, over the time after it
+        sustained = (ups[-1].frames_seen - ups[0].frames_seen) / (stamps[-1] - stamps[0])
+    else:
+        sustained = float('nan')
+    summary = dict(
+        device=args.device,
+        device_name=torch.cuda.get_device_name(torch.device(args.device)) if cuda else 'cpu',
+        torch=torch.__version__, threads=torch.get_num_threads(),
+        frames=stream.frames_seen, updates=len(ups), wall_s=wall,
+        fps=stream.frames_seen / wall, fps_sustained=sustained,
+        first_update_s=lat[0] if lat else float('nan'),
+        latency_median_s=float(np.median([u.latency_s for u in steady])) if steady
+        else float('nan'),
+        latency_p90_s=_percentile([u.latency_s for u in steady], 90),
+        latency_max_s=max((u.latency_s for u in steady), default=float('nan')),
+        prepare_median_s=float(np.median([u.prepare_s for u in steady])) if steady
+        else float('nan'),
+        model_median_s=float(np.median([u.model_s for u in steady])) if steady
+        else float('nan'),
+        merge_median_s=float(np.median([u.merge_s for u in steady])) if steady
+        else float('nan'),
+        views_max=max((u.views for u in ups), default=0),
+        instances=len(stream.instances), map_voxels=len(stream.map),
+        state_mb=stream.nbytes / 2 ** 20, peak_rss_gb=peak_rss_gb(),
+        peak_cuda_gb=torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
+        latency_s=lat, model_s=[u.model_s for u in ups],
+        params=dict(config=args.config, checkpoint=args.checkpoint, hw=args.hw,
+                    image_size=list(stream.image_size), update_every=args.update_every,
+                    window=args.window, keyframes=args.keyframes, voxel_size=args.voxel_size,
+                    score_thr=args.score_thr, min_points=args.min_points))
+    mem = f"peak RSS {summary['peak_rss_gb']:.2f} GB"
+    if cuda:
+        mem += f", peak CUDA {summary['peak_cuda_gb']:.2f} GB"
+    print(f"{summary['device_name']}: {summary['frames']} frames, {summary['updates']} updates "
+          f"in {wall:.1f} s: {summary['fps']:.2f} frames/s overall, "
+          f"{summary['fps_sustained']:.2f} sustained; update latency median "
+          f"{summary['latency_median_s']:.3f} s (p90 {summary['latency_p90_s']:.3f}, first "
+          f"{summary['first_update_s']:.2f}; model {summary['model_median_s']:.3f}, prepare "
+          f"{summary['prepare_median_s']:.3f}, merge {summary['merge_median_s']:.3f}), "
+          f"{summary['views_max']} views, {summary['instances']} instances, "
+          f"{summary['map_voxels']} voxels, {mem}", flush=True)
     return summary
 
 
@@ -325,16 +436,19 @@ def _load(name: str):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('mode', choices=['quality', 'long', '_long-child'])
-    parser.add_argument('--config', default=osp.join(REPO_ROOT, DEMO_CONFIG))
+    parser.add_argument('mode', choices=['quality', 'long', 'speed', '_long-child'])
+    parser.add_argument('--config', default=None,
+                        help=f'model config (default: {DEMO_CONFIG}; speed: {SPEED_CONFIG})')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
     parser.add_argument('--checkpoint', default=None, help='quality: the trained checkpoint')
     parser.add_argument('--data', default='outputs/demo/data/converted',
                         help='quality: the converted synthetic dataset')
     parser.add_argument('--work-dir', default='outputs/benchmark_streaming')
     parser.add_argument('--max-scenes', type=int, default=None)
-    parser.add_argument('--update-every', type=int, default=3)
-    parser.add_argument('--window', type=int, default=6)
-    parser.add_argument('--keyframes', type=int, default=4)
+    parser.add_argument('--update-every', type=int, default=None,
+                        help='K (default 3; speed: 10)')
+    parser.add_argument('--window', type=int, default=None, help='W (default 6; speed: 20)')
+    parser.add_argument('--keyframes', type=int, default=None, help='M (default 4; speed: 10)')
     parser.add_argument('--voxel-size', type=float, default=0.05)
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--min-points', type=int, default=20)
@@ -346,14 +460,39 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='quality: a mesh vertex takes the instance of the nearest map voxel '
                         'within this distance (m)')
     parser.add_argument('--image-size', type=int, nargs=2, default=None, metavar=('H', 'W'))
-    parser.add_argument('--frames', type=int, nargs='+', default=[200, 1000])
-    parser.add_argument('--hw', type=int, nargs=2, default=[120, 160], metavar=('H', 'W'),
-                        help='long: size of the generated frames')
+    parser.add_argument('--frames', type=int, nargs='+', default=None,
+                        help='long: frame counts (default 200 1000); speed: one (default 300)')
+    parser.add_argument('--hw', type=int, nargs=2, default=None, metavar=('H', 'W'),
+                        help='long / speed: size of the generated frames (default 120 160 / '
+                        '240 320)')
     parser.add_argument('--render-scale', type=float, default=1.0)
     parser.add_argument('--recording', default=None, help='(internal) _long-child')
     parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--out', default=None, help='write the results here (JSON)')
+    parser.add_argument('--out', '--json', dest='out', default=None,
+                        help='write the results here (JSON)')
     args = parser.parse_args(argv)
+    speed = args.mode == 'speed'
+    if args.config is None:
+        args.config = osp.join(REPO_ROOT, SPEED_CONFIG if speed else DEMO_CONFIG)
+    if args.frames is None:
+        args.frames = [300] if speed else [200, 1000]
+    if args.hw is None:
+        args.hw = [240, 320] if speed else [120, 160]
+    for name, quick, issue in (('update_every', 3, 10), ('window', 6, 20), ('keyframes', 4, 10)):
+        if getattr(args, name) is None:
+            setattr(args, name, issue if speed else quick)
+    if speed:
+        if len(args.frames) != 1:
+            parser.error('speed takes one --frames value')
+        if args.image_size is None:
+            args.image_size = list(args.hw)
+    if args.device.startswith('cuda'):
+        import torch
+        if not torch.cuda.is_available():
+            parser.error(f'--device {args.device}: CUDA is not available in this torch build / '
+                         'on this machine')
+    elif args.device != 'cpu':
+        parser.error(f'--device must be cpu or cuda[:N], got {args.device!r}')
     if args.mode == '_long-child':
         args.frames = args.frames[0]
         args.threads = args.threads or None
@@ -370,6 +509,8 @@ def main(argv=None) -> int:
         result = run_quality(args)
     elif args.mode == 'long':
         result = run_long(args)
+    elif args.mode == 'speed':
+        result = run_speed(args)
     else:
         result = run_long_child(args)
     if args.out:
