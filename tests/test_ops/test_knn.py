@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from projects.odin.ops import PAD_DIST2, ext_available, knn, use_backend
+from projects.odin.ops.knn import knn_grid_pytorch, knn_pytorch
 
 BACKENDS = ['pytorch', pytest.param('auto', marks=pytest.mark.skipif(
     not ext_available(), reason='compiled extension not built (python tools/build_ops.py)'))]
@@ -190,3 +191,28 @@ def test_knn_cuda_matches_cpu(monkeypatch):
         f'{(dist - ref_dist).abs().max().item():.3g}; rows {first}: cuda idx '
         f'{idx[first].tolist()} dist {dist[first].tolist()}; cpu idx {ref_idx[first].tolist()} '
         f'dist {ref_dist[first].tolist()}')
+
+
+@pytest.mark.parametrize('k', [1, 8, 20])
+def test_grid_twin_equals_brute_force_twin(k):
+    # a room-like scene above the grid's size threshold (planes, a dense cluster of duplicates,
+    # queries far outside), a tiny scene with fewer points than k, and a scene without queries
+    g = torch.Generator().manual_seed(k)
+    big = torch.rand(5000, 3, generator=g) * torch.tensor([4.0, 4.0, 2.5])
+    face = torch.randint(0, 3, (5000,), generator=g)
+    big[face == 0, 2] = 0.0
+    big[face == 1, 0] = 0.0
+    big[face == 2, 1] = 4.0
+    big[200:300] = big[7]  # 100 duplicates: exact ties ordered by index
+    small = torch.rand(6, 3, generator=g)
+    other = torch.rand(4200, 3, generator=g) * 3
+    support = torch.cat([big, small, other])
+    far = torch.rand(50, 3, generator=g) * 20 - 8
+    query = torch.cat([big, far, small, torch.empty(0, 3)])
+    q_off = torch.tensor([5050, 5056, 5056])
+    s_off = torch.tensor([5000, 5006, 9206])
+    idx, d2 = knn_grid_pytorch(query, support, k, q_off, s_off)
+    ref_idx, ref_d2 = knn_pytorch(query, support, k, q_off, s_off)
+    # the same formula and (distance, index) order: bit-equal, ties included
+    assert torch.equal(idx, ref_idx)
+    assert torch.equal(d2, ref_d2)

@@ -84,6 +84,7 @@ from projects.odin.ops import (  # noqa: E402
     multi_scale_deform_attn_pytorch,
     set_backend,  # noqa: E402
 )
+from projects.odin.ops.knn import knn_grid_pytorch  # noqa: E402
 
 BRUTE_CHUNK = 4096
 #: ours may be at most this many times further from float64 than the official formulation
@@ -428,8 +429,18 @@ def bench_knn(args, device: torch.device) -> Dict[str, Dict[str, float]]:
         brute_knn(pts[:min(n, 2 * BRUTE_CHUNK)], args.k, 0)   # warm-up
         brute = brute_knn(pts, args.k, args.brute_max_queries)
         timed_queries = n if args.brute_max_queries <= 0 else min(n, args.brute_max_queries)
+        # the grid twin (batched tensor operations): its time, and whether it is bit-equal
+        off_cpu = off.cpu()
+        grid_idx, grid_d2 = knn_grid_pytorch(pts, pts, args.k, off_cpu, off_cpu)  # warm-up
+        grid = statistics.median(
+            timed(lambda p=pts, o=off_cpu: knn_grid_pytorch(p, p, args.k, o, o), device)
+            for _ in range(max(1, args.repeats)))
+        ref_idx, ref_dist = knn(pts, pts, args.k, off, off)
+        grid_equal = bool(torch.equal(grid_idx, ref_idx) and
+                          torch.equal(grid_d2.sqrt(), ref_dist))
         results[str(n)] = dict(ours_s=ours, brute_s=brute, speedup=brute / ours,
-                               brute_queries_timed=timed_queries)
+                               brute_queries_timed=timed_queries, grid_twin_s=grid,
+                               grid_twin_equal=grid_equal)
         print(f'  knn {n}: done', file=sys.stderr, flush=True)
     return results
 
@@ -629,12 +640,13 @@ def main(argv=None) -> dict:
     if 'knn' in report:
         print(f'kNN: k={args.k}, every point queries its scene (one scene, points on room '
               'surfaces); brute force = torch.cdist + torch.topk')
-        print('| points  | ours (s) | brute (s)   | speedup   |')
-        print('|--------:|---------:|------------:|----------:|')
+        print('| points  | ours (s) | brute (s)   | speedup   | grid twin (s) | grid == ours |')
+        print('|--------:|---------:|------------:|----------:|--------------:|:------------:|')
         for n, r in report['knn'].items():
             star = '*' if r['brute_queries_timed'] < int(n) else ' '
             print(f"| {int(n):7d} | {r['ours_s']:8.3f} | {r['brute_s']:10.2f}{star} | "
-                  f"{r['speedup']:8.1f}x |")
+                  f"{r['speedup']:8.1f}x | {r['grid_twin_s']:13.3f} | "
+                  f"{'yes' if r['grid_twin_equal'] else 'NO':^12} |")
         if any(r['brute_queries_timed'] < int(n) for n, r in report['knn'].items()):
             print(f'* brute force timed on {args.brute_max_queries} queries and scaled linearly '
                   'to all queries')

@@ -19,12 +19,18 @@ from .cross_view_attention import (
 )
 from .cross_view_reference import NaiveCrossViewAttention
 
-if importlib.util.find_spec('mmdet3d') is not None:  # register when the OpenMMLab stack exists
+from projects.odin import _mmcv_ops_error
+
+# mmcv's compiled ops importable: the OpenMMLab stack works (mmdet3d imports mmcv); before mmcv is
+# built the block and the geometry stay usable with torch alone (kernel checks, benchmarks)
+_MMCV_OPS = importlib.util.find_spec('mmcv') is not None and _mmcv_ops_error() is None
+
+if importlib.util.find_spec('mmdet3d') is not None and _MMCV_OPS:  # register into the stack
     from mmdet3d.registry import MODELS
 
     MODELS.register_module(module=CrossViewAttention, force=True)
     MODELS.register_module(module=NaiveCrossViewAttention, force=True)
-if importlib.util.find_spec('mmcv') is not None:  # mmcv's deformable attention, our CPU kernel
+if _MMCV_OPS:  # mmcv's deformable attention, our CPU kernel
     from .deform_attn_layer import (
         ODINMultiScaleDeformableAttention,
         use_mmcv_ms_deform_attn,
@@ -36,6 +42,6 @@ __all__ = [
     'convert_official_cross_view_state_dict', 'NaiveCrossViewAttention', 'idw_interpolate',
     'multiscale_xyz', 'unproject_depth', 'voxelize'
 ]
-if importlib.util.find_spec('mmcv') is not None:
+if _MMCV_OPS:
     __all__ += ['ODINMultiScaleDeformableAttention', 'use_odin_ms_deform_attn',
                 'use_mmcv_ms_deform_attn']

@@ -151,6 +151,135 @@ def knn_pytorch(query_xyz: Tensor, support_xyz: Tensor, k: int, query_offsets: T
     return idx, dist2
 
 
+# ----------------------------------------------------------------------------- grid twin
+#: scenes with at most this many support points are searched by brute force (grid twin)
+_GRID_MIN_POINTS = 4096
+#: (query, candidate) pairs per chunk of the grid twin
+_GRID_CHUNK_PAIRS = 1 << 24
+#: the 27 cell offsets of a query cell's 3x3x3 block
+_BLOCK27 = torch.stack(torch.meshgrid(*[torch.arange(-1, 2)] * 3, indexing='ij'), -1).view(-1, 3)
+
+
+def knn_grid_pytorch(query_xyz: Tensor, support_xyz: Tensor, k: int, query_offsets: Tensor,
+                     support_offsets: Tensor) -> Tuple[Tensor, Tensor]:
+    """Pure-PyTorch k-NN on a uniform grid per scene; the same result as :func:`knn_pytorch`.
+
+    Made of batched tensor operations for a GPU (the CUDA kernel is a brute force). Per scene,
+    support points are sorted into cubic cells of side ``s`` (about ``k / 2`` points per
+    occupied cell); each query takes the points of its cell's 3x3x3 block as candidates, and
+    keeps the ``k`` smallest ``(squared distance, support index)`` keys. The answer is exact when
+    the ``k``-th distance is below ``0.999 s`` (every point outside the block is at least ``s``
+    away) and no cell of the block was truncated; the other rows are answered by the brute-force
+    twin. Distances use the kernels' formula, so the result is bit-equal to the other backends.
+    float64 inputs and small scenes go to the brute-force twin.
+
+    Args:
+        query_xyz: ``(M, 3)`` query coordinates.
+        support_xyz: ``(N, 3)`` support coordinates, same dtype and device.
+        k: neighbours per query.
+        query_offsets: ``(B,)`` CPU int64 cumulative end index of each query scene.
+        support_offsets: ``(B,)`` CPU int64 cumulative end index of each support scene.
+
+    Returns:
+        tuple: ``idx`` ``(M, k)`` int64 and ``dist2`` ``(M, k)`` squared distances, as
+        :func:`knn_pytorch`.
+    """
+    m = query_xyz.shape[0]
+    device = query_xyz.device
+    idx = torch.empty((m, k), dtype=torch.int64, device=device)
+    dist2 = torch.empty((m, k), dtype=query_xyz.dtype, device=device)
+    for (qs, qe), (ss, se) in zip(scene_ranges(query_offsets), scene_ranges(support_offsets)):
+        if qe == qs:
+            continue
+        q, sup = query_xyz[qs:qe], support_xyz[ss:se]
+        if se - ss <= max(k, _GRID_MIN_POINTS) or query_xyz.dtype != torch.float32:
+            i, d = knn_pytorch(q, sup, k, torch.tensor([qe - qs]), torch.tensor([se - ss]))
+        else:
+            i, d = _grid_scene(q, sup, k)
+        idx[qs:qe] = i + ss
+        dist2[qs:qe] = d
+    return idx, dist2
+
+
+def _cell_size(sup: Tensor, per_cell: float) -> float:
+    """Side of cells holding about ``per_cell`` support points each (occupied cells)."""
+    lo = sup.min(0).values.double()
+    extent = (sup.max(0).values.double() - lo).clamp_min(1e-6)
+    n = sup.shape[0]
+    size = float((extent.prod() * per_cell / n) ** (1 / 3))  # a volume's guess
+    for _ in range(2):  # surfaces: points per cell grow with the square of the side
+        cells = torch.unique(torch.floor((sup.double() - lo) / size).long(), dim=0).shape[0]
+        size *= (per_cell / (n / cells)) ** 0.5
+    return size
+
+
+def _grid_scene(q: Tensor, sup: Tensor, k: int, per_cell: Optional[float] = None,
+                coarser: int = 2) -> Tuple[Tensor, Tensor]:
+    """:func:`knn_grid_pytorch` on one scene (indices into ``sup``).
+
+    Rows the grid cannot answer exactly go to a grid of cells twice as wide (``coarser`` more
+    times), then to the brute-force twin.
+    """
+    device, n = q.device, sup.shape[0]
+    per_cell = per_cell or max(2.0, 0.5 * k)
+    size = _cell_size(sup, per_cell)
+    lo = sup.min(0).values.double()
+    dims = torch.floor((sup.max(0).values.double() - lo) / size).long() + 1
+
+    def cell_key(c: Tensor) -> Tensor:
+        return (c[..., 0] * dims[1] + c[..., 1]) * dims[2] + c[..., 2]
+
+    skey = cell_key(torch.floor((sup.double() - lo) / size).long())
+    order = torch.argsort(skey, stable=True)  # within a cell: ascending support index
+    cells, counts = torch.unique_consecutive(skey[order], return_counts=True)
+    starts = counts.cumsum(0) - counts
+    width = int(min(int(counts.max()), max(16, 4 * k)))  # candidates kept per cell
+    block = _BLOCK27.to(device)
+    slots = torch.arange(width, device=device)
+    lim = (0.999 * size) ** 2
+    idx = torch.empty((q.shape[0], k), dtype=torch.int64, device=device)
+    d2_out = torch.empty((q.shape[0], k), dtype=q.dtype, device=device)
+    rows = max(1, _GRID_CHUNK_PAIRS // (27 * width))
+    redo = []
+    for c0 in range(0, q.shape[0], rows):
+        qc = q[c0:c0 + rows]
+        nb = torch.floor((qc.double() - lo) / size).long()[:, None] + block  # (r, 27, 3)
+        inside = ((nb >= 0) & (nb < dims)).all(-1)
+        key = cell_key(nb)
+        pos = torch.searchsorted(cells, key).clamp_max(cells.numel() - 1)
+        found = inside & (cells[pos] == key)
+        cnt = torch.where(found, counts[pos], 0)
+        valid = slots < cnt[..., None]  # (r, 27, width)
+        cand = order[torch.where(valid, starts[pos][..., None] + slots, 0)]
+        p = sup[cand]
+        dx = qc[:, None, None, 0] - p[..., 0]
+        dy = qc[:, None, None, 1] - p[..., 1]
+        dz = qc[:, None, None, 2] - p[..., 2]
+        d2 = dx * dx + dy * dy + dz * dz
+        keys = (d2.view(torch.int32).long() << 31) | cand  # (d2, index) order: d2 >= 0
+        keys = torch.where(valid, keys, torch.iinfo(torch.int64).max).view(len(qc), -1)
+        if keys.shape[1] < k:
+            redo.append(torch.arange(c0, c0 + len(qc), device=device))
+            continue
+        best = torch.topk(keys, k, dim=1, largest=False, sorted=True).values
+        bd2 = (best >> 31).int().view(torch.float32)
+        idx[c0:c0 + len(qc)] = best & ((1 << 31) - 1)
+        d2_out[c0:c0 + len(qc)] = bd2
+        exact = (best[:, -1] != torch.iinfo(torch.int64).max) & (bd2[:, -1] < lim) & \
+            ~(cnt > width).any(1)
+        redo.append(torch.nonzero(~exact).flatten() + c0)
+    redo = torch.cat(redo) if redo else torch.empty(0, dtype=torch.long, device=device)
+    if redo.numel():
+        if coarser > 0:
+            i, d = _grid_scene(q[redo], sup, k, 4 * per_cell, coarser - 1)
+        else:
+            i, d = knn_pytorch(q[redo], sup, k, torch.tensor([redo.numel()]),
+                               torch.tensor([n]))
+        idx[redo] = i
+        d2_out[redo] = d
+    return idx, d2_out
+
+
 # ----------------------------------------------------------------------------- self-check
 def knn_probe_problem() -> Tuple[Tensor, Tensor, int, Tensor, Tensor]:
     """The tiny fixed kNN problem of the self-check (CPU float32).
