@@ -4,6 +4,7 @@ The geometry functions moved to :mod:`projects.odin.structures`; they stay impor
 """
 import importlib.util
 
+from projects.odin import _mmcv_ops_error
 from projects.odin.structures.geometry import (  # noqa: F401 (moved; kept importable here)
     idw_interpolate,
     multiscale_xyz,
@@ -18,8 +19,6 @@ from .cross_view_attention import (
     convert_official_cross_view_state_dict,
 )
 from .cross_view_reference import NaiveCrossViewAttention
-
-from projects.odin import _mmcv_ops_error
 
 # mmcv's compiled ops importable: the OpenMMLab stack works (mmdet3d imports mmcv); before mmcv is
 # built the block and the geometry stay usable with torch alone (kernel checks, benchmarks)
