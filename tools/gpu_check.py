@@ -355,6 +355,14 @@ def child_evaluate(config: str, data_root: str, work: str, checkpoint: str) -> d
     return metrics
 
 
+def prepared_data(root: str) -> Optional[str]:
+    """The converted folder of data generated earlier under ``root`` (e.g. carried), or None."""
+    converted = osp.join(root, 'converted')
+    done = osp.isfile(osp.join(root, 'dataset_params.json')) and all(
+        glob.glob(osp.join(converted, f'*_infos_{split}.pkl')) for split in ('train', 'val'))
+    return converted if done else None
+
+
 def child_make_data(root: str, dry_run: bool) -> dict:
     """Generated ScanNet-layout data (synthetic world through our ScanNet converter)."""
     from projects.odin.apis.synthetic_demo import make_synthetic_dataset
@@ -485,9 +493,17 @@ def main(argv=None) -> int:
     data_thread = None
     data_state: dict = {}
     if not args.quick and want('make_data'):
+        data_dir = osp.join(work, 'data')
+
         def make_data():
-            data_state.update(child('make_data', dict(kind='make_data',
-                                                       root=osp.join(work, 'data'),
+            ready = None if args.dry_run else prepared_data(data_dir)
+            if ready:  # generated beforehand (its generator and converter need the stack)
+                report.skip('make_data', f'reused the data in {data_dir}')
+                data_state.update(result=dict(converted=ready))
+                return
+            if mmcv_thread is not None:
+                mmcv_thread.join()
+            data_state.update(child('make_data', dict(kind='make_data', root=data_dir,
                                                        dry_run=args.dry_run), 240))
         data_thread = threading.Thread(target=make_data, daemon=True)
         data_thread.start()

@@ -58,8 +58,6 @@ def make_synthetic_dataset(root: str,
         dict: ``raw`` and ``converted`` folders, ``train`` / ``val`` scene names and the seconds
         spent generating and converting (0 when reused).
     """
-    from projects.odin.datasets.converters.scannet import convert_scannet
-    from projects.odin.datasets.synthetic_world import generate_world
     params = dict(num_scenes=num_scenes, num_val=num_val, seed=seed, preset=preset,
                   num_frames=num_frames, depth_hw=list(depth_hw) if depth_hw else None,
                   color_hw=list(color_hw) if color_hw else None)
@@ -72,6 +70,9 @@ def make_synthetic_dataset(root: str,
         summary = _read_json(osp.join(raw, 'synthetic_world.json'))
         gen_s = conv_s = 0.0
     else:
+        # (imported here: reusing a dataset needs neither the stack nor the generator)
+        from projects.odin.datasets.converters.scannet import convert_scannet
+        from projects.odin.datasets.synthetic_world import generate_world
         if osp.isfile(stamp):
             os.remove(stamp)
         overrides = {k: tuple(v) if isinstance(v, list) else v
