@@ -4,8 +4,8 @@ Two environment variables run the suite in the variants that prove it does not d
 CPU's float32 rounding (``make test-ties``, docs/model.md "Near-ties in the bounded path"):
 
 * ``ODIN_TEST_TIE_ORDER=reverse``: every k-NN, attention-mask and instance-mask near-tie of the
-  model is resolved the other way (:func:`tie_robust.apply_reverse_tie_order`, patched from
-  outside the model for each test);
+  model is resolved the other way (instance masks in the model's own predictions;
+  :func:`tie_robust.apply_reverse_tie_order`, patched from outside the model for each test);
 * ``ODIN_TEST_THREADS=N``: the tests that pin torch to one thread (:func:`one_thread`) use ``N``.
 """
 import os

@@ -34,7 +34,8 @@ from torch import Tensor
 
 from projects.odin.models import neighbors
 from projects.odin.models.odin_head import AttentionMask3D, ODINHead
-from projects.odin.parity.knn_ties import call_signature, near_ties
+from projects.odin.ops.utils import scene_ranges
+from projects.odin.parity.knn_ties import TieRow, call_signature, near_ties
 from projects.odin.parity.tolerances import TIE_RTOL
 
 #: a mask logit (attention mask or instance mask) is a near-tie when its magnitude is at most this
@@ -277,6 +278,51 @@ class DecisionReplay:
 
 
 # ---------------------------------------------------------------------- the reverse tie order
+def candidate_near_ties(fn: KnnFn, query: Tensor, support: Tensor, k: int, query_offsets: Tensor,
+                        support_offsets: Tensor, rtol: float = TIE_RTOL) -> List[TieRow]:
+    """:func:`near_ties` (the parity rule), scanning only the rows whose k+1 candidates are close.
+
+    The float64 distances of each row's k+1 nearest support points (found by ``fn``, exact in
+    float32) flag the rows whose k-th and (k+1)-th are within ``2 * rtol``; only those rows are
+    scanned against their whole scene in float64 (``near_ties``' rule). float32 rounding (~1e-7)
+    is far below ``rtol``, so no near-tie row escapes the flag; the cost is O(M k) plus the
+    flagged rows, not O(M N) as ``near_ties``.
+
+    Args:
+        fn: the exact k-NN (signature of :func:`projects.odin.ops.knn`).
+        query: ``(M, 3)`` query coordinates.
+        support: ``(N, 3)`` support coordinates.
+        k: neighbours per query.
+        query_offsets: ``(B,)`` cumulative end index of each query scene.
+        support_offsets: ``(B,)`` cumulative end index of each support scene.
+        rtol: relative float64 gap of a near-tie.
+
+    Returns:
+        list[TieRow]: as :func:`near_ties` (ascending rows).
+    """
+    idx, dist = fn(query, support, k + 1, query_offsets, support_offsets)
+    q64, s64 = query.detach().double().cpu(), support.detach().double().cpu()
+    d64 = (q64[:, None] - s64[idx.cpu()]).norm(dim=-1).sort(1).values       # (M, k+1)
+    valid = dist.cpu()[:, k] < 1e5      # padded slot: the scene has <= k support points
+    kth, nxt = d64[:, k - 1], d64[:, k]
+    rows = torch.nonzero(valid & (nxt - kth <= 2 * rtol * kth)).flatten().tolist()
+    ends = query_offsets.cpu()
+    s_ranges = scene_ranges(support_offsets.cpu())
+    out = []
+    for r in rows:
+        ss, se = s_ranges[int(torch.searchsorted(ends, r, right=True))]
+        d = (s64[ss:se] - q64[r]).norm(dim=-1)
+        vals = d.topk(k + 1, largest=False, sorted=True).values
+        if vals[k] - vals[k - 1] > rtol * vals[k - 1]:
+            continue
+        tol = rtol * vals[k - 1]
+        group = torch.nonzero((d - vals[k - 1]).abs() <= tol).flatten()
+        fixed = torch.nonzero(d < vals[k - 1] - tol).flatten()
+        out.append(TieRow(r, tuple((fixed + ss).tolist()), tuple((group + ss).tolist()),
+                          k - len(fixed)))
+    return out
+
+
 def reverse_knn(fn: KnnFn) -> KnnFn:
     """``fn`` with every k-NN near-tie row resolved by its LAST valid neighbour set.
 
@@ -286,7 +332,7 @@ def reverse_knn(fn: KnnFn) -> KnnFn:
     """
     def knn(query, support, k, query_offsets, support_offsets):
         idx, dist = fn(query, support, k, query_offsets, support_offsets)
-        ties = near_ties(query, support, k, query_offsets, support_offsets, TIE_RTOL)
+        ties = candidate_near_ties(fn, query, support, k, query_offsets, support_offsets)
         if not ties:
             return idx, dist
         idx, dist = idx.clone(), dist.clone()
@@ -308,14 +354,37 @@ def reverse_attention_mask(forward: Callable) -> Callable:
     return wrapped
 
 
+#: depth of ``ODINHead.predict_by_feat_3d`` calls in progress: the reverse order flips instance
+#: masks only there, where the mask logits are the model's own (not data, as the parity check's
+#: post-processing of the golden's logits, whose ``logit > 0`` is exact on every CPU)
+_MODEL_PREDICTIONS = [0]
+
+
+def counting_model_predictions(predict_by_feat: Callable) -> Callable:
+    """``ODINHead.predict_by_feat_3d`` marking its post-processing calls as the model's own."""
+    def wrapped(self, *args, **kwargs):
+        _MODEL_PREDICTIONS[0] += 1
+        try:
+            return predict_by_feat(self, *args, **kwargs)
+        finally:
+            _MODEL_PREDICTIONS[0] -= 1
+    return wrapped
+
+
 def reverse_instance_masks(postprocess: Callable) -> Callable:
-    """``ODINHead.postprocess_3d`` with every near-0 mask logit on the other side of 0."""
+    """``ODINHead.postprocess_3d`` with every near-0 mask logit on the other side of 0.
+
+    Only inside the model's own prediction (:func:`counting_model_predictions`); a direct call
+    (post-processing of given logits) is left alone.
+    """
     def wrapped(self, cls_logits: Tensor, point_logits: Tensor, *args, **kwargs):
-        near = _near_zero(point_logits, REVERSE_MASK_RTOL)
-        flipped = torch.where(point_logits > 0, -point_logits,
-                              point_logits.abs().clamp_min(torch.finfo(point_logits.dtype).tiny))
-        return postprocess(self, cls_logits, torch.where(near, flipped, point_logits),
-                           *args, **kwargs)
+        if _MODEL_PREDICTIONS[0] > 0:
+            near = _near_zero(point_logits, REVERSE_MASK_RTOL)
+            flipped = torch.where(point_logits > 0, -point_logits,
+                                  point_logits.abs().clamp_min(
+                                      torch.finfo(point_logits.dtype).tiny))
+            point_logits = torch.where(near, flipped, point_logits)
+        return postprocess(self, cls_logits, point_logits, *args, **kwargs)
     return wrapped
 
 
@@ -323,10 +392,15 @@ def apply_reverse_tie_order(monkeypatch) -> None:
     """Resolve every k-NN, attention-mask and instance-mask near-tie of the model the other way.
 
     Patched from outside for the duration of a test (``monkeypatch``): the model's k-NN entry
-    point, ``AttentionMask3D.forward`` and ``ODINHead.postprocess_3d``.
+    point, ``AttentionMask3D.forward`` and ``ODINHead.postprocess_3d`` when called by
+    ``ODINHead.predict_by_feat_3d`` (the model's predictions; logits given to ``postprocess_3d``
+    directly, such as the official goldens' in the parity check, are data: their decisions are
+    exact on every CPU).
     """
     monkeypatch.setattr(neighbors, 'knn', reverse_knn(neighbors.knn))
     monkeypatch.setattr(AttentionMask3D, 'forward', reverse_attention_mask(AttentionMask3D.forward))
+    monkeypatch.setattr(ODINHead, 'predict_by_feat_3d',
+                        counting_model_predictions(ODINHead.predict_by_feat_3d))
     monkeypatch.setattr(ODINHead, 'postprocess_3d',
                         reverse_instance_masks(ODINHead.postprocess_3d))
 

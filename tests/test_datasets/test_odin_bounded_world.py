@@ -1,5 +1,6 @@
 """Bounded-memory inference on the synthetic world: a converted room through the real test
 pipeline, the tiny model with one view per chunk vs all views at once (mesh and sensor points).
+Near-tie decisions take the whole-batch run's where they differ (``tie_robust.DecisionReplay``).
 """
 import copy
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from tie_robust import DecisionReplay
 
 from odin_testing import REPO_ROOT
 
@@ -51,15 +53,19 @@ def test_synthetic_room_chunked_equals_whole(converted, points):
     model.init_weights()
     model.eval()
     preds = {}
+    replay = DecisionReplay(model)
     with torch.no_grad():
         for chunk in (0, 1):
             model.test_cfg.update(view_chunk=chunk, point_chunk=97)
             d = model.data_preprocessor(copy.deepcopy(data), False)
-            preds[chunk] = model(**d, mode='predict')[0].pred_pts_seg
-            if chunk:
-                cls, mask = model(**d, mode='tensor')
-            else:
-                ref_cls, ref_mask = model(**d, mode='tensor')
+            with replay.replay('predict') if chunk else replay.record('predict'):
+                preds[chunk] = model(**d, mode='predict')[0].pred_pts_seg
+            with replay.replay('logits') if chunk else replay.record('logits'):
+                if chunk:
+                    cls, mask = model(**d, mode='tensor')
+                else:
+                    ref_cls, ref_mask = model(**d, mode='tensor')
+    replay.check()
     rel = float((mask[-1] - ref_mask[-1]).abs().max() / ref_mask[-1].abs().max())
     assert rel <= 1e-5, rel
     torch.testing.assert_close(cls[-1], ref_cls[-1], rtol=1e-5, atol=1e-6)

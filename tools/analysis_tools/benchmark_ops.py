@@ -18,11 +18,12 @@ Prints one table:
   official formulation in float64; ours in float64 agrees with it to < 1e-10 (tested). The FFN's
   ReLU is a discrete decision: a pre-activation within float32 rounding of 0 (a few per 20M
   entries) may fall on either side in a float32 run, and the side flips the gradient of that
-  entry by O(1) - which alone made both errors 1e-5..1e-4 and their ratio 0.01..2 depending on the
-  BLAS code path (docs/ops.md). So each float32 run is compared with a float64 run that takes that
-  run's ReLU decisions where the float64 pre-activation is a near-tie (within
-  ``RELU_TIE_RTOL`` of the layer's RMS pre-activation) - the same rule as the parity check's k-NN
-  near-ties; the adopted and any unexplained (outside the margin) decisions are reported;
+  entry by O(1) - which alone made either error up to 1e-4 and their ratio anything from 0.01 to
+  1000 depending on the BLAS code path (docs/ops.md). So each float32 run is compared with a
+  float64 run that takes that run's ReLU decisions where the float64 pre-activation is a near-tie
+  (within ``RELU_TIE_RTOL`` of the layer's RMS pre-activation) - the same rule as the parity
+  check's k-NN near-ties; the adopted and any unexplained (outside the margin) decisions are
+  reported;
 * our kNN (:func:`projects.odin.ops.knn`, k=8, every point queries its own scene) against brute
   force ``torch.cdist + torch.topk`` at 20k/100k/400k points;
 * multi-scale deformable attention (:func:`projects.odin.ops.multi_scale_deform_attn`: our
