@@ -3,11 +3,11 @@ import math
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 from mmdet.models.utils.misc import samplelist_boxtype2tensor
 from mmdet3d.models.data_preprocessors import Det3DDataPreprocessor
 from mmdet3d.registry import MODELS
 
+from ..structures.multiview_depths import MultiViewDepths
 from ..structures.multiview_images import MultiViewImages
 
 
@@ -20,7 +20,10 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
     their loaded dtype (uint8), zero padded to a multiple of ``pad_size_divisor``, and the model
     normalises and pads them a view chunk at a time (``MultiViewImages.normalized``, the values
     of normalising the whole batch here; ``to_tensor()`` gives all of them). ``depths`` (V, H, W)
-    are padded with 0 to the same size and stacked to (B, V, Hp, Wp); ``cam2world`` and
+    become a :class:`~projects.odin.structures.MultiViewDepths` of (B, V, Hp, Wp): every
+    sample's depth maps as given (not stacked, padded or converted), made float32 and zero
+    padded a view chunk at a time where the model unprojects them (``to_tensor()`` gives the
+    padded float32 tensor of all views); ``cam2world`` and
     ``intrinsics`` are stacked to (B, V, 4, 4); ``points`` and ``superpoints`` stay lists.
     Samples without ``depths`` are single images (2D mode, mmdet's Mask2Former path); they may
     come from mmdet's ``PackDetInputs`` (``inputs`` a plain image tensor). A batch must be all-3D
@@ -70,16 +73,10 @@ class ODINDataPreprocessor(Det3DDataPreprocessor):
         extras = self.cast_data(extras)
         batch_inputs = out['inputs']
         if 'depths' in extras:
-            hp, wp = batch_inputs['imgs'].shape[-2:]
-            padded = []
-            for i, d in enumerate(extras['depths']):
-                if d.dim() != 3:
-                    raise ValueError(f'sample {i}: depths must be (V, H, W), got {tuple(d.shape)}')
-                pad = (0, wp - d.shape[-1], 0, hp - d.shape[-2])
-                padded.append(F.pad(d.float(), pad) if any(pad) else d.float())
-            # one sample without padding (the usual recording): a view, not a copy
-            batch_inputs['depths'] = (padded[0].unsqueeze(0) if len(padded) == 1
-                                      else torch.stack(padded))
+            # kept as given (no stacking, padding or float copy of all views): the model makes
+            # a chunk of views float32 where it unprojects them (MultiViewDepths.region)
+            batch_inputs['depths'] = MultiViewDepths(extras['depths'],
+                                                     batch_inputs['imgs'].shape[-2:])
             for key in ('cam2world', 'intrinsics'):
                 if key not in extras:
                     raise KeyError(f'3D sample without inputs["{key}"]')

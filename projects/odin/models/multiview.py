@@ -11,7 +11,7 @@ Flattening convention: a level's pixel features ``(B*V, C, h, w)`` are flattened
 cumulative ``offsets`` (mmcv/pointops style, see ``projects.odin.ops``).
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from torch import Tensor
 from projects.odin.ops import scatter_mean
 from projects.odin.ops.utils import scene_ranges
 from projects.odin.structures.geometry import multiscale_xyz, unproject_depth, voxelize
+from projects.odin.structures.multiview_depths import MultiViewDepths
 
 from . import neighbors
 
@@ -154,7 +155,7 @@ class VoxelSum:
         return self.sums / self.counts.clamp(min=1).unsqueeze(1).to(self.sums.dtype)
 
 
-def compute_multiscale_xyz(depths: Tensor,
+def compute_multiscale_xyz(depths: Union[Tensor, MultiViewDepths],
                            intrinsics: Tensor,
                            cam2world: Tensor,
                            img_shapes: Sequence[tuple],
@@ -167,7 +168,9 @@ def compute_multiscale_xyz(depths: Tensor,
     downsampling (the pixel at ``stride * i``).
 
     Args:
-        depths: shape (B, V, Hp, Wp), metres, 0 = invalid.
+        depths: shape (B, V, Hp, Wp), metres, 0 = invalid: a tensor or a
+            :class:`MultiViewDepths` (made float32 here, ``view_chunk`` views at a time, so the
+            float depths of all views are never held at once).
         intrinsics: shape (B, V, 4, 4).
         cam2world: camera-to-world, shape (B, V, 4, 4).
         img_shapes: unpadded ``(H, W)`` of every sample.
@@ -184,12 +187,16 @@ def compute_multiscale_xyz(depths: Tensor,
     for i in range(b):
         h, w = img_shapes[i]
         chunks = []
-        # a few views at a time: the full-resolution xyz map is never held for all views
+        # a few views at a time: the full-resolution xyz map (and, for MultiViewDepths, the
+        # float depth) is never held for all views
         for s in range(0, v, view_chunk):
             e = min(s + view_chunk, v)
-            full = depths.new_zeros(e - s, hp, wp, 3)
-            full[:, :h, :w] = unproject_depth(depths[i, s:e, :h, :w], intrinsics[i, s:e],
-                                              cam2world[i, s:e])
+            if isinstance(depths, MultiViewDepths):
+                depth = depths.region(i, s, e, h, w)
+            else:
+                depth = depths[i, s:e, :h, :w]
+            full = depth.new_zeros(e - s, hp, wp, 3)
+            full[:, :h, :w] = unproject_depth(depth, intrinsics[i, s:e], cam2world[i, s:e])
             chunks.append(multiscale_xyz(full, strides=tuple(strides)))
         per_sample.append([torch.cat([c[j] for c in chunks]) for j in range(len(strides))])
     return [torch.stack([lv[j] for lv in per_sample]) for j in range(len(strides))]

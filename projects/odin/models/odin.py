@@ -12,6 +12,7 @@ from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.registry import MODELS, TASK_UTILS
 from torch import Tensor
 
+from ..structures.multiview_depths import MultiViewDepths
 from ..structures.multiview_images import MultiViewImages
 from .multiview import MultiViewGeometry, build_multiview_geometry, compute_multiscale_xyz
 from .multiview_encoder import ChunkPlan, MultiViewEncoder, MultiViewFeatures
@@ -107,7 +108,8 @@ class ODIN(Base3DDetector):
         out = dict(batch_inputs)
         for key in ('imgs', 'depths', 'cam2world', 'intrinsics'):
             x = batch_inputs[key]
-            out[key] = x.select_views(idx) if isinstance(x, MultiViewImages) else x[:, idx]
+            out[key] = (x.select_views(idx) if isinstance(x, (MultiViewImages, MultiViewDepths))
+                        else x[:, idx])
         return out
 
     def build_geometry(self, batch_inputs: dict,
@@ -148,8 +150,9 @@ class ODIN(Base3DDetector):
         Args:
             batch_inputs: ``imgs`` (B, 3, H, W) of a 2D batch, or ``imgs`` (a
                 :class:`MultiViewImages` of (B, V, 3, H, W), or those images normalised),
-                ``depths``, ``cam2world``, ``intrinsics`` (and ``points``, ``superpoints``) of a
-                3D batch.
+                ``depths`` (a :class:`MultiViewDepths` of (B, V, H, W), or those depths padded
+                to float32), ``cam2world``, ``intrinsics`` (and ``points``, ``superpoints``) of
+                a 3D batch.
             batch_data_samples: its data samples (3D: their unpadded ``img_shape``).
 
         Returns:

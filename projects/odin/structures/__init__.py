@@ -6,7 +6,8 @@ world) and the model side (:mod:`projects.odin.models.multiview`, which builds t
 voxel geometry of a forward pass on top of them through the model's k-NN entry point) both use
 them, as mmdet3d keeps its point and box structures in ``mmdet3d.structures``.
 :mod:`.multiview_images` holds a 3D batch's images as loaded, normalised per view chunk by the
-model.
+model; :mod:`.multiview_depths` its depth maps as given, made float32 per view chunk where the
+model unprojects them.
 """
 from .geometry import (
     idw_from_neighbors,
@@ -15,7 +16,8 @@ from .geometry import (
     unproject_depth,
     voxelize,
 )
+from .multiview_depths import MultiViewDepths
 from .multiview_images import MultiViewImages
 
-__all__ = ['MultiViewImages', 'idw_from_neighbors', 'idw_interpolate', 'multiscale_xyz',
-           'unproject_depth', 'voxelize']
+__all__ = ['MultiViewDepths', 'MultiViewImages', 'idw_from_neighbors', 'idw_interpolate',
+           'multiscale_xyz', 'unproject_depth', 'voxelize']
