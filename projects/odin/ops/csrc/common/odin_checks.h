@@ -1,7 +1,7 @@
 // Argument checks of the ODIN ops shared by the CPU and the CUDA kernels.
 //
 // pybind.cpp calls these BEFORE it dispatches by device, so that a bad argument raises the same
-// error (a RuntimeError from TORCH_CHECK) in a CPU-only and in a CUDA-enabled build, and no
+// error (a RuntimeError from ODIN_CHECK, odin_error.h) in a CPU-only and in a CUDA-enabled build, and no
 // kernel ever sees an index outside its tensors. They check shapes, dtypes, devices (all tensors
 // of a call on one device), contiguity, index ranges (neighbour indices, scene offsets, level
 // starts and sizes) and, for the CUDA launch geometry, counts that a 1-D grid can cover. Index
@@ -11,6 +11,8 @@
 // (neighbour indices: one min/max) or copy the few entries to the host (offsets, levels).
 #pragma once
 #include <ATen/ATen.h>
+
+#include "odin_error.h"
 
 #include <cstdint>
 #include <limits>
@@ -26,27 +28,27 @@ constexpr int64_t kMaxCudaBlocks = std::numeric_limits<int32_t>::max();
 
 inline void same_device(const char* op, const at::Tensor& ref, const char* ref_name,
                         const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ",
+  ODIN_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ",
               ref_name, " is on ", ref.device(), " (all tensors of a call on one device)");
 }
 
 inline void contiguous(const char* op, const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
+  ODIN_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
 }
 
 inline void floating(const char* op, const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
+  ODIN_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
               " must be float32 or float64, got ", t.scalar_type());
 }
 
 inline void same_dtype(const char* op, const at::Tensor& ref, const char* ref_name,
                        const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", ref_name, " and ", name,
+  ODIN_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", ref_name, " and ", name,
               " must share a dtype, got ", ref.scalar_type(), " and ", t.scalar_type());
 }
 
 inline void int64_index(const char* op, const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ",
+  ODIN_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ",
               t.scalar_type());
 }
 
@@ -55,7 +57,7 @@ inline void index_range(const char* op, const at::Tensor& idx, int64_t rows) {
   if (idx.numel() == 0) return;
   const auto mm = at::aminmax(idx);
   const int64_t lo = std::get<0>(mm).item<int64_t>(), hi = std::get<1>(mm).item<int64_t>();
-  TORCH_CHECK(lo >= 0 && hi < rows, op, ": neighbour index out of range [0, ", rows,
+  ODIN_CHECK(lo >= 0 && hi < rows, op, ": neighbour index out of range [0, ", rows,
               "): min ", lo, ", max ", hi);
 }
 
@@ -63,7 +65,7 @@ inline void index_range(const char* op, const at::Tensor& idx, int64_t rows) {
 inline void cuda_elements(const char* op, const at::Tensor& ref, int64_t elements,
                           const char* what) {
   if (!ref.is_cuda()) return;
-  TORCH_CHECK(elements <= kMaxCudaElements, op, ": ", what, " = ", elements,
+  ODIN_CHECK(elements <= kMaxCudaElements, op, ": ", what, " = ", elements,
               " exceeds the ", kMaxCudaElements,
               " elements one CUDA launch covers; split the input (in ODIN: the bounded path, "
               "model.test_cfg.view_chunk)");
@@ -73,19 +75,19 @@ inline void cuda_elements(const char* op, const at::Tensor& ref, int64_t element
 inline void knn(const at::Tensor& query, const at::Tensor& support, const at::Tensor& q_off,
                 const at::Tensor& s_off, int64_t k) {
   const char* op = "knn_forward";
-  TORCH_CHECK(query.dim() == 2 && query.size(1) == 3, op, ": query must be (M, 3), got ",
+  ODIN_CHECK(query.dim() == 2 && query.size(1) == 3, op, ": query must be (M, 3), got ",
               query.sizes());
-  TORCH_CHECK(support.dim() == 2 && support.size(1) == 3, op, ": support must be (N, 3), got ",
+  ODIN_CHECK(support.dim() == 2 && support.size(1) == 3, op, ": support must be (N, 3), got ",
               support.sizes());
   floating(op, query, "query");
   same_dtype(op, query, "query", support, "support");
   same_device(op, query, "query", support, "support");
   contiguous(op, query, "query");
   contiguous(op, support, "support");
-  TORCH_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
+  ODIN_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
   int64_index(op, q_off, "query_offsets");
   int64_index(op, s_off, "support_offsets");
-  TORCH_CHECK(q_off.dim() == 1 && s_off.dim() == 1 && q_off.numel() == s_off.numel() &&
+  ODIN_CHECK(q_off.dim() == 1 && s_off.dim() == 1 && q_off.numel() == s_off.numel() &&
                   q_off.numel() >= 1,
               op, ": query_offsets and support_offsets must be 1-D with the same number (>= 1) "
               "of scenes, got ", q_off.sizes(), " and ", s_off.sizes());
@@ -95,14 +97,14 @@ inline void knn(const at::Tensor& query, const at::Tensor& support, const at::Te
   const int64_t* sp = so.data_ptr<int64_t>();
   int64_t qs = 0, ss = 0;
   for (int64_t b = 0; b < qo.numel(); ++b) {
-    TORCH_CHECK(qp[b] >= qs && sp[b] >= ss, op, ": offsets of scene ", b,
+    ODIN_CHECK(qp[b] >= qs && sp[b] >= ss, op, ": offsets of scene ", b,
                 " decrease (cumulative scene ends must be non-decreasing)");
-    TORCH_CHECK(!(qp[b] > qs && sp[b] == ss), op, ": scene ", b,
+    ODIN_CHECK(!(qp[b] > qs && sp[b] == ss), op, ": scene ", b,
                 " has query points but no support point");
     qs = qp[b];
     ss = sp[b];
   }
-  TORCH_CHECK(qs == query.size(0) && ss == support.size(0), op,
+  ODIN_CHECK(qs == query.size(0) && ss == support.size(0), op,
               ": the last offsets (", qs, ", ", ss, ") must equal the number of query and "
               "support points (", query.size(0), ", ", support.size(0), ")");
   cuda_elements(op, query, query.size(0), "query points");
@@ -119,10 +121,10 @@ inline void gather_table(const char* op, const at::Tensor& a, const char* a_name
   contiguous(op, table, "table");
   contiguous(op, idx, "idx");
   int64_index(op, idx, "idx");
-  TORCH_CHECK(table.dim() == 2, op, ": the per-voxel table must be (M, C), got ", table.sizes());
-  TORCH_CHECK(idx.dim() == 2 && idx.size(0) == a.size(0), op, ": idx must be (N, k) with N = ",
+  ODIN_CHECK(table.dim() == 2, op, ": the per-voxel table must be (M, C), got ", table.sizes());
+  ODIN_CHECK(idx.dim() == 2 && idx.size(0) == a.size(0), op, ": idx must be (N, k) with N = ",
               a.size(0), ", got ", idx.sizes());
-  TORCH_CHECK(heads >= 1 && table.size(1) % heads == 0, op, ": num_heads ", heads,
+  ODIN_CHECK(heads >= 1 && table.size(1) % heads == 0, op, ": num_heads ", heads,
               " must be >= 1 and divide the channels ", table.size(1));
   index_range(op, idx, table.size(0));
 }
@@ -132,16 +134,16 @@ inline void grad_like(const char* op, const at::Tensor& grad, const at::Tensor& 
   same_dtype(op, ref, ref_name, grad, "grad");
   same_device(op, ref, ref_name, grad, "grad");
   contiguous(op, grad, "grad");
-  TORCH_CHECK(grad.sizes() == shape, op, ": grad must be ", shape, ", got ", grad.sizes());
+  ODIN_CHECK(grad.sizes() == shape, op, ": grad must be ", shape, ", got ", grad.sizes());
 }
 
 // knn_gather_dot_{forward,backward}(q (N,C), key (M,C), idx (N,k), num_heads)
 inline void gather_dot(const at::Tensor& q, const at::Tensor& key, const at::Tensor& idx,
                        int64_t heads, const at::Tensor* grad) {
   const char* op = grad ? "knn_gather_dot_backward" : "knn_gather_dot_forward";
-  TORCH_CHECK(q.dim() == 2, op, ": q must be (N, C), got ", q.sizes());
+  ODIN_CHECK(q.dim() == 2, op, ": q must be (N, C), got ", q.sizes());
   gather_table(op, q, "q", key, idx, heads);
-  TORCH_CHECK(key.size(1) == q.size(1), op, ": q has ", q.size(1), " channels but key has ",
+  ODIN_CHECK(key.size(1) == q.size(1), op, ": q has ", q.size(1), " channels but key has ",
               key.size(1));
   if (grad) grad_like(op, *grad, q, "q", {q.size(0), heads, idx.size(1)});
   cuda_elements(op, q, idx.numel() * q.size(1), "N * k * C");
@@ -151,9 +153,9 @@ inline void gather_dot(const at::Tensor& q, const at::Tensor& key, const at::Ten
 inline void gather_wsum(const at::Tensor& attn, const at::Tensor& value, const at::Tensor& idx,
                         const at::Tensor* grad) {
   const char* op = grad ? "knn_gather_wsum_backward" : "knn_gather_wsum_forward";
-  TORCH_CHECK(attn.dim() == 3, op, ": attn must be (N, H, k), got ", attn.sizes());
+  ODIN_CHECK(attn.dim() == 3, op, ": attn must be (N, H, k), got ", attn.sizes());
   gather_table(op, attn, "attn", value, idx, attn.size(1));
-  TORCH_CHECK(attn.size(2) == idx.size(1), op, ": attn must be (N, H, k) with k = ",
+  ODIN_CHECK(attn.size(2) == idx.size(1), op, ": attn must be (N, H, k) with k = ",
               idx.size(1), ", got ", attn.sizes());
   if (grad) grad_like(op, *grad, attn, "attn", {attn.size(0), value.size(1)});
   cuda_elements(op, attn, idx.numel() * value.size(1), "N * k * C");
@@ -173,19 +175,19 @@ inline void pe_score(const at::Tensor& r, const at::Tensor& rel, const at::Tenso
     same_device(op, r, "r", *ts[i], names[i]);
     contiguous(op, *ts[i], names[i]);
   }
-  TORCH_CHECK(r.dim() == 3, op, ": r must be (H, N, C), got ", r.sizes());
-  TORCH_CHECK(rel.dim() == 3 && rel.size(0) == r.size(1) && rel.size(2) == 3, op,
+  ODIN_CHECK(r.dim() == 3, op, ": r must be (H, N, C), got ", r.sizes());
+  ODIN_CHECK(rel.dim() == 3 && rel.size(0) == r.size(1) && rel.size(2) == 3, op,
               ": rel must be (N, k, 3) with N = ", r.size(1), ", got ", rel.sizes());
   const int64_t c = r.size(2);
-  TORCH_CHECK(w1.dim() == 2 && w1.size(0) == c && w1.size(1) == 3 && b1.dim() == 1 &&
+  ODIN_CHECK(w1.dim() == 2 && w1.size(0) == c && w1.size(1) == 3 && b1.dim() == 1 &&
                   b1.numel() == c && lnw.dim() == 1 && lnw.numel() == c && lnb.dim() == 1 &&
                   lnb.numel() == c,
               op, ": PE parameters must be fc1_weight (", c, ", 3) and (", c, ",) vectors");
-  TORCH_CHECK(eps >= 0.0 && eps < std::numeric_limits<double>::infinity(), op,
+  ODIN_CHECK(eps >= 0.0 && eps < std::numeric_limits<double>::infinity(), op,
               ": eps must be finite and >= 0, got ", eps);
   if (grad) grad_like(op, *grad, r, "r", {r.size(1), r.size(0), rel.size(1)});
   if (r.is_cuda())
-    TORCH_CHECK(rel.size(0) * rel.size(1) <= kMaxCudaBlocks, op, ": N * k = ",
+    ODIN_CHECK(rel.size(0) * rel.size(1) <= kMaxCudaBlocks, op, ": N * k = ",
                 rel.size(0) * rel.size(1), " exceeds the ", kMaxCudaBlocks,
                 " blocks of one CUDA launch; split the input (in ODIN: the bounded path, "
                 "model.test_cfg.view_chunk)");
@@ -210,32 +212,32 @@ inline void ms_deform_attn(const at::Tensor& value, const at::Tensor& spatial_sh
   }
   int64_index(op, spatial_shapes, "value_spatial_shapes");
   int64_index(op, level_start_index, "level_start_index");
-  TORCH_CHECK(value.dim() == 4, op, ": value must be (bs, num_keys, num_heads, head_dims), got ",
+  ODIN_CHECK(value.dim() == 4, op, ": value must be (bs, num_keys, num_heads, head_dims), got ",
               value.sizes());
-  TORCH_CHECK(sampling_loc.dim() == 6 && sampling_loc.size(5) == 2, op,
+  ODIN_CHECK(sampling_loc.dim() == 6 && sampling_loc.size(5) == 2, op,
               ": sampling_locations must be (bs, num_queries, num_heads, num_levels, "
               "num_points, 2), got ", sampling_loc.sizes());
   const int64_t b = value.size(0), k = value.size(1), h = value.size(2), d = value.size(3);
   const int64_t q = sampling_loc.size(1), l = sampling_loc.size(3), p = sampling_loc.size(4);
-  TORCH_CHECK(sampling_loc.size(0) == b && sampling_loc.size(2) == h, op,
+  ODIN_CHECK(sampling_loc.size(0) == b && sampling_loc.size(2) == h, op,
               ": sampling_locations batch/heads differ from value's");
-  TORCH_CHECK(attn_weight.sizes() == at::IntArrayRef({b, q, h, l, p}), op,
+  ODIN_CHECK(attn_weight.sizes() == at::IntArrayRef({b, q, h, l, p}), op,
               ": attention_weights must be (bs, num_queries, num_heads, num_levels, num_points) "
               "like sampling_locations, got ", attn_weight.sizes());
-  TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(0) == l &&
+  ODIN_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(0) == l &&
                   spatial_shapes.size(1) == 2,
               op, ": value_spatial_shapes must be (num_levels, 2) with num_levels = ", l);
-  TORCH_CHECK(level_start_index.dim() == 1 && level_start_index.numel() == l, op,
+  ODIN_CHECK(level_start_index.dim() == 1 && level_start_index.numel() == l, op,
               ": level_start_index must have ", l, " entries");
   const auto sh_t = spatial_shapes.to(at::kCPU).contiguous();
   const auto st_t = level_start_index.to(at::kCPU).contiguous();
   const int64_t* sh = sh_t.data_ptr<int64_t>();
   const int64_t* st = st_t.data_ptr<int64_t>();
   for (int64_t i = 0; i < l; ++i) {
-    TORCH_CHECK(sh[2 * i] >= 1 && sh[2 * i + 1] >= 1, op, ": level ", i, " has an empty map (",
+    ODIN_CHECK(sh[2 * i] >= 1 && sh[2 * i + 1] >= 1, op, ": level ", i, " has an empty map (",
                 sh[2 * i], " x ", sh[2 * i + 1], ")");
     // compare without forming a product or a sum that could overflow
-    TORCH_CHECK(st[i] >= 0 && st[i] <= k && sh[2 * i] <= k && sh[2 * i + 1] <= k / sh[2 * i] &&
+    ODIN_CHECK(st[i] >= 0 && st[i] <= k && sh[2 * i] <= k && sh[2 * i + 1] <= k / sh[2 * i] &&
                     sh[2 * i] * sh[2 * i + 1] <= k - st[i],
                 op, ": level ", i, " (start ", st[i], ", ", sh[2 * i], " x ", sh[2 * i + 1],
                 ") lies outside the ", k, " value rows");

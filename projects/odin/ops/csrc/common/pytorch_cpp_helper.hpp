@@ -2,12 +2,14 @@
 #pragma once
 #include <ATen/ATen.h>
 
-#define ODIN_CHECK_CPU(x) TORCH_CHECK(!(x).is_cuda(), #x " must be a CPU tensor")
-#define ODIN_CHECK_CUDA(x) TORCH_CHECK((x).is_cuda(), #x " must be a CUDA tensor")
-#define ODIN_CHECK_CONTIGUOUS(x) TORCH_CHECK((x).is_contiguous(), #x " must be contiguous")
+#include "odin_error.h"
+
+#define ODIN_CHECK_CPU(x) ODIN_CHECK(!(x).is_cuda(), #x " must be a CPU tensor")
+#define ODIN_CHECK_CUDA(x) ODIN_CHECK((x).is_cuda(), #x " must be a CUDA tensor")
+#define ODIN_CHECK_CONTIGUOUS(x) ODIN_CHECK((x).is_contiguous(), #x " must be contiguous")
 #define ODIN_CHECK_INPUT(x) ODIN_CHECK_CONTIGUOUS(x)
 #define ODIN_CHECK_INT64(x) \
-  TORCH_CHECK((x).scalar_type() == at::kLong, #x " must be int64, got ", (x).scalar_type())
+  ODIN_CHECK((x).scalar_type() == at::kLong, #x " must be int64, got ", (x).scalar_type())
 #define ODIN_CHECK_SAME_DTYPE(x, y)                                                   \
-  TORCH_CHECK((x).scalar_type() == (y).scalar_type(), #x " and " #y " must share a " \
+  ODIN_CHECK((x).scalar_type() == (y).scalar_type(), #x " and " #y " must share a " \
               "dtype, got ", (x).scalar_type(), " and ", (y).scalar_type())

@@ -12,7 +12,7 @@ namespace {
 #ifdef WITH_CUDA
 #define ODIN_CUDA_CALL(name, ...) return name##_cuda(__VA_ARGS__)
 #else
-#define ODIN_CUDA_CALL(name, ...) TORCH_CHECK(false, #name ": the ODIN ops were built without CUDA")
+#define ODIN_CUDA_CALL(name, ...) ODIN_CHECK(false, #name ": the ODIN ops were built without CUDA")
 #endif
 #define ODIN_DISPATCH(name, first, ...)   \
   if ((first).is_cuda()) {                \
@@ -77,7 +77,7 @@ at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& spa
                                   const at::Tensor& sampling_loc, const at::Tensor& attn_weight) {
   checks::ms_deform_attn(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
                          nullptr);
-  TORCH_CHECK(!value.is_cuda(), "ms_deform_attn_forward: CPU kernel only (use mmcv's op on CUDA)");
+  ODIN_CHECK(!value.is_cuda(), "ms_deform_attn_forward: CPU kernel only (use mmcv's op on CUDA)");
   return ms_deform_attn_forward_cpu(value, spatial_shapes, level_start_index, sampling_loc,
                                     attn_weight);
 }
@@ -90,7 +90,7 @@ std::vector<at::Tensor> ms_deform_attn_backward(const at::Tensor& value,
                                                 const at::Tensor& grad_output) {
   checks::ms_deform_attn(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
                          &grad_output);
-  TORCH_CHECK(!value.is_cuda(), "ms_deform_attn_backward: CPU kernel only (use mmcv's op on CUDA)");
+  ODIN_CHECK(!value.is_cuda(), "ms_deform_attn_backward: CPU kernel only (use mmcv's op on CUDA)");
   return ms_deform_attn_backward_cpu(value, spatial_shapes, level_start_index, sampling_loc,
                                      attn_weight, grad_output);
 }

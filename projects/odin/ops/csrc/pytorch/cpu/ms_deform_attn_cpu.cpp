@@ -180,30 +180,30 @@ Dims check_msda_args(const at::Tensor& value, const at::Tensor& spatial_shapes,
   ODIN_CHECK_INT64(level_start_index);
   ODIN_CHECK_SAME_DTYPE(value, sampling_loc);
   ODIN_CHECK_SAME_DTYPE(value, attn_weight);
-  TORCH_CHECK(value.dim() == 4, "value must be (bs, num_keys, num_heads, head_dims)");
-  TORCH_CHECK(sampling_loc.dim() == 6 && sampling_loc.size(5) == 2,
+  ODIN_CHECK(value.dim() == 4, "value must be (bs, num_keys, num_heads, head_dims)");
+  ODIN_CHECK(sampling_loc.dim() == 6 && sampling_loc.size(5) == 2,
               "sampling_locations must be (bs, num_queries, num_heads, num_levels, "
               "num_points, 2)");
   Dims s{value.size(0),        value.size(1),        value.size(2),       value.size(3),
          sampling_loc.size(1), sampling_loc.size(3), sampling_loc.size(4)};
-  TORCH_CHECK(sampling_loc.size(0) == s.b && sampling_loc.size(2) == s.h,
+  ODIN_CHECK(sampling_loc.size(0) == s.b && sampling_loc.size(2) == s.h,
               "sampling_locations batch/heads differ from value's");
-  TORCH_CHECK(attn_weight.dim() == 5 && attn_weight.size(0) == s.b && attn_weight.size(1) == s.q &&
+  ODIN_CHECK(attn_weight.dim() == 5 && attn_weight.size(0) == s.b && attn_weight.size(1) == s.q &&
                   attn_weight.size(2) == s.h && attn_weight.size(3) == s.l &&
                   attn_weight.size(4) == s.p,
               "attention_weights must be (bs, num_queries, num_heads, num_levels, num_points) "
               "like sampling_locations");
-  TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(0) == s.l &&
+  ODIN_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(0) == s.l &&
                   spatial_shapes.size(1) == 2,
               "value_spatial_shapes must be (num_levels, 2) with num_levels = ", s.l);
-  TORCH_CHECK(level_start_index.numel() == s.l, "level_start_index must have ", s.l,
+  ODIN_CHECK(level_start_index.numel() == s.l, "level_start_index must have ", s.l,
               " entries");
   const int64_t* sh = spatial_shapes.data_ptr<int64_t>();
   const int64_t* st = level_start_index.data_ptr<int64_t>();
   for (int64_t l = 0; l < s.l; ++l) {
-    TORCH_CHECK(sh[2 * l] >= 1 && sh[2 * l + 1] >= 1, "level ", l, " has an empty map (",
+    ODIN_CHECK(sh[2 * l] >= 1 && sh[2 * l + 1] >= 1, "level ", l, " has an empty map (",
                 sh[2 * l], " x ", sh[2 * l + 1], ")");
-    TORCH_CHECK(st[l] >= 0 && st[l] + sh[2 * l] * sh[2 * l + 1] <= s.k, "level ", l,
+    ODIN_CHECK(st[l] >= 0 && st[l] + sh[2 * l] * sh[2 * l + 1] <= s.k, "level ", l,
                 " (start ", st[l], ", ", sh[2 * l], " x ", sh[2 * l + 1],
                 ") lies outside the ", s.k, " value rows");
   }
@@ -241,7 +241,7 @@ std::vector<at::Tensor> ms_deform_attn_backward_cpu(const at::Tensor& value,
   ODIN_CHECK_CPU(grad_output);
   ODIN_CHECK_INPUT(grad_output);
   ODIN_CHECK_SAME_DTYPE(value, grad_output);
-  TORCH_CHECK(grad_output.numel() == s.b * s.q * s.h * s.d,
+  ODIN_CHECK(grad_output.numel() == s.b * s.q * s.h * s.d,
               "grad_output must be (bs, num_queries, num_heads * head_dims)");
   auto grad_value = at::zeros_like(value);
   auto grad_loc = at::zeros_like(sampling_loc);

@@ -341,10 +341,10 @@ std::tuple<at::Tensor, at::Tensor> knn_forward_cpu(const at::Tensor& query,
   ODIN_CHECK_SAME_DTYPE(query, support);
   ODIN_CHECK_INT64(query_offsets);
   ODIN_CHECK_INT64(support_offsets);
-  TORCH_CHECK(query.dim() == 2 && query.size(1) == 3, "query must be (M, 3)");
-  TORCH_CHECK(support.dim() == 2 && support.size(1) == 3, "support must be (N, 3)");
-  TORCH_CHECK(k >= 1, "k must be >= 1");
-  TORCH_CHECK(query_offsets.numel() == support_offsets.numel(), "offset lengths differ");
+  ODIN_CHECK(query.dim() == 2 && query.size(1) == 3, "query must be (M, 3)");
+  ODIN_CHECK(support.dim() == 2 && support.size(1) == 3, "support must be (N, 3)");
+  ODIN_CHECK(k >= 1, "k must be >= 1");
+  ODIN_CHECK(query_offsets.numel() == support_offsets.numel(), "offset lengths differ");
   auto qo = query_offsets.contiguous();
   auto so = support_offsets.contiguous();
   const int64_t* qo_p = qo.data_ptr<int64_t>();
@@ -360,10 +360,10 @@ std::tuple<at::Tensor, at::Tensor> knn_forward_cpu(const at::Tensor& query,
     int64_t qs = 0, ss = 0;
     for (int64_t b = 0; b < qo.numel(); ++b) {
       const int64_t qe = qo_p[b], se = so_p[b];
-      TORCH_CHECK(qe >= qs && se >= ss && qe <= m && se <= support.size(0), "bad offsets");
+      ODIN_CHECK(qe >= qs && se >= ss && qe <= m && se <= support.size(0), "bad offsets");
       const int64_t nq = qe - qs, ns = se - ss;
       if (nq > 0) {
-        TORCH_CHECK(ns > 0, "scene ", b, " has query points but no support point");
+        ODIN_CHECK(ns > 0, "scene ", b, " has query points but no support point");
         if (ns <= 256)
           knn_scene_brute<scalar_t>(q + 3 * qs, nq, s + 3 * ss, ns, ss, k, oi + qs * k,
                                     od + qs * k);
@@ -388,11 +388,11 @@ void check_gather_args(const at::Tensor& a, const at::Tensor& table, const at::T
   ODIN_CHECK_INPUT(idx);
   ODIN_CHECK_INT64(idx);
   ODIN_CHECK_SAME_DTYPE(a, table);
-  TORCH_CHECK(table.dim() == 2 && idx.dim() == 2 && idx.size(0) == a.size(0), "bad shapes");
+  ODIN_CHECK(table.dim() == 2 && idx.dim() == 2 && idx.size(0) == a.size(0), "bad shapes");
   const int64_t* p = idx.data_ptr<int64_t>();
   const int64_t m = table.size(0);
   for (int64_t i = 0; i < idx.numel(); ++i)
-    TORCH_CHECK(p[i] >= 0 && p[i] < m, "neighbour index ", p[i], " out of range [0, ", m, ")");
+    ODIN_CHECK(p[i] >= 0 && p[i] < m, "neighbour index ", p[i], " out of range [0, ", m, ")");
 }
 
 // [c0, c1): this thread's channel slice for scatter-style backward passes (no write conflicts)
@@ -473,7 +473,7 @@ at::Tensor knn_gather_dot_forward_cpu(const at::Tensor& q, const at::Tensor& key
                                       const at::Tensor& idx, int64_t num_heads) {
   check_gather_args(q, key, idx);
   const int64_t n = q.size(0), c = q.size(1), k = idx.size(1), h = num_heads;
-  TORCH_CHECK(key.size(1) == c && c % h == 0, "channel mismatch");
+  ODIN_CHECK(key.size(1) == c && c % h == 0, "channel mismatch");
   auto out = at::empty({n, h, k}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "knn_gather_dot_forward_cpu", [&] {
     gather_dot_fwd_impl<scalar_t>(q.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
@@ -490,7 +490,7 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_dot_backward_cpu(const at::Tensor&
   check_gather_args(q, key, idx);
   ODIN_CHECK_INPUT(grad);
   const int64_t n = q.size(0), c = q.size(1), k = idx.size(1), h = num_heads;
-  TORCH_CHECK(grad.numel() == n * h * k, "grad must be (N, H, k)");
+  ODIN_CHECK(grad.numel() == n * h * k, "grad must be (N, H, k)");
   auto grad_q = at::zeros_like(q);
   auto grad_key = at::zeros_like(key);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "knn_gather_dot_backward_cpu", [&] {
@@ -507,7 +507,7 @@ at::Tensor knn_gather_wsum_forward_cpu(const at::Tensor& attn, const at::Tensor&
                                        const at::Tensor& idx) {
   check_gather_args(attn, value, idx);
   const int64_t n = attn.size(0), h = attn.size(1), k = idx.size(1), c = value.size(1);
-  TORCH_CHECK(attn.dim() == 3 && attn.size(2) == k && c % h == 0, "shape mismatch");
+  ODIN_CHECK(attn.dim() == 3 && attn.size(2) == k && c % h == 0, "shape mismatch");
   auto out = at::zeros({n, c}, value.options());
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "knn_gather_wsum_forward_cpu", [&] {
     gather_wsum_impl<scalar_t>(attn.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(),
@@ -523,7 +523,7 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward_cpu(const at::Tensor
   check_gather_args(attn, value, idx);
   ODIN_CHECK_INPUT(grad);
   const int64_t n = attn.size(0), h = attn.size(1), k = idx.size(1), c = value.size(1);
-  TORCH_CHECK(grad.numel() == n * c, "grad must be (N, C)");
+  ODIN_CHECK(grad.numel() == n * c, "grad must be (N, C)");
   auto grad_attn = at::empty_like(attn);
   auto grad_value = at::zeros_like(value);
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "knn_gather_wsum_backward_cpu", [&] {
@@ -685,10 +685,10 @@ void check_pe_args(const at::Tensor& r, const at::Tensor& rel, const at::Tensor&
     ODIN_CHECK_INPUT(*t);
     ODIN_CHECK_SAME_DTYPE(*t, r);
   }
-  TORCH_CHECK(r.dim() == 3 && rel.dim() == 3 && rel.size(0) == r.size(1) && rel.size(2) == 3,
+  ODIN_CHECK(r.dim() == 3 && rel.dim() == 3 && rel.size(0) == r.size(1) && rel.size(2) == 3,
               "expected r (H, N, C) and rel (N, k, 3)");
   const int64_t c = r.size(2);
-  TORCH_CHECK(w1.dim() == 2 && w1.size(0) == c && w1.size(1) == 3 && b1.numel() == c &&
+  ODIN_CHECK(w1.dim() == 2 && w1.size(0) == c && w1.size(1) == 3 && b1.numel() == c &&
                   lnw.numel() == c && lnb.numel() == c,
               "PE parameters must be (C, 3) and (C,)");
 }
@@ -718,7 +718,7 @@ std::vector<at::Tensor> knn_pe_score_backward_cpu(const at::Tensor& grad, const 
   check_pe_args(r, rel, w1, b1, lnw, lnb);
   ODIN_CHECK_INPUT(grad);
   const int64_t h = r.size(0), n = r.size(1), c = r.size(2), k = rel.size(1);
-  TORCH_CHECK(grad.numel() == n * h * k, "grad must be (N, H, k)");
+  ODIN_CHECK(grad.numel() == n * h * k, "grad must be (N, H, k)");
   auto grad_r = at::zeros_like(r);
   auto w1t = w1.t().contiguous();
   auto grad_w1t = at::empty_like(w1t);

@@ -17,6 +17,14 @@
 #include "../../common/odin_ops.h"
 #include "../../common/pytorch_cpp_helper.hpp"
 
+// a failed launch raises std::runtime_error like every ODIN check (not c10::Error: odin_error.h)
+#define ODIN_CUDA_LAUNCH_CHECK()                                                      \
+  do {                                                                                \
+    const cudaError_t odin_launch_err = cudaGetLastError();                           \
+    ODIN_CHECK(odin_launch_err == cudaSuccess, "CUDA kernel launch failed: ",         \
+               cudaGetErrorString(odin_launch_err));                                  \
+  } while (0)
+
 namespace odin {
 namespace {
 
@@ -135,10 +143,10 @@ void check_cuda_args(const at::Tensor& a, const at::Tensor& table, const at::Ten
   ODIN_CHECK_INPUT(idx);
   ODIN_CHECK_INT64(idx);
   ODIN_CHECK_SAME_DTYPE(a, table);
-  TORCH_CHECK(table.dim() == 2 && idx.dim() == 2 && idx.size(0) == a.size(0), "bad shapes");
+  ODIN_CHECK(table.dim() == 2 && idx.dim() == 2 && idx.size(0) == a.size(0), "bad shapes");
   if (idx.numel() > 0) {
     const int64_t lo = idx.min().item<int64_t>(), hi = idx.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < table.size(0), "neighbour index out of range [0, ",
+    ODIN_CHECK(lo >= 0 && hi < table.size(0), "neighbour index out of range [0, ",
                 table.size(0), "): [", lo, ", ", hi, "]");
   }
 }
@@ -156,7 +164,7 @@ std::tuple<at::Tensor, at::Tensor> knn_forward_cuda(const at::Tensor& query,
   ODIN_CHECK_SAME_DTYPE(query, support);
   ODIN_CHECK_INT64(query_offsets);
   ODIN_CHECK_INT64(support_offsets);
-  TORCH_CHECK(k >= 1 && k <= kMaxK, "CUDA knn supports 1 <= k <= ", kMaxK, ", got ", k);
+  ODIN_CHECK(k >= 1 && k <= kMaxK, "CUDA knn supports 1 <= k <= ", kMaxK, ", got ", k);
   c10::cuda::CUDAGuard guard(query.device());
   const int64_t m = query.size(0);
   auto qo = query_offsets.to(query.device()).contiguous();
@@ -171,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor> knn_forward_cuda(const at::Tensor& query,
         so.data_ptr<int64_t>(), qo.numel(), m, k, idx.data_ptr<int64_t>(),
         dist2.data_ptr<scalar_t>());
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ODIN_CUDA_LAUNCH_CHECK();
   return {idx, dist2};
 }
 
@@ -188,7 +196,7 @@ at::Tensor knn_gather_dot_forward_cuda(const at::Tensor& q, const at::Tensor& ke
         q.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), n, c, h, k,
         out.data_ptr<scalar_t>());
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ODIN_CUDA_LAUNCH_CHECK();
   return out;
 }
 
@@ -212,7 +220,7 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_dot_backward_cuda(const at::Tensor
         grad.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), n, c, h, k,
         grad_key.data_ptr<scalar_t>());
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ODIN_CUDA_LAUNCH_CHECK();
   return {grad_q, grad_key};
 }
 
@@ -229,7 +237,7 @@ at::Tensor knn_gather_wsum_forward_cuda(const at::Tensor& attn, const at::Tensor
         attn.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), n, c, h,
         k, out.data_ptr<scalar_t>());
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ODIN_CUDA_LAUNCH_CHECK();
   return out;
 }
 
@@ -253,7 +261,7 @@ std::tuple<at::Tensor, at::Tensor> knn_gather_wsum_backward_cuda(const at::Tenso
         attn.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), n, c, h,
         k, grad_value.data_ptr<scalar_t>());
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ODIN_CUDA_LAUNCH_CHECK();
   return {grad_attn, grad_value};
 }
 
@@ -380,11 +388,11 @@ void check_pe_cuda_args(const at::Tensor& r, const at::Tensor& rel, const at::Te
     ODIN_CHECK_INPUT(*t);
     ODIN_CHECK_SAME_DTYPE(*t, r);
   }
-  TORCH_CHECK(r.dim() == 3 && rel.dim() == 3 && rel.size(0) == r.size(1) && rel.size(2) == 3,
+  ODIN_CHECK(r.dim() == 3 && rel.dim() == 3 && rel.size(0) == r.size(1) && rel.size(2) == 3,
               "expected r (H, N, C) and rel (N, k, 3)");
   const int64_t c = r.size(2);
-  TORCH_CHECK(c <= kPeMaxC, "CUDA knn_pe_score supports C <= ", kPeMaxC, ", got ", c);
-  TORCH_CHECK(w1.dim() == 2 && w1.size(0) == c && w1.size(1) == 3 && b1.numel() == c &&
+  ODIN_CHECK(c <= kPeMaxC, "CUDA knn_pe_score supports C <= ", kPeMaxC, ", got ", c);
+  ODIN_CHECK(w1.dim() == 2 && w1.size(0) == c && w1.size(1) == 3 && b1.numel() == c &&
                   lnw.numel() == c && lnb.numel() == c,
               "PE parameters must be (C, 3) and (C,)");
 }
@@ -407,7 +415,7 @@ at::Tensor knn_pe_score_forward_cuda(const at::Tensor& r, const at::Tensor& rel,
         b1.data_ptr<scalar_t>(), lnw.data_ptr<scalar_t>(), lnb.data_ptr<scalar_t>(), eps, n, h,
         k, c, out.data_ptr<scalar_t>());
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  ODIN_CUDA_LAUNCH_CHECK();
   return out;
 }
 
@@ -436,7 +444,7 @@ std::vector<at::Tensor> knn_pe_score_backward_cuda(const at::Tensor& grad, const
           grad_w1.data_ptr<scalar_t>(), grad_b1.data_ptr<scalar_t>(),
           grad_lnw.data_ptr<scalar_t>(), grad_lnb.data_ptr<scalar_t>());
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    ODIN_CUDA_LAUNCH_CHECK();
   }
   return {grad_r, grad_w1, grad_b1, grad_lnw, grad_lnb};
 }
