@@ -148,3 +148,39 @@ def test_converter_and_input_errors():
         ours(feats, xyz, idx[:, :1])
     with pytest.raises(ValueError, match='voxel_feats'):
         ours(feats[:, :4], xyz, idx)
+
+
+@pytest.mark.parametrize('device,dtype', [
+    ('cpu', torch.bfloat16),
+    pytest.param('cuda', torch.float16, marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason='needs a CUDA device'))])
+def test_block_under_amp(device, dtype):
+    # AMP hands the attention ops half-precision projections and float32 softmax weights (the
+    # first GPU training stopped on that mix): the ops run in float32, the block trains
+    from projects.odin.ops import knn_gather_dot, knn_gather_wsum
+    g = torch.Generator().manual_seed(0)
+    attn = torch.softmax(torch.randn(20, 4, 5, generator=g), -1).to(device)
+    value = torch.randn(30, 32, generator=g).to(device)
+    idx = torch.randint(0, 30, (20, 5), generator=g).to(device)
+    out = knn_gather_wsum(attn, value.to(dtype), idx)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, knn_gather_wsum(attn, value.to(dtype).float(), idx))
+    q = torch.randn(20, 32, generator=g).to(device)
+    with torch.autocast(device_type=device, dtype=dtype):
+        scores = knn_gather_dot(q.to(dtype), value, idx, 4)
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores, knn_gather_dot(q.to(dtype).float(), value, idx, 4))
+    with pytest.raises(ValueError, match='share dtype'):  # no AMP, float32 with float64: refused
+        knn_gather_wsum(attn, value.double(), idx)
+
+    _, block = random_pair(c=32, layers=2, heads=4, ffn=48, k=5, seed=5, dtype=torch.float32)
+    block.to(device)
+    feats, xyz, nidx = random_voxels([50], 32, 5, seed=6, dtype=torch.float32)
+    feats, xyz, nidx = feats.to(device), xyz.to(device), nidx.to(device)
+    ref = block(feats, xyz, nidx)
+    f = feats.clone().requires_grad_(True)
+    with torch.autocast(device_type=device, dtype=dtype):
+        out = block(f, xyz, nidx)
+    out.float().square().sum().backward()
+    assert ((out.float() - ref).norm() / ref.norm()).item() < 2e-2  # half-precision projections
+    assert f.grad.isfinite().all() and block.layers[0].in_proj_weight.grad.isfinite().all()

@@ -13,7 +13,8 @@ Both are ``torch.autograd.Function`` s that never materialise the ``(N, k, C)`` 
 (the compiled kernels loop over the neighbours; the twin gathers chunk by chunk) and save only
 their inputs for backward, which is what keeps the block's memory low.
 """
-from typing import Dict, Optional, Tuple
+import functools
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -46,6 +47,32 @@ def _check(name_a: str, a: Tensor, table: Tensor, idx: Tensor, num_heads: int) -
                          f'[{int(idx.min())}, {int(idx.max())}]')
     if a.is_cuda:
         check_cuda_elements('knn_gather', idx.numel() * table.shape[1], 'N * k * C')
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def full_precision_under_amp(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run an attention op in float32 when AMP is on (the kernels take float32 and float64).
+
+    Under autocast the block's projections arrive in half precision while its softmax weights
+    stay float32: half-precision tensor arguments are cast to float32 and the op runs with
+    autocast off (its twins too), so its output is float32. Without AMP and without
+    half-precision arguments the op is called unchanged (mixed float32/float64 still fails the
+    dtype check).
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        device = tensors[0].device.type
+        low = any(t.dtype in _LOW_PRECISION for t in tensors)
+        if not low and not torch.is_autocast_enabled(device):
+            return fn(*args, **kwargs)
+        args = tuple(a.float() if isinstance(a, Tensor) and a.dtype in _LOW_PRECISION else a
+                     for a in args)
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 # ----------------------------------------------------------------------------- PyTorch twins
@@ -173,8 +200,11 @@ class KNNGatherWeightedSum(Function):
         return grad_attn, grad_value, None
 
 
+@full_precision_under_amp
 def knn_gather_dot(q: Tensor, key: Tensor, idx: Tensor, num_heads: int) -> Tensor:
     """Per-head dot products of each query with the keys of its neighbours.
+
+    Under AMP it runs in float32 (:func:`full_precision_under_amp`).
 
     Args:
         q: ``(N, C)`` queries (already scaled if desired).
@@ -191,8 +221,11 @@ def knn_gather_dot(q: Tensor, key: Tensor, idx: Tensor, num_heads: int) -> Tenso
     return KNNGatherDot.apply(q, key, idx, num_heads)
 
 
+@full_precision_under_amp
 def knn_gather_wsum(attn: Tensor, value: Tensor, idx: Tensor) -> Tensor:
     """Per-head attention-weighted sum of neighbour values.
+
+    Under AMP it runs in float32 (:func:`full_precision_under_amp`).
 
     Args:
         attn: ``(N, H, k)`` weights.
@@ -290,6 +323,7 @@ class KNNRelPosScore(Function):
                                                       zip(grads_p, (w1, b1, ln_w, ln_b))), None)
 
 
+@full_precision_under_amp
 def knn_pe_score(q: Tensor, m: Tensor, rel: Tensor, fc1_weight: Tensor, fc1_bias: Tensor,
                  norm_weight: Tensor, norm_bias: Tensor, eps: float = 1e-5) -> Tensor:
     """Relative-position attention scores without forming the ``(N, k, C)`` encodings.
