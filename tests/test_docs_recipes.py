@@ -115,18 +115,18 @@ def _toy_point_set_classes():
             NearestVoxelPointSet.lifted += 1
             return logits[:, idx[:, 0]]
 
-    class NearestVoxelPoints:
+    class NearestVoxelPointsBuilder:
         def __call__(self, batch_inputs: dict, geometry, training: bool):
             return NearestVoxelPointSet(geometry, batch_inputs.get('points'))
 
-    TASK_UTILS.register_module(name='NearestVoxelPoints', module=NearestVoxelPoints, force=True)
+    TASK_UTILS.register_module(module=NearestVoxelPointsBuilder, force=True)
     return NearestVoxelPointSet
 
 
 def test_recipe_prediction_points():
     point_set = _toy_point_set_classes()
     cfg = _tiny_model_cfg()
-    cfg.prediction_points = dict(type='NearestVoxelPoints')
+    cfg.prediction_points = dict(type='NearestVoxelPointsBuilder')
     model = _build(cfg)
     data = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=90,
                               num_superpoints=None)
