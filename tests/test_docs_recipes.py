@@ -99,9 +99,9 @@ def _toy_point_set_classes():
     nearest voxel (k = 1) instead of IDW."""
     from mmdet3d.registry import TASK_UTILS
 
-    from projects.odin.models import neighbors
     from projects.odin.models.prediction_points import SensorPointSet
     from projects.odin.ops.utils import scene_ranges
+    from projects.odin.structures import neighbors
 
     class NearestVoxelPointSet(SensorPointSet):
         lifted = 0

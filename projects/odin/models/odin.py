@@ -12,8 +12,12 @@ from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.registry import MODELS, TASK_UTILS
 from torch import Tensor
 
+from ..structures.multiview_geometry import (
+    MultiViewGeometry,
+    build_multiview_geometry,
+    compute_multiscale_xyz,
+)
 from ..structures.multiview_images import MultiViewImages
-from .multiview import MultiViewGeometry, build_multiview_geometry, compute_multiscale_xyz
 from .multiview_encoder import ChunkPlan, MultiViewEncoder, MultiViewFeatures
 
 #: model keys of earlier versions of this project -> what replaces them

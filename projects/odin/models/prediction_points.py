@@ -42,8 +42,8 @@ from projects.odin.ops.utils import scene_ranges
 from projects.odin.structures.geometry import voxelize
 from projects.odin.utils.deprecation import warn_moved
 
-from . import neighbors
-from .multiview import MultiViewGeometry
+from ..structures import neighbors
+from ..structures.multiview_geometry import MultiViewGeometry
 
 if TYPE_CHECKING:  # annotations only (the encoder and the decoder import this module)
     from .multiview_encoder import Res2Features
