@@ -93,6 +93,26 @@ def test_recipe_fusion_layer():
     assert out[0].pred_pts_seg.pts_semantic_mask.shape == (120, )
 
 
+def test_recipe_fusion_layer_full_example(tmp_path):
+    """The page's full example, selected in a config that imports its module (custom_imports)."""
+    from projects.odin.parity.cross_view_reference import NaiveCrossViewAttention
+    cfg_file = tmp_path / 'naive_fusion.py'
+    cfg_file.write_text(
+        f"_base_ = ['{CFG}']\n"
+        "custom_imports = dict(imports=['projects.odin',\n"
+        "                               'projects.odin.parity.cross_view_reference'],\n"
+        "                      allow_failed_imports=False)\n"
+        "model = dict(backbone=dict(fusion_cfg=dict(type='NaiveCrossViewAttention')),\n"
+        "             decode_head=dict(pixel_decoder=dict(\n"
+        "                 level_fusion_cfg=dict(type='NaiveCrossViewAttention'))))\n")
+    model = _build(Config.fromfile(str(cfg_file)).model)
+    assert all(isinstance(b.attn, NaiveCrossViewAttention) for b in model.backbone.fusion_blocks)
+    assert all(isinstance(f, NaiveCrossViewAttention)
+               for f in model.decode_head.pixel_decoder.fusion_blocks)
+    out = _predict(model, create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=60))
+    assert out[0].pred_pts_seg.pts_semantic_mask.shape == (60, )
+
+
 # --------------------------------------------------------------------------- a place to predict
 def _toy_point_set_classes():
     """A toy PredictionPointSet: masks on the res2 voxels, lifted to the input points by the

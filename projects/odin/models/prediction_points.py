@@ -423,8 +423,7 @@ class MeshPointsBuilder:
 def _warn_renamed_builder(old: str, new: str) -> None:
     """Warn once that the prediction-point builder ``old`` is now called ``new``."""
     # skip this function and the alias's __init__: the warning names the code that built it
-    warn_moved(f"the prediction-point builder {old} (prediction_points=dict(type='{old}'))",
-               f"{new} (dict(type='{new}'))", skip=2)
+    warn_moved(f"prediction_points=dict(type='{old}')", f"dict(type='{new}')", skip=2)
 
 
 @TASK_UTILS.register_module()
