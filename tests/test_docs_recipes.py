@@ -93,15 +93,35 @@ def test_recipe_fusion_layer():
     assert out[0].pred_pts_seg.pts_semantic_mask.shape == (120, )
 
 
+def test_recipe_fusion_layer_full_example(tmp_path):
+    """The page's full example, selected in a config that imports its module (custom_imports)."""
+    from projects.odin.parity.cross_view_reference import NaiveCrossViewAttention
+    cfg_file = tmp_path / 'naive_fusion.py'
+    cfg_file.write_text(
+        f"_base_ = ['{CFG}']\n"
+        "custom_imports = dict(imports=['projects.odin',\n"
+        "                               'projects.odin.parity.cross_view_reference'],\n"
+        "                      allow_failed_imports=False)\n"
+        "model = dict(backbone=dict(fusion_cfg=dict(type='NaiveCrossViewAttention')),\n"
+        "             decode_head=dict(pixel_decoder=dict(\n"
+        "                 level_fusion_cfg=dict(type='NaiveCrossViewAttention'))))\n")
+    model = _build(Config.fromfile(str(cfg_file)).model)
+    assert all(isinstance(b.attn, NaiveCrossViewAttention) for b in model.backbone.fusion_blocks)
+    assert all(isinstance(f, NaiveCrossViewAttention)
+               for f in model.decode_head.pixel_decoder.fusion_blocks)
+    out = _predict(model, create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=60))
+    assert out[0].pred_pts_seg.pts_semantic_mask.shape == (60, )
+
+
 # --------------------------------------------------------------------------- a place to predict
 def _toy_point_set_classes():
     """A toy PredictionPointSet: masks on the res2 voxels, lifted to the input points by the
     nearest voxel (k = 1) instead of IDW."""
     from mmdet3d.registry import TASK_UTILS
 
-    from projects.odin.models import neighbors
     from projects.odin.models.prediction_points import SensorPointSet
     from projects.odin.ops.utils import scene_ranges
+    from projects.odin.structures import neighbors
 
     class NearestVoxelPointSet(SensorPointSet):
         lifted = 0
@@ -115,18 +135,18 @@ def _toy_point_set_classes():
             NearestVoxelPointSet.lifted += 1
             return logits[:, idx[:, 0]]
 
-    class NearestVoxelPoints:
+    class NearestVoxelPointsBuilder:
         def __call__(self, batch_inputs: dict, geometry, training: bool):
             return NearestVoxelPointSet(geometry, batch_inputs.get('points'))
 
-    TASK_UTILS.register_module(name='NearestVoxelPoints', module=NearestVoxelPoints, force=True)
+    TASK_UTILS.register_module(module=NearestVoxelPointsBuilder, force=True)
     return NearestVoxelPointSet
 
 
 def test_recipe_prediction_points():
     point_set = _toy_point_set_classes()
     cfg = _tiny_model_cfg()
-    cfg.prediction_points = dict(type='NearestVoxelPoints')
+    cfg.prediction_points = dict(type='NearestVoxelPointsBuilder')
     model = _build(cfg)
     data = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=90,
                               num_superpoints=None)

@@ -60,7 +60,7 @@ def _frames(pipeline: list) -> dict:
 def _superpoints(cfg: Config) -> tuple:
     """USE_SEGMENTS as ours: the model flag and the loader flag of both pipelines (if any)."""
     points = cfg.model.prediction_points
-    out = [points.type == 'MeshPoints' and bool(points.get('superpoints', True))]
+    out = [points.type == 'MeshPointsBuilder' and bool(points.get('superpoints', True))]
     for pipe in (_train(cfg), _test(cfg)):
         sp = [t for t in pipe if t['type'] == 'LoadODINSuperpoints']
         out.append(bool(sp[0].get('use_superpoints', True)) if sp else False)
@@ -212,8 +212,9 @@ RECIPE: List[Row] = [
         'KNN_THRESH = model.prediction_points.visibility_thresh (mesh points; sensor points '
         'have none)'),
     Row('ghost_points', lambda o: o['USE_GHOST_POINTS'],
-        lambda c: c.model.prediction_points.type == 'MeshPoints',
-        'USE_GHOST_POINTS = model.prediction_points is MeshPoints (else SensorPoints)'),
+        lambda c: c.model.prediction_points.type == 'MeshPointsBuilder',
+        'USE_GHOST_POINTS = model.prediction_points is MeshPointsBuilder (else '
+        'SensorPointsBuilder)'),
     Row('superpoints', lambda o: (o['USE_SEGMENTS'], o['USE_SEGMENTS'] and o['USE_GHOST_POINTS'],
                                   o['USE_SEGMENTS'] and o['USE_GHOST_POINTS']),
         _superpoints,

@@ -20,8 +20,8 @@ tolerances still catch real differences. :func:`apply_reverse_tie_order` resolve
 the other way for a whole test session (``ODIN_TEST_TIE_ORDER=reverse``, tests/conftest.py).
 
 Everything acts from outside the model: the k-NN entry point
-:func:`projects.odin.models.neighbors.knn` is substituted (as the parity tool does), forward hooks
-observe and replace the attention masks of the ``AttentionMask3D`` modules, and the head's
+:func:`projects.odin.structures.neighbors.knn` is substituted (as the parity tool does), forward
+hooks observe and replace the attention masks of the ``AttentionMask3D`` modules, and the head's
 ``postprocess_3d`` is wrapped on the instance.
 """
 from collections import Counter
@@ -32,11 +32,11 @@ from unittest import mock
 import torch
 from torch import Tensor
 
-from projects.odin.models import neighbors
 from projects.odin.models.odin_head import AttentionMask3D, ODINHead
 from projects.odin.ops.utils import scene_ranges
 from projects.odin.parity.knn_ties import TieRow, call_signature, near_ties
 from projects.odin.parity.tolerances import TIE_RTOL
+from projects.odin.structures import neighbors
 
 #: a mask logit (attention mask or instance mask) is a near-tie when its magnitude is at most this
 #: fraction of the largest magnitude of its tensor (the bounded path's logits agree to ~1e-6)

@@ -12,7 +12,7 @@ _base_ = [
 
 num_classes = 117
 model = dict(
-    prediction_points=dict(_delete_=True, type='SensorPoints'),  # 2 cm voxels of stride-4 pixels
+    prediction_points=dict(_delete_=True, type='SensorPointsBuilder'),  # 2 cm voxels of stride-4 pixels
     decode_head=dict(
         num_things_classes=num_classes,
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),

@@ -27,7 +27,7 @@ _base_ = [
 num_classes = 20  # ScanNet; open vocabulary: K is the batch's vocabulary size (20 or 80)
 roberta_path = 'checkpoints/roberta-base'  # local RoBERTa-base folder (never downloaded)
 model = dict(
-    prediction_points=dict(type='MeshPoints', voxel_size=0.02, superpoints=True,
+    prediction_points=dict(type='MeshPointsBuilder', voxel_size=0.02, superpoints=True,
                            visibility_thresh=1e-3),  # USE_GHOST_POINTS, USE_SEGMENTS True
     decode_head=dict(
         num_things_classes=num_classes,

@@ -12,7 +12,7 @@ _base_ = [
 
 num_classes = 20
 model = dict(
-    prediction_points=dict(type='MeshPoints', voxel_size=0.02, superpoints=True,
+    prediction_points=dict(type='MeshPointsBuilder', voxel_size=0.02, superpoints=True,
                            visibility_thresh=1e-3),  # USE_GHOST_POINTS, USE_SEGMENTS True
     decode_head=dict(
         num_things_classes=num_classes,

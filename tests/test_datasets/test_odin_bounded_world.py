@@ -38,7 +38,7 @@ def _sample(out):
     return pseudo_collate([ds[0]])
 
 
-@pytest.mark.parametrize('points', ['MeshPoints', 'SensorPoints'])
+@pytest.mark.parametrize('points', ['MeshPointsBuilder', 'SensorPointsBuilder'])
 def test_synthetic_room_chunked_equals_whole(converted, points):
     from mmdet3d.registry import MODELS
 

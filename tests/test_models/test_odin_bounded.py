@@ -94,9 +94,9 @@ def _same_instances(a, b, logits_ref=None):
 
 @pytest.mark.parametrize('mode', ['mesh', 'superpoints', 'sensor'])
 def test_chunked_equals_whole_batch(mode):
-    pp = dict(mesh=dict(type='MeshPoints', superpoints=False),
-              superpoints=dict(type='MeshPoints', superpoints=True),
-              sensor=dict(type='SensorPoints'))[mode]
+    pp = dict(mesh=dict(type='MeshPointsBuilder', superpoints=False),
+              superpoints=dict(type='MeshPointsBuilder', superpoints=True),
+              sensor=dict(type='SensorPointsBuilder'))[mode]
     model = _build(prediction_points=pp)
     data = create_odin_inputs(num_views=7, img_hw=(32, 48), num_points=200, batch_size=2,
                               num_superpoints=40 if mode == 'superpoints' else None)
@@ -104,7 +104,7 @@ def test_chunked_equals_whole_batch(mode):
 
 
 def test_predict_uses_view_chunk_and_gives_the_same_instances():
-    model = _build(prediction_points=dict(type='SensorPoints'))
+    model = _build(prediction_points=dict(type='SensorPointsBuilder'))
     data = create_odin_inputs(num_views=6, img_hw=(32, 32), num_points=150,
                               num_superpoints=None)
     calls = []
@@ -132,7 +132,7 @@ def test_swin_chunked_equals_whole_batch():
         num_heads=[1, 2, 4, 8], window_size=4, out_indices=(0, 1, 2, 3),
         fusion_stages=(1, 2, 3), fusion_layers=(1, 1, 1),
         fusion_cfg=dict(embed_dims=32, num_heads=4, ffn_dims=64, num_groups=8), init_cfg=None)
-    for pp in (dict(type='MeshPoints'), dict(type='SensorPoints')):
+    for pp in (dict(type='MeshPointsBuilder'), dict(type='SensorPointsBuilder')):
         model = _build(dict(backbone=backbone, decode_head=dict(in_channels=[32, 64, 128, 256])),
                        prediction_points=pp)
         data = create_odin_inputs(num_views=5, img_hw=(32, 32), num_points=150,
@@ -153,7 +153,7 @@ def test_no_decoder_fusion_ablation():
     """Without pixel-decoder fusion the multi-scale features are per pixel; their voxel means
     (what the decoder reads) still match."""
     model = _build(dict(decode_head=dict(pixel_decoder=dict(level_fusion_cfg=None))),
-                   prediction_points=dict(type='SensorPoints'))
+                   prediction_points=dict(type='SensorPointsBuilder'))
     assert model.decode_head.pixel_decoder.fusion_blocks is None
     data = create_odin_inputs(num_views=5, img_hw=(32, 32), num_points=150,
                               num_superpoints=None)
@@ -208,7 +208,7 @@ def _train_step(model, data, view_chunk, masks=None):
     return losses, grads, recorded, differing[0]
 
 
-@pytest.mark.parametrize('points', ['MeshPoints', 'SensorPoints'])
+@pytest.mark.parametrize('points', ['MeshPointsBuilder', 'SensorPointsBuilder'])
 def test_training_view_chunks_recompute_and_give_the_whole_batch_gradients(points):
     """``train_cfg.view_chunk``: chunks recomputed in the backward pass, same gradients.
 

@@ -85,7 +85,8 @@ def test_predict_3d_ghost_points_output_format():
 
 
 def test_predict_3d_sensor_points_and_skip_classes():
-    model = _build(prediction_points=dict(type='SensorPoints'), test_cfg=dict(skip_classes=(2, 3)))
+    model = _build(prediction_points=dict(type='SensorPointsBuilder'),
+                   test_cfg=dict(skip_classes=(2, 3)))
     model.eval()
     data = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=120,
                               num_superpoints=None)
@@ -97,7 +98,7 @@ def test_predict_3d_sensor_points_and_skip_classes():
 
 
 def test_sensor_mode_trains():
-    model = _build(prediction_points=dict(type='SensorPoints'))
+    model = _build(prediction_points=dict(type='SensorPointsBuilder'))
     model.train()
     data = create_odin_inputs(num_views=2, img_hw=(32, 32), num_points=150,
                               num_superpoints=None)

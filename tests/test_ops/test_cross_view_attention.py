@@ -6,12 +6,11 @@ import torch
 from odin_testing import reference_dir
 from projects.odin.layers import (
     CrossViewAttention,
-    NaiveCrossViewAttention,
     convert_official_cross_view_state_dict,
     voxelize,
 )
 from projects.odin.ops import ext_available, knn, scatter_mean, use_backend
-from projects.odin.parity import fill_value, knn_differences
+from projects.odin.parity import NaiveCrossViewAttention, fill_value, knn_differences
 
 # ../shared/reference beside the checkout (or $ODIN_REFERENCE_DIR), as every golden test
 REF = Path(reference_dir())

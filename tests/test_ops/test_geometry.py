@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from odin_testing import reference_dir
-from projects.odin.layers import idw_interpolate, multiscale_xyz, unproject_depth, voxelize
 from projects.odin.ops import knn, use_backend
 from projects.odin.parity import knn_differences
+from projects.odin.structures import idw_interpolate, multiscale_xyz, unproject_depth, voxelize
 
 # ../shared/reference beside the checkout (or $ODIN_REFERENCE_DIR), as every golden test
 REF = Path(reference_dir())

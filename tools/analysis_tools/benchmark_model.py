@@ -13,7 +13,7 @@ Two models with the same weights run on it, interleaved:
 * **official formulation** - every kNN and IDW interpolation as the official CPU harness does it
   (``torch.cdist`` + ``torch.topk`` per scene: :func:`projects.odin.parity.official_knn`
   substituted for the model's k-NN), and every 3D block replaced by
-  :class:`~projects.odin.layers.NaiveCrossViewAttention` (the official ``CrossViewPAnet``
+  :class:`~projects.odin.parity.NaiveCrossViewAttention` (the official ``CrossViewPAnet``
   formulation: gather k neighbours, add the relative position encoding, ``nn.MultiheadAttention``
   per voxel) with the same weights.
 
@@ -103,8 +103,8 @@ def load_batch(cfg, data_root: str) -> dict:
 
 def naive_copy(ours: torch.nn.Module) -> torch.nn.Module:
     """A NaiveCrossViewAttention (official formulation) with the weights of ``ours``."""
-    from projects.odin.layers import NaiveCrossViewAttention
     from projects.odin.layers.cross_view_attention import convert_official_cross_view_state_dict
+    from projects.odin.parity.cross_view_reference import NaiveCrossViewAttention
     layer = ours.layers[0]
     naive = NaiveCrossViewAttention(ours.embed_dims, len(ours.layers), layer.num_heads,
                                     layer.linear1.out_features, layer.dropout)

@@ -4,7 +4,7 @@ Prints one table:
 
 * the cross-view block (:class:`projects.odin.layers.CrossViewAttention`) against a straightforward
   implementation of the official formulation (gather the k neighbours, add the relative-position
-  encoding, ``nn.MultiheadAttention``: :class:`projects.odin.layers.NaiveCrossViewAttention`),
+  encoding, ``nn.MultiheadAttention``: :class:`projects.odin.parity.NaiveCrossViewAttention`),
   same weights, same neighbour indices, forward (eval, no_grad) and forward+backward (gradients of
   the input features and all parameters): median wall time, peak memory, ratios and the largest
   relative error between the two (outputs, and for fwd+bwd also every gradient);
@@ -73,7 +73,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from projects.odin.layers import (
     CrossViewAttention,  # noqa: E402
-    NaiveCrossViewAttention,  # noqa: E402
     convert_official_cross_view_state_dict,  # noqa: E402
 )
 from projects.odin.ops import (  # noqa: E402
@@ -86,6 +85,7 @@ from projects.odin.ops import (  # noqa: E402
     set_backend,  # noqa: E402
 )
 from projects.odin.ops.knn import knn_grid_pytorch  # noqa: E402
+from projects.odin.parity.cross_view_reference import NaiveCrossViewAttention  # noqa: E402
 
 BRUTE_CHUNK = 4096
 #: ours may be at most this many times further from float64 than the official formulation

@@ -17,7 +17,7 @@ model = dict(
     # USE_GHOST_POINTS (mesh vertices voxelised at 2 cm), USE_SEGMENTS (superpoints),
     # KNN_THRESH (squared metres: training keeps the mesh points the views observe)
     prediction_points=dict(
-        type='MeshPoints', voxel_size=0.02, superpoints=True, visibility_thresh=1e-3),
+        type='MeshPointsBuilder', voxel_size=0.02, superpoints=True, visibility_thresh=1e-3),
     backbone=dict(
         type='ODINResNet',
         depth=50,

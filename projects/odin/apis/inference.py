@@ -167,8 +167,8 @@ def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu
         device: torch device. Defaults to ``'cpu'``.
         cfg_options: config overrides. Defaults to None.
         sensor_points: predict on the fused sensor points given as ``inputs['points']`` (the demo;
-            ``prediction_points=dict(type='SensorPoints')``) whatever mode the config trains in.
-            The weights are the same in both modes. Defaults to False.
+            ``prediction_points=dict(type='SensorPointsBuilder')``) whatever mode the config
+            trains in. The weights are the same in both modes. Defaults to False.
         allow_partial: load a checkpoint that does not fit the config's model (the tensors that
             fit; a warning lists the rest) instead of raising. Defaults to False.
 
@@ -198,7 +198,7 @@ def init_odin_model(config, checkpoint: Optional[str] = None, device: str = 'cpu
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if sensor_points:
-        cfg.model.prediction_points = dict(type='SensorPoints')
+        cfg.model.prediction_points = dict(type='SensorPointsBuilder')
     cfg.model.train_cfg = None
     init_default_scope(cfg.get('default_scope', 'mmdet3d'))
     model = MODELS.build(cfg.model)

@@ -56,9 +56,9 @@ def view_passes(model: nn.Module) -> List[int]:
     """How often every view passes each module of :func:`progress_modules` in one 3D predict.
 
     Once, except the first backbone stage in the bounded path (``test_cfg.view_chunk`` > 0)
-    with sensor prediction points (``prediction_points=dict(type='SensorPoints')``, the demo's):
-    there :meth:`ODIN.forward_3d_chunked` recomputes res2 per chunk for the mask features
-    (``backbone.forward_first_level``) instead of keeping it for all views, so it runs twice.
+    with sensor prediction points (``prediction_points=dict(type='SensorPointsBuilder')``, the
+    demo's): there the multi-view encoder recomputes res2 per chunk for the mask features
+    (``Res2Features.pool_map``) instead of keeping it for all views, so it runs twice.
 
     Args:
         model: an ODIN detector.
@@ -66,9 +66,10 @@ def view_passes(model: nn.Module) -> List[int]:
     Returns:
         list[int]: passes per followed module, in :func:`progress_modules` order.
     """
+    from projects.odin.models.prediction_points import SensorPointsBuilder
     passes = [1] * len(progress_modules(model))
     test_cfg = getattr(model, 'test_cfg', None) or {}
-    sensor = type(getattr(model, 'prediction_points', None)).__name__ == 'SensorPoints'
+    sensor = isinstance(getattr(model, 'prediction_points', None), SensorPointsBuilder)
     if int(test_cfg.get('view_chunk') or 0) > 0 and sensor:
         passes[0] = 2
     return passes

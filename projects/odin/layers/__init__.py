@@ -1,6 +1,9 @@
 """ODIN layers: the kNN cross-view attention block and the deformable attention (torch + ops).
 
-The geometry functions moved to :mod:`projects.odin.structures`; they stay importable here.
+The geometry functions moved to :mod:`projects.odin.structures`; they stay importable here. The
+official-formulation reference block ``NaiveCrossViewAttention`` moved to
+:mod:`projects.odin.parity.cross_view_reference` (a reference of the benchmarks and tests, not a
+building block of the model); its old names here warn once.
 """
 import importlib.util
 
@@ -18,7 +21,6 @@ from .cross_view_attention import (
     RelativePositionMLP,
     convert_official_cross_view_state_dict,
 )
-from .cross_view_reference import NaiveCrossViewAttention
 
 # mmcv's compiled ops importable: the OpenMMLab stack works (mmdet3d imports mmcv); before mmcv is
 # built the block and the geometry stay usable with torch alone (kernel checks, benchmarks)
@@ -28,7 +30,6 @@ if importlib.util.find_spec('mmdet3d') is not None and _MMCV_OPS:  # register in
     from mmdet3d.registry import MODELS
 
     MODELS.register_module(module=CrossViewAttention, force=True)
-    MODELS.register_module(module=NaiveCrossViewAttention, force=True)
 if _MMCV_OPS:  # mmcv's deformable attention, our CPU kernel
     from .deform_attn_layer import (
         ODINMultiScaleDeformableAttention,
@@ -38,9 +39,17 @@ if _MMCV_OPS:  # mmcv's deformable attention, our CPU kernel
 
 __all__ = [
     'CrossViewAttention', 'KNNCrossAttentionLayer', 'RelativePositionMLP',
-    'convert_official_cross_view_state_dict', 'NaiveCrossViewAttention', 'idw_interpolate',
-    'multiscale_xyz', 'unproject_depth', 'voxelize'
+    'convert_official_cross_view_state_dict', 'idw_interpolate', 'multiscale_xyz',
+    'unproject_depth', 'voxelize'
 ]
 if _MMCV_OPS:
     __all__ += ['ODINMultiScaleDeformableAttention', 'use_odin_ms_deform_attn',
                 'use_mmcv_ms_deform_attn']
+
+
+def __getattr__(name: str) -> object:
+    """The names that moved out of this package, with a ``DeprecationWarning`` (once)."""
+    if name == 'NaiveCrossViewAttention':
+        from projects.odin.utils.deprecation import deprecated_attribute
+        return deprecated_attribute(__name__, name, 'projects.odin.parity.cross_view_reference')
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -13,7 +13,7 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
-from .multiview import LevelGeometry
+from ..structures.multiview_geometry import LevelGeometry
 
 
 class ResidualFusionBlock(BaseModule):

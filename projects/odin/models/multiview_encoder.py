@@ -4,10 +4,11 @@ Every per-view operation of ODIN (backbone stages, frozen BatchNorm, GroupNorm p
 windows, the deformable encoder, the stride-4 convs) acts on each view alone; every cross-view
 operation (fusion layers, decoder memory, mask features of the prediction points) reads voxels.
 So a 3D batch runs *stage-major over chunks of views*: each per-view segment runs on one chunk at
-a time and hands its features to voxel sums (:class:`~projects.odin.models.multiview.VoxelSum`);
-each fusion runs once on the voxels; the fused voxels are broadcast back per chunk. The whole
-batch is one chunk (``view_chunk=0``), so training, inference and the bounded-memory settings all
-run this one orchestration (docs/model.md §5).
+a time and hands its features to voxel sums
+(:class:`~projects.odin.structures.multiview_geometry.VoxelSum`); each fusion runs once on the
+voxels; the fused voxels are broadcast back per chunk. The whole batch is one chunk
+(``view_chunk=0``), so training, inference and the bounded-memory settings all run this one
+orchestration (docs/model.md §5).
 
 In training with ``view_chunk > 0`` every chunk's segment runs under
 ``torch.utils.checkpoint`` (``use_reentrant=False``): its activations are recomputed in the
@@ -24,8 +25,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..structures.multiview_geometry import LevelGeometry, MultiViewGeometry, VoxelSum
 from ..structures.multiview_images import MultiViewImages
-from .multiview import LevelGeometry, MultiViewGeometry, VoxelSum
 from .prediction_points import PredictionPointSet
 
 #: the images of a 3D batch: as loaded (normalised per chunk) or normalised, (B*V, 3, H, W)

@@ -13,17 +13,21 @@ from mmdet3d.registry import MODELS, TASK_UTILS
 from torch import Tensor
 
 from ..structures.multiview_depths import MultiViewDepths
+from ..structures.multiview_geometry import (
+    MultiViewGeometry,
+    build_multiview_geometry,
+    compute_multiscale_xyz,
+)
 from ..structures.multiview_images import MultiViewImages
-from .multiview import MultiViewGeometry, build_multiview_geometry, compute_multiscale_xyz
 from .multiview_encoder import ChunkPlan, MultiViewEncoder, MultiViewFeatures
 
 #: model keys of earlier versions of this project -> what replaces them
 _LEGACY_KEYS = {
-    'use_ghost_points': "prediction_points=dict(type='MeshPoints', ...) (True) or "
-                        "dict(type='SensorPoints') (False)",
-    'use_superpoints': "prediction_points=dict(type='MeshPoints', superpoints=...)",
-    'mesh_voxel_size': "prediction_points=dict(type='MeshPoints', voxel_size=...)",
-    'visibility_thresh': "prediction_points=dict(type='MeshPoints', visibility_thresh=...)",
+    'use_ghost_points': "prediction_points=dict(type='MeshPointsBuilder', ...) (True) or "
+                        "dict(type='SensorPointsBuilder') (False)",
+    'use_superpoints': "prediction_points=dict(type='MeshPointsBuilder', superpoints=...)",
+    'mesh_voxel_size': "prediction_points=dict(type='MeshPointsBuilder', voxel_size=...)",
+    'visibility_thresh': "prediction_points=dict(type='MeshPointsBuilder', visibility_thresh=...)",
 }
 
 
@@ -48,10 +52,10 @@ class ODIN(Base3DDetector):
     Args:
         backbone: :class:`ODINResNet` / :class:`ODINSwinTransformer` config.
         decode_head: :class:`ODINHead` config.
-        prediction_points: where 3D masks are predicted: ``dict(type='MeshPoints', ...)`` (mesh
-            vertices voxelised, optionally averaged per superpoint) or
-            ``dict(type='SensorPoints')`` (the 2 cm voxels of the stride-4 pixels), see
-            :mod:`projects.odin.models.prediction_points`.
+        prediction_points: the builder of the points where 3D masks are predicted:
+            ``dict(type='MeshPointsBuilder', ...)`` (mesh vertices voxelised, optionally
+            averaged per superpoint) or ``dict(type='SensorPointsBuilder')`` (the 2 cm voxels of
+            the stride-4 pixels), see :mod:`projects.odin.models.prediction_points`.
         voxel_sizes: voxel edge (m) of the stride 4/8/16/32 levels.
         num_neighbors: k of the voxel k-NN graphs and of every IDW interpolation.
         data_preprocessor: :class:`ODINDataPreprocessor` config.
@@ -84,7 +88,8 @@ class ODIN(Base3DDetector):
         decode_head = dict(decode_head)
         decode_head.update(train_cfg=train_cfg, test_cfg=test_cfg)
         self.decode_head = MODELS.build(decode_head)
-        self.prediction_points = TASK_UTILS.build(prediction_points or dict(type='MeshPoints'))
+        self.prediction_points = TASK_UTILS.build(prediction_points
+                                                  or dict(type='MeshPointsBuilder'))
         self.voxel_sizes = tuple(voxel_sizes)
         self.num_neighbors = num_neighbors
         self.train_cfg = train_cfg

@@ -38,12 +38,17 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from . import neighbors
+from ..structures import neighbors
+from ..structures.multiview_geometry import LevelGeometry, MultiViewGeometry
 from .classifiers import BaseClassifier
-from .multiview import LevelGeometry, MultiViewGeometry, pad_to
 from .multiview_encoder import ChunkPlan, MultiViewFeatures
 from .postprocess import instance_inference, semantic_inference
 from .prediction_points import PredictionPointSet
+
+
+def _pad_last(x: Tensor, size: int) -> Tensor:
+    """Zero-pad the last dimension of ``x`` at the end up to ``size``."""
+    return F.pad(x, [0, size - x.shape[-1]])
 
 
 def _to_cfg(cfg):
@@ -424,7 +429,7 @@ class ODINHead(Mask2FormerHead):
         """Decoder levels (voxel memory) and mask space (prediction points) of a 3D batch."""
         pred_counts = x.pred_counts
         n_max = max(pred_counts)
-        mask_feats = torch.stack([pad_to(f, n_max) for f in x.mask_feats])
+        mask_feats = torch.stack([_pad_last(f, n_max) for f in x.mask_feats])
         levels = self._memory_3d(x.voxel_feats, x.geometry, x.plan)
         return levels, _PointMasks(mask_feats, pred_counts, x.points, levels, self.attn_mask_3d)
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from projects.odin.layers.deform_attn_layer import use_odin_ms_deform_attn
 
-from .multiview import MultiViewGeometry
+from ..structures.multiview_geometry import MultiViewGeometry
 
 #: marks an argument left unset (``None`` is a value: no 3D fusion layers)
 _UNSET = object()

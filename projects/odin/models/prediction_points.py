@@ -2,18 +2,18 @@
 
 ODIN predicts one mask logit per *prediction point* (docs/specification.md §2.6, §2.8, §2.11):
 
-* **sensor points** (:class:`SensorPoints`): the 2 cm voxels of the stride-4 pixels of all views;
-  evaluation points (e.g. the dataset's points) get the logits IDW-interpolated (k nearest voxel
-  centroids) from them;
-* **mesh points** (:class:`MeshPoints`): the scene's mesh vertices ("ghost points") voxelised at
-  2 cm; each vertex takes the logit of its voxel;
-* **superpoints** (:class:`MeshPoints` with ``superpoints=True``): mesh voxels averaged per
-  superpoint (segment); each vertex takes the logit of its voxel's segment.
+* **sensor points** (:class:`SensorPointsBuilder`): the 2 cm voxels of the stride-4 pixels of
+  all views; evaluation points (e.g. the dataset's points) get the logits IDW-interpolated
+  (k nearest voxel centroids) from them;
+* **mesh points** (:class:`MeshPointsBuilder`): the scene's mesh vertices ("ghost points")
+  voxelised at 2 cm; each vertex takes the logit of its voxel;
+* **superpoints** (:class:`MeshPointsBuilder` with ``superpoints=True``): mesh voxels averaged
+  per superpoint (segment); each vertex takes the logit of its voxel's segment.
 
-A config picks one with ``prediction_points=dict(type='SensorPoints')`` or
-``dict(type='MeshPoints', voxel_size=0.02, superpoints=True, visibility_thresh=1e-3)``. The
-builder turns a batch into a :class:`PredictionPointSet` (:class:`SensorPointSet` or
-:class:`MeshPointSet`), which every later step asks:
+A config picks one with ``prediction_points=dict(type='SensorPointsBuilder')`` or
+``dict(type='MeshPointsBuilder', voxel_size=0.02, superpoints=True, visibility_thresh=1e-3)``.
+The builder (registered in ``TASK_UTILS``) turns a batch into a :class:`PredictionPointSet`
+(:class:`SensorPointSet` or :class:`MeshPointSet`), which every later step asks:
 
 * the multi-view encoder: the stride-4 mask features of the prediction points
   (:meth:`PredictionPointSet.mask_features`, with the pixel decoder's stride-4 convs) and whether
@@ -24,6 +24,10 @@ builder turns a batch into a :class:`PredictionPointSet` (:class:`SensorPointSet
 
 A new place to predict masks is a subclass of :class:`PredictionPointSet` (these methods) and a
 builder registered in ``TASK_UTILS`` that returns it.
+
+The builders' earlier names ``MeshPoints`` and ``SensorPoints`` (``dict(type='MeshPoints')``
+in older configs and checkpoints' saved configs) still build them, with a
+``DeprecationWarning``.
 """
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Sequence
@@ -36,9 +40,10 @@ from torch import Tensor
 from projects.odin.ops import scatter_mean, scatter_min
 from projects.odin.ops.utils import scene_ranges
 from projects.odin.structures.geometry import voxelize
+from projects.odin.utils.deprecation import warn_moved
 
-from . import neighbors
-from .multiview import MultiViewGeometry
+from ..structures import neighbors
+from ..structures.multiview_geometry import MultiViewGeometry
 
 if TYPE_CHECKING:  # annotations only (the encoder and the decoder import this module)
     from .multiview_encoder import Res2Features
@@ -336,10 +341,10 @@ class MeshPointSet(PredictionPointSet):
 
 
 @TASK_UTILS.register_module()
-class SensorPoints:
-    """Predict on the 2 cm voxels of the stride-4 pixels (sensor points).
+class SensorPointsBuilder:
+    """Builds the sensor prediction points of a batch (a :class:`SensorPointSet`).
 
-    See docs/specification.md §2.6.
+    Predict on the 2 cm voxels of the stride-4 pixels, see docs/specification.md §2.6.
     """
 
     def __call__(self, batch_inputs: dict, geometry: MultiViewGeometry,
@@ -349,10 +354,11 @@ class SensorPoints:
 
 
 @TASK_UTILS.register_module()
-class MeshPoints:
-    """Predict on the mesh vertices voxelised at ``voxel_size`` (ghost points).
+class MeshPointsBuilder:
+    """Builds the mesh prediction points of a batch (a :class:`MeshPointSet`).
 
-    See docs/specification.md §2.6, §2.7.
+    Predict on the mesh vertices voxelised at ``voxel_size`` (ghost points), optionally averaged
+    per superpoint, see docs/specification.md §2.6, §2.7.
 
     Args:
         voxel_size: voxel edge of the mesh points (m).
@@ -382,7 +388,8 @@ class MeshPoints:
         points = batch_inputs.get('points')
         if points is None:
             raise ValueError('mesh prediction points need inputs["points"] (mesh vertices); '
-                             "use prediction_points=dict(type='SensorPoints') for sensor points")
+                             "use prediction_points=dict(type='SensorPointsBuilder') for sensor "
+                             'points')
         res2 = geometry[0]
         kept, xyz_list = [], []
         for (s, e), pts in zip(scene_ranges(res2.point_offsets), points):
@@ -411,3 +418,28 @@ class MeshPoints:
                 segments.append(torch.unique(seg, return_inverse=True)[1])
         mesh = MeshVoxels(voxel_xyz, voxel_offsets.long(), p2v_list, kept, segments)
         return MeshPointSet(geometry, points, mesh)
+
+
+def _warn_renamed_builder(old: str, new: str) -> None:
+    """Warn once that the prediction-point builder ``old`` is now called ``new``."""
+    # skip this function and the alias's __init__: the warning names the code that built it
+    warn_moved(f"prediction_points=dict(type='{old}')", f"dict(type='{new}')", skip=2)
+
+
+@TASK_UTILS.register_module()
+class SensorPoints(SensorPointsBuilder):
+    """Deprecated name of :class:`SensorPointsBuilder` (builds it, warning once)."""
+
+    def __init__(self) -> None:
+        _warn_renamed_builder('SensorPoints', 'SensorPointsBuilder')
+        super().__init__()
+
+
+@TASK_UTILS.register_module()
+class MeshPoints(MeshPointsBuilder):
+    """Deprecated name of :class:`MeshPointsBuilder` (builds it, warning once)."""
+
+    def __init__(self, voxel_size: float = 0.02, superpoints: bool = True,
+                 visibility_thresh: Optional[float] = 1e-3) -> None:
+        _warn_renamed_builder('MeshPoints', 'MeshPointsBuilder')
+        super().__init__(voxel_size, superpoints, visibility_thresh)

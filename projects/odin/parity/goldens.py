@@ -87,8 +87,8 @@ def build_parity_model(golden: dict, reference_dir: str):
     official = filled_official_state_dict(osp.join(reference_dir, f'statedict_{name}.tsv'))
     arch = infer_architecture(official)
     ghost, superpoints, skip = _settings(name)
-    points = dict(type='MeshPoints', voxel_size=0.02, superpoints=superpoints,
-                  visibility_thresh=1e-3) if ghost else dict(type='SensorPoints')
+    points = dict(type='MeshPointsBuilder', voxel_size=0.02, superpoints=superpoints,
+                  visibility_thresh=1e-3) if ghost else dict(type='SensorPointsBuilder')
     cfg = odin_model_cfg(**arch, prediction_points=points)
     cfg['test_cfg'].update(skip_classes=skip, topk=100)
     model = MODELS.build(cfg)

@@ -30,11 +30,11 @@ _CHUNK_PAIRS = 1 << 22
 def substitute_knn(fn: Callable[..., Tuple[Tensor, Tensor]]) -> Iterator[None]:
     """Route every k-NN (and hence IDW) of the ODIN model through ``fn`` inside the block.
 
-    The model calls :func:`projects.odin.models.neighbors.knn` for every neighbour search, so
+    The model calls :func:`projects.odin.structures.neighbors.knn` for every neighbour search, so
     this test/benchmark-time substitution from outside reaches all of them; nothing in the model
     changes. ``fn`` has the signature of :func:`projects.odin.ops.knn`.
     """
-    from projects.odin.models import neighbors
+    from projects.odin.structures import neighbors
     with mock.patch.object(neighbors, 'knn', fn):
         yield
 

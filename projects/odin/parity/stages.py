@@ -74,7 +74,7 @@ def _inject_attn_mask(args: tuple, out: Tensor, refs: List[Tensor],
     unexplained = 0
     if len(diff):
         src_logits, src_xyz, src_offsets, geo, k = args
-        from projects.odin.models import neighbors
+        from projects.odin.structures import neighbors
         tgt = neighbors.idw(src_logits, src_xyz, src_offsets, geo.voxel_xyz, geo.voxel_offsets,
                             k)  # (N_vox, Q)
         starts = torch.tensor(geo.voxel_starts, device=tgt.device)

@@ -139,7 +139,7 @@ class MultiViewImages:
     def to_tensor(self) -> Tensor:
         """All views normalised and padded, (B, V, 3, Hp, Wp).
 
-        What a whole-batch preprocessor would hold; for tools and tests (the model never builds
-        it).
+        What a whole-batch preprocessor would hold; the model never builds it (it normalises
+        per view chunk, :meth:`normalized`).
         """
         return self.normalized().unflatten(0, self.raw.shape[:2])
