@@ -41,6 +41,8 @@ image decoder's). Reported: frames/s over the whole run and **sustained** frames
 first update, which pays one-off costs such as CUDA kernel selection), update latency (median,
 90th percentile, max; with its prepare / model / merge parts), peak resident memory of the
 process from the OS (``getrusage``) and, on CUDA, ``torch.cuda.max_memory_allocated``.
+``--profile N`` runs the stream under ``cProfile`` and lists the N functions of
+``projects/odin`` with the largest cumulative time (where an update spends it).
 
 Results are printed and written as JSON (``--json`` / ``--out``).
 """
@@ -346,6 +348,30 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float('nan')
 
 
+def profile_table(profiler, top: int) -> List[dict]:
+    """The ``top`` functions of the project (``projects/odin``) by cumulative time.
+
+    Args:
+        profiler: a finished ``cProfile.Profile``.
+        top: rows to keep.
+
+    Returns:
+        list[dict]: ``function`` (path relative to the repository:line(name)), ``calls``,
+        ``cumulative_s`` (time in the function and what it called), ``own_s``.
+    """
+    import pstats
+    stats = pstats.Stats(profiler).stats
+    rows = []
+    for (path, line, name), (_, calls, own, cum, _) in stats.items():
+        path = osp.abspath(path)
+        if not path.startswith(osp.join(REPO_ROOT, 'projects', 'odin') + os.sep):
+            continue
+        rows.append(dict(function=f'{osp.relpath(path, REPO_ROOT)}:{line}({name})',
+                         calls=int(calls), cumulative_s=float(cum), own_s=float(own)))
+    rows.sort(key=lambda r: -r['cumulative_s'])
+    return rows[:top]
+
+
 def run_speed(args) -> dict:
     """One stream over a generated recording, timed (see the module docstring)."""
     import torch
@@ -376,11 +402,18 @@ def run_speed(args) -> dict:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    profiler = None
+    if args.profile:
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
     t0 = time.perf_counter()
     stream.run(frames)
     if cuda:
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.disable()
     ups = stream.updates
     lat = [u.latency_s for u in ups]
     steady = ups[1:]
@@ -415,6 +448,10 @@ def run_speed(args) -> dict:
                     image_size=list(stream.image_size), update_every=args.update_every,
                     window=args.window, keyframes=args.keyframes, voxel_size=args.voxel_size,
                     score_thr=args.score_thr, min_points=args.min_points))
+    if profiler is not None:
+        summary['profile'] = profile_table(profiler, args.profile)
+        for row in summary['profile']:
+            print(f"  {row['cumulative_s']:8.2f} s {row['calls']:6d} calls  {row['function']}")
     mem = f"peak RSS {summary['peak_rss_gb']:.2f} GB"
     if cuda:
         mem += f", peak CUDA {summary['peak_cuda_gb']:.2f} GB"
@@ -466,6 +503,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='long / speed: size of the generated frames (default 120 160 / '
                         '240 320)')
     parser.add_argument('--render-scale', type=float, default=1.0)
+    parser.add_argument('--profile', type=int, default=0, metavar='N',
+                        help='speed: run under cProfile and report the N functions of '
+                        'projects/odin with the largest cumulative time (adds overhead)')
     parser.add_argument('--recording', default=None, help='(internal) _long-child')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--out', '--json', dest='out', default=None,
