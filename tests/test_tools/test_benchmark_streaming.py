@@ -101,6 +101,8 @@ def _check_speed(doc, device):
     assert doc['latency_median_s'] <= doc['latency_max_s']
     assert doc['model_median_s'] < doc['latency_max_s'] + 1e-9
     assert doc['map_voxels'] > 0 and doc['peak_rss_gb'] > 0.1
+    assert 0 < doc['cpu_s_per_frame_sustained'] * 4 <= doc['cpu_s']
+    assert doc['fps_cpu_bound'] == pytest.approx(doc['threads'] / doc['cpu_s_per_frame_sustained'])
 
 
 def test_speed_smoke_cpu(tmp_path, bench):

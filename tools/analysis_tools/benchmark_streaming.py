@@ -40,7 +40,11 @@ The frames are read into memory before the clock starts (the figure is the strea
 image decoder's). Reported: frames/s over the whole run and **sustained** frames/s (after the
 first update, which pays one-off costs such as CUDA kernel selection), update latency (median,
 90th percentile, max; with its prepare / model / merge parts), peak resident memory of the
-process from the OS (``getrusage``) and, on CUDA, ``torch.cuda.max_memory_allocated``.
+process from the OS (``getrusage``) and, on CUDA, ``torch.cuda.max_memory_allocated``. On a
+shared machine wall-clock rates depend on the other jobs; the CPU time the process used per
+sustained frame does much less, and ``fps_cpu_bound`` = threads / (CPU s per frame) is the rate
+the same work would reach with all ``--threads`` cores to itself and perfect use of them (an
+upper bound: the threads of the model's operators do not all scale perfectly).
 ``--profile N`` runs the stream under ``cProfile`` and lists the N functions of
 ``projects/odin`` with the largest cumulative time (where an update spends it).
 
@@ -372,6 +376,13 @@ def profile_table(profiler, top: int) -> List[dict]:
     return rows[:top]
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all its threads)."""
+    import resource
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def run_speed(args) -> dict:
     """One stream over a generated recording, timed (see the module docstring)."""
     import torch
@@ -398,7 +409,12 @@ def run_speed(args) -> dict:
         voxel_size=args.voxel_size, image_size=image_size, score_thr=args.score_thr,
         min_points=args.min_points))
     stamps: List[float] = []
-    stream.on_update = lambda stats: stamps.append(time.perf_counter())
+    cpu_stamps: List[float] = []
+
+    def stamp(stats) -> None:
+        stamps.append(time.perf_counter())
+        cpu_stamps.append(_cpu_seconds())
+    stream.on_update = stamp
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -407,11 +423,12 @@ def run_speed(args) -> dict:
         import cProfile
         profiler = cProfile.Profile()
         profiler.enable()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     stream.run(frames)
     if cuda:
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
+    cpu = _cpu_seconds() - c0
     if profiler is not None:
         profiler.disable()
     ups = stream.updates
@@ -420,14 +437,18 @@ def run_speed(args) -> dict:
     if len(steady):
         # frames that arrived after the first update, over the time after it
         sustained = (ups[-1].frames_seen - ups[0].frames_seen) / (stamps[-1] - stamps[0])
+        cpu_per_frame = (cpu_stamps[-1] - cpu_stamps[0]) / (ups[-1].frames_seen -
+                                                             ups[0].frames_seen)
     else:
-        sustained = float('nan')
+        sustained = cpu_per_frame = float('nan')
     summary = dict(
         device=args.device,
         device_name=torch.cuda.get_device_name(torch.device(args.device)) if cuda else 'cpu',
         torch=torch.__version__, threads=torch.get_num_threads(),
         frames=stream.frames_seen, updates=len(ups), wall_s=wall,
-        fps=stream.frames_seen / wall, fps_sustained=sustained,
+        fps=stream.frames_seen / wall, fps_sustained=sustained, cpu_s=cpu,
+        cpu_s_per_frame_sustained=cpu_per_frame,
+        fps_cpu_bound=torch.get_num_threads() / cpu_per_frame,
         first_update_s=lat[0] if lat else float('nan'),
         latency_median_s=float(np.median([u.latency_s for u in steady])) if steady
         else float('nan'),
@@ -457,7 +478,9 @@ def run_speed(args) -> dict:
         mem += f", peak CUDA {summary['peak_cuda_gb']:.2f} GB"
     print(f"{summary['device_name']}: {summary['frames']} frames, {summary['updates']} updates "
           f"in {wall:.1f} s: {summary['fps']:.2f} frames/s overall, "
-          f"{summary['fps_sustained']:.2f} sustained; update latency median "
+          f"{summary['fps_sustained']:.2f} sustained ({cpu_per_frame:.2f} CPU s per frame: "
+          f"{summary['fps_cpu_bound']:.2f} frames/s if {summary['threads']} cores were all "
+          f"ours); update latency median "
           f"{summary['latency_median_s']:.3f} s (p90 {summary['latency_p90_s']:.3f}, first "
           f"{summary['first_update_s']:.2f}; model {summary['model_median_s']:.3f}, prepare "
           f"{summary['prepare_median_s']:.3f}, merge {summary['merge_median_s']:.3f}), "
