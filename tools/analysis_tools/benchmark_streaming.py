@@ -196,7 +196,8 @@ def run_quality(args) -> dict:
     common = dict(voxel_size=args.voxel_size, score_thr=args.score_thr,
                   min_points=args.min_points, min_iou=args.min_iou,
                   min_similarity=args.min_similarity, none_weight=args.none_weight,
-                  image_size=tuple(args.image_size) if args.image_size else None)
+                  image_size=tuple(args.image_size) if args.image_size else None,
+                  point_voxel_size=args.point_voxel_size)
     per_scene, trackers = [], []
     instance_ids = set(metrics['stream'].class_info['instance_class_ids'])
     class_ids = np.asarray(metrics['stream'].class_info['class_ids'])
@@ -407,7 +408,7 @@ def run_speed(args) -> dict:
     stream = StreamingODIN(model, StreamingConfig(
         update_every=args.update_every, window=args.window, keyframes=args.keyframes,
         voxel_size=args.voxel_size, image_size=image_size, score_thr=args.score_thr,
-        min_points=args.min_points))
+        min_points=args.min_points, point_voxel_size=args.point_voxel_size))
     stamps: List[float] = []
     cpu_stamps: List[float] = []
 
@@ -468,7 +469,8 @@ def run_speed(args) -> dict:
         params=dict(config=args.config, checkpoint=args.checkpoint, hw=args.hw,
                     image_size=list(stream.image_size), update_every=args.update_every,
                     window=args.window, keyframes=args.keyframes, voxel_size=args.voxel_size,
-                    score_thr=args.score_thr, min_points=args.min_points))
+                    point_voxel_size=args.point_voxel_size, score_thr=args.score_thr,
+                    min_points=args.min_points))
     if profiler is not None:
         summary['profile'] = profile_table(profiler, args.profile)
         for row in summary['profile']:
@@ -510,6 +512,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--window', type=int, default=None, help='W (default 6; speed: 20)')
     parser.add_argument('--keyframes', type=int, default=None, help='M (default 4; speed: 10)')
     parser.add_argument('--voxel-size', type=float, default=0.05)
+    parser.add_argument('--point-voxel-size', type=float, default=0.02,
+                        help='quality / speed: voxel of the fused sensor points ODIN labels '
+                        '(StreamingConfig.point_voxel_size)')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--min-points', type=int, default=20)
     parser.add_argument('--min-iou', type=float, default=0.1)
