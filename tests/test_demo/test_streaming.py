@@ -66,7 +66,14 @@ def test_one_window_over_all_frames_equals_offline_predict(recording, model):
     assert len(stats) == 1 and stats[0].frames_seen == n and stats[0].views == n
     seq = load_rgbd_folder(recording)
     prepared = prepare_recording(seq, image_size=HW, cfg=model.cfg)
-    pred = inference_recording(model, prepared).pred_pts_seg
+    # offline on the path the stream's updates ran (its view_chunk; the model's own test_cfg
+    # is left as it was by the stream)
+    saved = model.test_cfg
+    model.test_cfg = dict(saved, view_chunk=stream.cfg.view_chunk)
+    try:
+        pred = inference_recording(model, prepared).pred_pts_seg
+    finally:
+        model.test_cfg = saved
     win = stream.last_window
     points = prepared.inputs['points'][:, :3].numpy()
     # same frames through the same pipeline: the same fused points, in the same order
@@ -105,6 +112,37 @@ def _orbit_frames(recording, repeats):
         for i, f in enumerate(frames):
             yield dict(color=f.color, depth=f.depth, intrinsics=f.intrinsics,
                        cam2world=f.cam2world, frame_id=f'{r}_{i}')
+
+
+def test_streaming_leaves_the_models_test_cfg_unchanged(recording, model):
+    """Updates run with the stream's view_chunk; the model's test_cfg is never modified."""
+    before = model.test_cfg
+    snapshot = dict(before)
+    assert snapshot.get('view_chunk') != 3
+    seen = []
+    handle = model.register_forward_pre_hook(
+        lambda mod, args: seen.append(dict(mod.test_cfg)))
+    try:
+        stream = StreamingODIN(model, StreamingConfig(
+            update_every=3, window=3, keyframes=1, image_size=HW, view_chunk=3))
+        assert model.test_cfg is before and model.test_cfg == snapshot
+        stream.run(recording_frames(recording, max_frames=6))
+        assert len(stream.updates) == 2 and len(seen) == 2
+        # during the updates the model saw the override on top of its own keys
+        assert all(cfg == dict(snapshot, view_chunk=3) for cfg in seen)
+        assert model.test_cfg is before and model.test_cfg == snapshot
+        # also when an update fails
+        def boom(mod, args):
+            raise RuntimeError('boom')
+        failing = model.register_forward_pre_hook(boom)
+        try:
+            with pytest.raises(RuntimeError, match='boom'):
+                stream.run(recording_frames(recording, max_frames=3))
+        finally:
+            failing.remove()
+        assert model.test_cfg is before and model.test_cfg == snapshot
+    finally:
+        handle.remove()
 
 
 def test_state_is_bounded_by_window_keyframes_and_surface(recording, model):
@@ -186,6 +224,47 @@ def test_matching_keeps_ids_creates_new_ones_and_retires():
     assert 0 in stream2.instances and stream2.instances[0].missed == 1
     assert _merge(stream2, _window([c], [], [])) == (0, 0, 1)
     assert stream2.instances == {} and stream2.retired == [0]
+
+
+def test_duplicates_seen_as_one_are_merged():
+    """Two map instances on one box (two windows each saw a part) become one when a window
+    sees the whole box as one instance; not when it still sees two, nor on a glimpse."""
+    box = _box((0, 0, 0), (1.0, 0.5, 0.5))
+    left, right = box[box[:, 0] < 0.6], box[box[:, 0] >= 0.6]
+
+    def two_parts(**kw):
+        stream = StreamingODIN(_NoModel(), StreamingConfig(
+            update_every=1, window=1, voxel_size=0.05, view_chunk=None, min_iou=0.25, **kw))
+        assert _merge(stream, _window([left, right], [1, 2], [0.9, 0.8])) == (0, 2, 0)
+        return stream
+
+    stream = two_parts()
+    w = _window([box], [1], [0.7])
+    assert _merge(stream, w) == (1, 0, 0)
+    assert w.global_ids.tolist() == [0]  # the larger part's id
+    assert stream.merged == [(1, 0)] and sorted(stream.instances) == [0]
+    rec = stream.instances[0]
+    assert rec.matches == 3 and rec.class_scores == pytest.approx({1: 1.6, 2: 0.8})
+    keys = voxel_keys(box, 0.05)
+    pos = stream.map.lookup(np.unique(keys))
+    assert (pos >= 0).all() and (stream.map.instance[pos] == 0).all()
+    assert (stream.map.label[pos] == 1).all()
+    assert stream.map.instance_sizes() == {0: len(pos)}
+    # the window still sees two instances: both are matched, nothing is merged
+    stream = two_parts()
+    assert _merge(stream, _window([left, right], [1, 2], [0.9, 0.8])) == (2, 0, 0)
+    assert stream.merged == [] and sorted(stream.instances) == [0, 1]
+    # the window sees the left part and a sliver of the right one: too little of it observed
+    stream = two_parts()
+    sliver = right[right[:, 0] < 0.7]
+    assert _merge(stream, _window([np.concatenate([left, sliver])], [1], [0.7])) == (1, 0, 0)
+    assert stream.merged == [] and sorted(stream.instances) == [0, 1]
+    # merging off
+    stream = two_parts(merge_overlap=0)
+    assert _merge(stream, _window([box], [1], [0.7])) == (1, 0, 0)
+    assert stream.merged == [] and sorted(stream.instances) == [0, 1]
+    with pytest.raises(StreamError, match='merge_overlap'):
+        StreamingConfig(merge_overlap=1.5)
 
 
 def test_voxel_votes_follow_the_weighted_majority():

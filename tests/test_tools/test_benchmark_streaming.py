@@ -101,6 +101,8 @@ def _check_speed(doc, device):
     assert doc['latency_median_s'] <= doc['latency_max_s']
     assert doc['model_median_s'] < doc['latency_max_s'] + 1e-9
     assert doc['map_voxels'] > 0 and doc['peak_rss_gb'] > 0.1
+    assert 0 < doc['cpu_s_per_frame_sustained'] * 4 <= doc['cpu_s']
+    assert doc['fps_cpu_bound'] == pytest.approx(doc['threads'] / doc['cpu_s_per_frame_sustained'])
 
 
 def test_speed_smoke_cpu(tmp_path, bench):
@@ -108,6 +110,22 @@ def test_speed_smoke_cpu(tmp_path, bench):
     doc = json.loads((tmp_path / 'speed_cpu.json').read_text())
     _check_speed(doc, 'cpu')
     assert doc['peak_cuda_gb'] is None and doc['device_name'] == 'cpu'
+
+
+def test_speed_profile_lists_where_updates_spend_time(tmp_path, bench):
+    assert bench.main(_speed_tiny(tmp_path, 'cpu') + ['--profile', '200']) == 0
+    rows = json.loads((tmp_path / 'speed_cpu.json').read_text())['profile']
+    assert 0 < len(rows) <= 200
+    assert all(r['function'].startswith('projects/odin/') for r in rows)
+    cum = [r['cumulative_s'] for r in rows]
+    assert cum == sorted(cum, reverse=True)
+    update = [r for r in rows if r['function'].endswith('(update)')
+              and 'apis/streaming.py' in r['function']]
+    assert len(update) == 1 and update[0]['calls'] == 3
+    # the model's predict is inside the updates
+    predict = [r for r in rows if r['function'].startswith('projects/odin/models/odin.py:')
+               and r['function'].endswith('(predict)')]
+    assert predict and predict[0]['cumulative_s'] <= update[0]['cumulative_s'] + 1e-6
 
 
 def test_speed_defaults_are_the_issue_setting(bench):

@@ -40,7 +40,13 @@ The frames are read into memory before the clock starts (the figure is the strea
 image decoder's). Reported: frames/s over the whole run and **sustained** frames/s (after the
 first update, which pays one-off costs such as CUDA kernel selection), update latency (median,
 90th percentile, max; with its prepare / model / merge parts), peak resident memory of the
-process from the OS (``getrusage``) and, on CUDA, ``torch.cuda.max_memory_allocated``.
+process from the OS (``getrusage``) and, on CUDA, ``torch.cuda.max_memory_allocated``. On a
+shared machine wall-clock rates depend on the other jobs; the CPU time the process used per
+sustained frame does much less, and ``fps_cpu_bound`` = threads / (CPU s per frame) is the rate
+the same work would reach with all ``--threads`` cores to itself and perfect use of them (an
+upper bound: the threads of the model's operators do not all scale perfectly).
+``--profile N`` runs the stream under ``cProfile`` and lists the N functions of
+``projects/odin`` with the largest cumulative time (where an update spends it).
 
 Results are printed and written as JSON (``--json`` / ``--out``).
 """
@@ -190,7 +196,8 @@ def run_quality(args) -> dict:
     common = dict(voxel_size=args.voxel_size, score_thr=args.score_thr,
                   min_points=args.min_points, min_iou=args.min_iou,
                   min_similarity=args.min_similarity, none_weight=args.none_weight,
-                  image_size=tuple(args.image_size) if args.image_size else None)
+                  image_size=tuple(args.image_size) if args.image_size else None,
+                  point_voxel_size=args.point_voxel_size)
     per_scene, trackers = [], []
     instance_ids = set(metrics['stream'].class_info['instance_class_ids'])
     class_ids = np.asarray(metrics['stream'].class_info['class_ids'])
@@ -346,6 +353,37 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float('nan')
 
 
+def profile_table(profiler, top: int) -> List[dict]:
+    """The ``top`` functions of the project (``projects/odin``) by cumulative time.
+
+    Args:
+        profiler: a finished ``cProfile.Profile``.
+        top: rows to keep.
+
+    Returns:
+        list[dict]: ``function`` (path relative to the repository:line(name)), ``calls``,
+        ``cumulative_s`` (time in the function and what it called), ``own_s``.
+    """
+    import pstats
+    stats = pstats.Stats(profiler).stats
+    rows = []
+    for (path, line, name), (_, calls, own, cum, _) in stats.items():
+        path = osp.abspath(path)
+        if not path.startswith(osp.join(REPO_ROOT, 'projects', 'odin') + os.sep):
+            continue
+        rows.append(dict(function=f'{osp.relpath(path, REPO_ROOT)}:{line}({name})',
+                         calls=int(calls), cumulative_s=float(cum), own_s=float(own)))
+    rows.sort(key=lambda r: -r['cumulative_s'])
+    return rows[:top]
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all its threads)."""
+    import resource
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def run_speed(args) -> dict:
     """One stream over a generated recording, timed (see the module docstring)."""
     import torch
@@ -370,31 +408,48 @@ def run_speed(args) -> dict:
     stream = StreamingODIN(model, StreamingConfig(
         update_every=args.update_every, window=args.window, keyframes=args.keyframes,
         voxel_size=args.voxel_size, image_size=image_size, score_thr=args.score_thr,
-        min_points=args.min_points))
+        min_points=args.min_points, point_voxel_size=args.point_voxel_size))
     stamps: List[float] = []
-    stream.on_update = lambda stats: stamps.append(time.perf_counter())
+    cpu_stamps: List[float] = []
+
+    def stamp(stats) -> None:
+        stamps.append(time.perf_counter())
+        cpu_stamps.append(_cpu_seconds())
+    stream.on_update = stamp
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
+    profiler = None
+    if args.profile:
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     stream.run(frames)
     if cuda:
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
+    cpu = _cpu_seconds() - c0
+    if profiler is not None:
+        profiler.disable()
     ups = stream.updates
     lat = [u.latency_s for u in ups]
     steady = ups[1:]
     if len(steady):
         # frames that arrived after the first update, over the time after it
         sustained = (ups[-1].frames_seen - ups[0].frames_seen) / (stamps[-1] - stamps[0])
+        cpu_per_frame = (cpu_stamps[-1] - cpu_stamps[0]) / (ups[-1].frames_seen -
+                                                             ups[0].frames_seen)
     else:
-        sustained = float('nan')
+        sustained = cpu_per_frame = float('nan')
     summary = dict(
         device=args.device,
         device_name=torch.cuda.get_device_name(torch.device(args.device)) if cuda else 'cpu',
         torch=torch.__version__, threads=torch.get_num_threads(),
         frames=stream.frames_seen, updates=len(ups), wall_s=wall,
-        fps=stream.frames_seen / wall, fps_sustained=sustained,
+        fps=stream.frames_seen / wall, fps_sustained=sustained, cpu_s=cpu,
+        cpu_s_per_frame_sustained=cpu_per_frame,
+        fps_cpu_bound=torch.get_num_threads() / cpu_per_frame,
         first_update_s=lat[0] if lat else float('nan'),
         latency_median_s=float(np.median([u.latency_s for u in steady])) if steady
         else float('nan'),
@@ -414,13 +469,20 @@ def run_speed(args) -> dict:
         params=dict(config=args.config, checkpoint=args.checkpoint, hw=args.hw,
                     image_size=list(stream.image_size), update_every=args.update_every,
                     window=args.window, keyframes=args.keyframes, voxel_size=args.voxel_size,
-                    score_thr=args.score_thr, min_points=args.min_points))
+                    point_voxel_size=args.point_voxel_size, score_thr=args.score_thr,
+                    min_points=args.min_points))
+    if profiler is not None:
+        summary['profile'] = profile_table(profiler, args.profile)
+        for row in summary['profile']:
+            print(f"  {row['cumulative_s']:8.2f} s {row['calls']:6d} calls  {row['function']}")
     mem = f"peak RSS {summary['peak_rss_gb']:.2f} GB"
     if cuda:
         mem += f", peak CUDA {summary['peak_cuda_gb']:.2f} GB"
     print(f"{summary['device_name']}: {summary['frames']} frames, {summary['updates']} updates "
           f"in {wall:.1f} s: {summary['fps']:.2f} frames/s overall, "
-          f"{summary['fps_sustained']:.2f} sustained; update latency median "
+          f"{summary['fps_sustained']:.2f} sustained ({cpu_per_frame:.2f} CPU s per frame: "
+          f"{summary['fps_cpu_bound']:.2f} frames/s if {summary['threads']} cores were all "
+          f"ours); update latency median "
           f"{summary['latency_median_s']:.3f} s (p90 {summary['latency_p90_s']:.3f}, first "
           f"{summary['first_update_s']:.2f}; model {summary['model_median_s']:.3f}, prepare "
           f"{summary['prepare_median_s']:.3f}, merge {summary['merge_median_s']:.3f}), "
@@ -450,6 +512,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--window', type=int, default=None, help='W (default 6; speed: 20)')
     parser.add_argument('--keyframes', type=int, default=None, help='M (default 4; speed: 10)')
     parser.add_argument('--voxel-size', type=float, default=0.05)
+    parser.add_argument('--point-voxel-size', type=float, default=0.02,
+                        help='quality / speed: voxel of the fused sensor points ODIN labels '
+                        '(StreamingConfig.point_voxel_size)')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--min-points', type=int, default=20)
     parser.add_argument('--min-iou', type=float, default=0.1)
@@ -466,6 +531,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='long / speed: size of the generated frames (default 120 160 / '
                         '240 320)')
     parser.add_argument('--render-scale', type=float, default=1.0)
+    parser.add_argument('--profile', type=int, default=0, metavar='N',
+                        help='speed: run under cProfile and report the N functions of '
+                        'projects/odin with the largest cumulative time (adds overhead)')
     parser.add_argument('--recording', default=None, help='(internal) _long-child')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--out', '--json', dest='out', default=None,

@@ -177,8 +177,9 @@ class StreamingConfig:
         point_voxel_size: voxel size of the fused sensor points ODIN labels (as the demo).
             Defaults to 0.02.
         max_depth: depth beyond this (metres) is ignored. Defaults to None.
-        view_chunk: ``model.test_cfg.view_chunk`` set for the updates (the bounded path);
-            None keeps the model's. Defaults to 8.
+        view_chunk: ``model.test_cfg.view_chunk`` during the updates (the bounded path; the
+            model's ``test_cfg`` is replaced by a copy for each update and put back after it,
+            never modified); None keeps the model's. Defaults to 8.
         score_thr: window instances below this score are not merged. Defaults to 0.3.
         min_points: window instances with fewer points (after overlaps are resolved, highest
             score wins) are not merged. Defaults to 50.
@@ -194,6 +195,11 @@ class StreamingConfig:
             least ``retire_visible`` of its voxels without matching it (0 = never). Defaults to 3.
         retire_visible: fraction of an instance's voxels an update must observe to count as
             having seen it. Defaults to 0.5.
+        merge_overlap: after matching, an unmatched map instance B is merged into the map
+            instance A matched by a window instance J when at least this fraction of B's voxels
+            observed by the update lie in J's voxels, and the update observed at least
+            ``retire_visible`` of B (one object seen as one by a wider window; 0 = never merge).
+            Defaults to 0.5.
         keyframe_voxel: voxel size of the coverage grid used to choose keyframes. Defaults to
             0.2.
         keyframe_min_new: a leaving frame becomes a keyframe only if at least this fraction of
@@ -220,6 +226,7 @@ class StreamingConfig:
     none_weight: float = 0.1
     retire_after: int = 3
     retire_visible: float = 0.5
+    merge_overlap: float = 0.5
     keyframe_voxel: float = 0.2
     keyframe_min_new: float = 0.1
     name: str = 'stream'
@@ -241,6 +248,8 @@ class StreamingConfig:
             (0 <= self.retire_visible <= 1,
              f'retire_visible must be in [0, 1], got {self.retire_visible}'),
             (self.retire_after >= 0, f'retire_after must be >= 0, got {self.retire_after}'),
+            (0 <= self.merge_overlap <= 1,
+             f'merge_overlap must be in [0, 1], got {self.merge_overlap}'),
             (0 <= self.keyframe_min_new <= 1,
              f'keyframe_min_new must be in [0, 1], got {self.keyframe_min_new}'),
             (self.none_weight >= 0, f'none_weight must be >= 0, got {self.none_weight}'),
@@ -369,6 +378,21 @@ class VoxelInstanceMap:
         self.instance[hit] = -1
         self.label[hit] = -1
         self.score[hit] = 0
+
+    def relabel(self, mapping: Dict[int, int], labels: Dict[int, int]) -> None:
+        """Give the voxels of instance ``b`` the id ``mapping[b]`` (vote scores kept).
+
+        Args:
+            mapping: ``{old id: new id}``.
+            labels: ``{new id: its class}`` for the relabelled voxels.
+        """
+        if not mapping:
+            return
+        old = np.array(sorted(mapping), np.int32)
+        hit = np.isin(self.instance, old)
+        new = np.array([mapping[int(i)] for i in self.instance[hit]], np.int32)
+        self.instance[hit] = new
+        self.label[hit] = [labels[int(i)] for i in new]
 
     def instance_sizes(self) -> Dict[int, int]:
         """``{instance id: voxels}`` of every instance holding a voxel."""
@@ -531,6 +555,7 @@ class UpdateStats:
         matched: of those, matched to existing map instances.
         new: of those, new map instances.
         retired: map instances retired by this update.
+        merged: map instances merged into others by this update (duplicates).
         instances: map instances after the update.
         map_voxels: voxels of the map.
         map_mb: megabytes held by the map, the instance table, the frames and keyframes.
@@ -550,6 +575,7 @@ class UpdateStats:
     matched: int
     new: int
     retired: int
+    merged: int
     instances: int
     map_voxels: int
     map_mb: float
@@ -588,6 +614,38 @@ class _DepthShape:
         return 1
 
 
+class _test_cfg_override:
+    """Run with ``model.test_cfg`` replaced by a copy with ``overrides``; the original is put back.
+
+    The model's own dict is never modified (other users of the model, e.g. an offline
+    ``predict`` between two updates, see its settings unchanged), also when the run raises.
+
+    Args:
+        model: the detector.
+        overrides: keys to set for the run (none: nothing is replaced).
+    """
+
+    def __init__(self, model: nn.Module, overrides: dict) -> None:
+        self.model, self.overrides = model, overrides
+        self._saved: tuple = ()
+
+    def __enter__(self) -> None:
+        if self.overrides:
+            had = 'test_cfg' in vars(self.model)
+            saved = getattr(self.model, 'test_cfg', None)
+            self._saved = (had, saved)
+            self.model.test_cfg = {**(saved or {}), **self.overrides}
+
+    def __exit__(self, *exc) -> None:
+        if self._saved:
+            had, saved = self._saved
+            if had:
+                self.model.test_cfg = saved
+            else:
+                del self.model.test_cfg
+            self._saved = ()
+
+
 # ------------------------------------------------------------------------------------------------
 # the streaming model
 
@@ -613,10 +671,6 @@ class StreamingODIN:
             config = StreamingConfig(**config)
         self.cfg = config or StreamingConfig()
         self.model = model
-        if self.cfg.view_chunk is not None:
-            if getattr(model, 'test_cfg', None) is None:
-                model.test_cfg = {}
-            model.test_cfg['view_chunk'] = self.cfg.view_chunk
         self.on_update = on_update
         self.map = VoxelInstanceMap(self.cfg.voxel_size)
         self.instances: Dict[int, MapInstance] = {}
@@ -627,6 +681,8 @@ class StreamingODIN:
         self.frames_seen = 0
         self.skipped: List[str] = []
         self.retired: List[int] = []
+        self.merged: List[Tuple[int, int]] = []  # (merged id, id it went into)
+        self._last_merged = 0
         self.image_size: Optional[Tuple[int, int]] = (
             None if self.cfg.image_size is None else tuple(self.cfg.image_size))
         self._pending = 0
@@ -767,7 +823,7 @@ class StreamingODIN:
         t1 = time.perf_counter()
         from .inference import inference_recording
         capture = QueryCapture(self.model)
-        with capture:
+        with capture, _test_cfg_override(self.model, self._test_overrides()):
             pred = inference_recording(self.model, prepared).pred_pts_seg
         t2 = time.perf_counter()
         points = prepared.inputs['points'][:, :6].numpy()
@@ -782,7 +838,8 @@ class StreamingODIN:
             update=len(self.updates), frames_seen=self.frames_seen, views=len(views),
             keyframes=len(self.keyframes), latency_s=t3 - t0, prepare_s=t1 - t0,
             model_s=t2 - t1, merge_s=t3 - t2, window_instances=len(window.labels),
-            matched=matched, new=new, retired=retired, instances=len(self.instances),
+            matched=matched, new=new, retired=retired, merged=self._last_merged,
+            instances=len(self.instances),
             map_voxels=len(self.map), map_mb=self.nbytes / 2 ** 20, peak_rss_gb=peak_rss_gb(),
             peak_cuda_gb=(torch.cuda.max_memory_allocated() / 1024 ** 3
                           if torch.cuda.is_available() else 0.0))
@@ -790,6 +847,10 @@ class StreamingODIN:
         if self.on_update is not None:
             self.on_update(stats)
         return stats
+
+    def _test_overrides(self) -> dict:
+        """The ``test_cfg`` keys an update sets on the model (restored after it)."""
+        return {} if self.cfg.view_chunk is None else dict(view_chunk=self.cfg.view_chunk)
 
     @property
     def nbytes(self) -> int:
@@ -937,11 +998,13 @@ class StreamingODIN:
                     first_frame=self.frames_seen, last_frame=self.frames_seen,
                     class_scores={label: score})
         window.global_ids = assign
+        merged = self._merge_duplicates(win, cur, assign, visible, seen, sizes)
+        self._last_merged = len(merged)
         # retirement: seen (most of its voxels observed) but not matched, several times in a row
         retire = []
         matched_ids = set(assign.tolist())
         for v, n in zip(visible.tolist(), seen.tolist()):
-            if v in matched_ids or n < cfg.retire_visible * sizes.get(v, 0):
+            if v in matched_ids or v in merged or n < cfg.retire_visible * sizes.get(v, 0):
                 continue
             rec = self.instances[v]
             rec.missed += 1
@@ -964,6 +1027,63 @@ class StreamingODIN:
             del self.instances[i]
         self.retired.extend(retire)
         return matched, num - matched, len(retire)
+
+    def _merge_duplicates(self, win: np.ndarray, cur: np.ndarray, assign: np.ndarray,
+                          visible: np.ndarray, seen: np.ndarray, sizes: Dict[int, int]
+                          ) -> Dict[int, int]:
+        """Merge map instances that this update's window saw as parts of one matched instance.
+
+        A map instance B that no window instance matched is merged into the map instance A
+        that window instance J matched when ``inter(J, B) >= merge_overlap * seen(B)`` (most of
+        what the update observed of B lies in J) and ``seen(B) >= retire_visible * |B|`` (the
+        update observed most of B). B's voxels take A's id (their vote scores are kept), A's
+        record absorbs B's (class scores, matches, embedding as a match-weighted mean, first
+        seen), and B's id is gone (listed in :attr:`merged`). Each B goes to the J that holds
+        most of it.
+
+        Args:
+            win: (U,) window instance of each observed voxel (-1 none).
+            cur: (U,) map instance of each observed voxel before the vote (-1 none / new).
+            assign: (J,) map id of each window instance (after matching and creation).
+            visible: (V,) map instances the update observed, sorted.
+            seen: (V,) voxels of each observed.
+            sizes: voxels of every map instance (before the vote).
+
+        Returns:
+            ``{merged id B: id A it went into}``.
+        """
+        cfg = self.cfg
+        out: Dict[int, int] = {}
+        if cfg.merge_overlap <= 0 or not len(assign) or not len(visible):
+            return out
+        both = (win >= 0) & (cur >= 0)
+        inter = np.zeros((len(assign), len(visible)), np.int64)
+        np.add.at(inter, (win[both], np.searchsorted(visible, cur[both])), 1)
+        matched = set(assign.tolist())
+        for c, (b, n) in enumerate(zip(visible.tolist(), seen.tolist())):
+            if b in matched or b not in self.instances or n < cfg.retire_visible * sizes.get(b, 0):
+                continue
+            j = int(np.argmax(inter[:, c]))
+            a = int(assign[j])
+            if inter[j, c] < cfg.merge_overlap * n or a == b or a in out:
+                continue
+            out[b] = a
+        for b, a in out.items():
+            ra, rb = self.instances[a], self.instances.pop(b)
+            for label, score in rb.class_scores.items():
+                ra.class_scores[label] = ra.class_scores.get(label, 0.0) + score
+            ra.label = max(ra.class_scores, key=lambda c: (ra.class_scores[c], -c))
+            total = ra.matches + rb.matches
+            ra.score = (ra.score * ra.matches + rb.score * rb.matches) / total
+            if ra.embedding is not None and rb.embedding is not None:
+                mean = ra.embedding * ra.matches + rb.embedding * rb.matches
+                ra.embedding = (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
+            ra.matches = total
+            ra.first_update = min(ra.first_update, rb.first_update)
+            ra.first_frame = min(ra.first_frame, rb.first_frame)
+            self.merged.append((b, a))
+        self.map.relabel(out, {a: self.instances[a].label for a in out.values()})
+        return out
 
     # -------------------------------------------------------------- results out
     def export(self, min_voxels: int = 1) -> Tuple[np.ndarray, np.ndarray, np.ndarray,

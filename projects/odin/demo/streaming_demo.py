@@ -155,7 +155,7 @@ def run_streaming_demo(folder: str, config: str, checkpoint: str, out_dir: str, 
         scene=scene, folder=osp.abspath(folder), frames=stream.frames_seen,
         skipped=stream.skipped, config=dict(vars(params)), class_names=names,
         updates=[u.to_dict() for u in stream.updates], instances=records,
-        retired=list(stream.retired))
+        retired=list(stream.retired), merged=[list(p) for p in stream.merged])
     with open(osp.join(out_dir, 'stream.json'), 'w') as f:
         json.dump(summary, f, indent=1)
     log(f'{len(records)} instances, {len(stream.map)} voxels after {stream.frames_seen} frames '
