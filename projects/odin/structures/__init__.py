@@ -35,5 +35,5 @@ from .multiview_geometry import (
 from .multiview_images import MultiViewImages
 
 __all__ = ['MultiViewDepths', 'MultiViewImages', 'idw_from_neighbors', 'idw_interpolate',
-           'multiscale_xyz', 'unproject_depth', 'voxelize', 'LevelGeometry', 'MultiViewGeometry', 'VoxelSum',
-           'build_level_geometry', 'build_multiview_geometry', 'compute_multiscale_xyz']
+           'multiscale_xyz', 'unproject_depth', 'voxelize', 'LevelGeometry', 'MultiViewGeometry',
+           'VoxelSum', 'build_level_geometry', 'build_multiview_geometry', 'compute_multiscale_xyz']
