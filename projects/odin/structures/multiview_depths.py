@@ -6,8 +6,8 @@ batch has more than one sample, needs padding, or its depths are not float32. Th
 the depths in one place only, the unprojection of
 :func:`projects.odin.structures.multiview_geometry.compute_multiscale_xyz`, a few views at a
 time and only inside each sample's unpadded image, so :class:`MultiViewDepths` keeps every
-sample's depth maps as given (no stacking, padding or conversion) and gives that unprojection the float32 depths of one chunk of views
-(:meth:`MultiViewDepths.region`). The values are those of the padded float32 tensor: padding adds
+sample's depth maps as given (no stacking, padding or conversion) and gives that unprojection
+the float32 depths of one chunk of views (:meth:`MultiViewDepths.region`). The values are those of the padded float32 tensor: padding adds
 zeros and the dtype conversion is element-wise, so neither depends on which views are converted
 together.
 """
