@@ -1,15 +1,15 @@
 """The depth maps of a 3D batch, kept as given and made float32 a few views at a time.
 
-A 3D batch of V views used to hold its depth maps as one float32 tensor (B, V, Hp, Wp), zero
-padded to the padded image size: a copy of every view's depth (``V*Hp*Wp*4`` bytes) whenever the
-batch has more than one sample, needs padding, or its depths are not float32. The model reads
-the depths in one place only, the unprojection of
-:func:`projects.odin.structures.multiview_geometry.compute_multiscale_xyz`, a few views at a
-time and only inside each sample's unpadded image, so :class:`MultiViewDepths` keeps every
-sample's depth maps as given (no stacking, padding or conversion) and gives that unprojection
-the float32 depths of one chunk of views (:meth:`MultiViewDepths.region`). The values are those of the padded float32 tensor: padding adds
-zeros and the dtype conversion is element-wise, so neither depends on which views are converted
-together.
+A 3D batch of V views used to hold its depth maps as one float32 tensor (B, V, Hp, Wp), zero padded
+to the padded image size: a copy of every view's depth (``V*Hp*Wp*4`` bytes) whenever the batch has
+more than one sample, needs padding, or its depths are not float32. The model reads the depths in
+one place only, the unprojection of
+:func:`projects.odin.structures.multiview_geometry.compute_multiscale_xyz`, a few views at a time
+and only inside each sample's unpadded image, so :class:`MultiViewDepths` keeps every sample's
+depth maps as given (no stacking, padding or conversion) and gives that unprojection the float32
+depths of one chunk of views (:meth:`MultiViewDepths.region`). The values are those of the padded
+float32 tensor: padding adds zeros and the dtype conversion is element-wise, so neither depends on
+which views are converted together.
 """
 from typing import List, Sequence, Tuple, Union
 
