@@ -166,6 +166,7 @@ def main(argv=None) -> int:
     official = copy.deepcopy(ours)
     swapped = to_official_formulation(official)
     msda_layers = use_mmcv_ms_deform_attn(official)  # mmcv's grid_sample path, as officially
+    official.to(device)  # the swapped-in reference blocks are built on the CPU
     models = {'ours': ours}
     if args.with_mmcv_msda:
         models['ours, mmcv deformable attention'] = copy.deepcopy(ours)

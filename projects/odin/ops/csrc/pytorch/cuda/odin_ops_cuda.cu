@@ -343,8 +343,11 @@ __global__ void pe_score_bwd_kernel(const T* __restrict__ grad, const T* __restr
                                     const T* __restrict__ b1, const T* __restrict__ lnw,
                                     const T* __restrict__ lnb, double eps, int64_t n, int64_t h,
                                     int64_t k, int64_t c, T* __restrict__ grad_r,
-                                    T* __restrict__ grad_w1, T* __restrict__ grad_b1,
-                                    T* __restrict__ grad_lnw, T* __restrict__ grad_lnb) {
+                                    double* __restrict__ grad_w1, double* __restrict__ grad_b1,
+                                    double* __restrict__ grad_lnw,
+                                    double* __restrict__ grad_lnb) {
+  // the PE-parameter gradients sum one term per pair (N * k of them): they are accumulated in
+  // float64, like the CPU kernel's, so that float32 rounding does not grow with N * k
   extern __shared__ unsigned char smem_raw[];
   T* xhat = reinterpret_cast<T*>(smem_raw);
   T* y = xhat + c;
@@ -363,8 +366,8 @@ __global__ void pe_score_bwd_kernel(const T* __restrict__ grad, const T* __restr
       dp += g * r[(hh * n + i) * c + ch];
     }
     const T dy = y[ch] > 0 ? dp : T(0);
-    atomicAdd(grad_lnw + ch, dy * xhat[ch]);
-    atomicAdd(grad_lnb + ch, dy);
+    atomicAdd(grad_lnw + ch, static_cast<double>(dy * xhat[ch]));
+    atomicAdd(grad_lnb + ch, static_cast<double>(dy));
     const T dxh = dy * lnw[ch];
     p[ch] = dxh;
     part1 += dxh;
@@ -374,10 +377,10 @@ __global__ void pe_score_bwd_kernel(const T* __restrict__ grad, const T* __restr
   const T m2 = block_sum(part2, red) / static_cast<T>(c);
   for (int64_t ch = threadIdx.x; ch < c; ch += blockDim.x) {
     const T dz = rstd * (p[ch] - m1 - xhat[ch] * m2);
-    atomicAdd(grad_w1 + 3 * ch, dz * rl[0]);
-    atomicAdd(grad_w1 + 3 * ch + 1, dz * rl[1]);
-    atomicAdd(grad_w1 + 3 * ch + 2, dz * rl[2]);
-    atomicAdd(grad_b1 + ch, dz);
+    atomicAdd(grad_w1 + 3 * ch, static_cast<double>(dz * rl[0]));
+    atomicAdd(grad_w1 + 3 * ch + 1, static_cast<double>(dz * rl[1]));
+    atomicAdd(grad_w1 + 3 * ch + 2, static_cast<double>(dz * rl[2]));
+    atomicAdd(grad_b1 + ch, static_cast<double>(dz));
   }
 }
 
@@ -429,10 +432,11 @@ std::vector<at::Tensor> knn_pe_score_backward_cuda(const at::Tensor& grad, const
   c10::cuda::CUDAGuard guard(r.device());
   const int64_t h = r.size(0), n = r.size(1), c = r.size(2), k = rel.size(1);
   auto grad_r = at::zeros_like(r);
-  auto grad_w1 = at::zeros_like(w1);
-  auto grad_b1 = at::zeros_like(b1);
-  auto grad_lnw = at::zeros_like(lnw);
-  auto grad_lnb = at::zeros_like(lnb);
+  const auto f64 = r.options().dtype(at::kDouble);  // float64 accumulators (see the kernel)
+  auto grad_w1 = at::zeros(w1.sizes(), f64);
+  auto grad_b1 = at::zeros(b1.sizes(), f64);
+  auto grad_lnw = at::zeros(lnw.sizes(), f64);
+  auto grad_lnb = at::zeros(lnb.sizes(), f64);
   if (n * k > 0) {
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "knn_pe_score_backward_cuda", [&] {
@@ -441,12 +445,13 @@ std::vector<at::Tensor> knn_pe_score_backward_cuda(const at::Tensor& grad, const
           grad.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), rel.data_ptr<scalar_t>(),
           w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(), lnw.data_ptr<scalar_t>(),
           lnb.data_ptr<scalar_t>(), eps, n, h, k, c, grad_r.data_ptr<scalar_t>(),
-          grad_w1.data_ptr<scalar_t>(), grad_b1.data_ptr<scalar_t>(),
-          grad_lnw.data_ptr<scalar_t>(), grad_lnb.data_ptr<scalar_t>());
+          grad_w1.data_ptr<double>(), grad_b1.data_ptr<double>(), grad_lnw.data_ptr<double>(),
+          grad_lnb.data_ptr<double>());
     });
     ODIN_CUDA_LAUNCH_CHECK();
   }
-  return {grad_r, grad_w1, grad_b1, grad_lnw, grad_lnb};
+  const auto dt = w1.scalar_type();
+  return {grad_r, grad_w1.to(dt), grad_b1.to(dt), grad_lnw.to(dt), grad_lnb.to(dt)};
 }
 
 }  // namespace odin
