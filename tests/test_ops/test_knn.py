@@ -216,3 +216,13 @@ def test_grid_twin_equals_brute_force_twin(k):
     # the same formula and (distance, index) order: bit-equal, ties included
     assert torch.equal(idx, ref_idx)
     assert torch.equal(d2, ref_d2)
+
+
+def test_cuda_calls_with_a_large_scene_use_the_grid_twin():
+    from projects.odin.ops.knn import CUDA_GRID_MIN_POINTS, use_grid_on_cuda
+    big = CUDA_GRID_MIN_POINTS + 1
+    assert not use_grid_on_cuda(torch.tensor([1000, 2000]))
+    assert not use_grid_on_cuda(torch.tensor([CUDA_GRID_MIN_POINTS]))
+    assert use_grid_on_cuda(torch.tensor([10, 10 + big]))  # the second scene is the large one
+    with use_backend('pytorch'):  # the twins' reference backend keeps the brute force
+        assert not use_grid_on_cuda(torch.tensor([big]))
