@@ -20,8 +20,8 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from projects.odin.utils.device_fallback import (  # noqa: E402
-    close_process_group,
     distributed_without_accelerator,
+    exit_after_run,
 )
 
 
@@ -111,6 +111,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    rc = main()
-    close_process_group()  # after the last collective; a live gloo group can abort at exit
-    sys.exit(rc)
+    exit_after_run(main())  # closes the process group (a live gloo group can abort at exit)

@@ -26,8 +26,8 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from projects.odin.utils.device_fallback import (  # noqa: E402
-    close_process_group,
     distributed_without_accelerator,
+    exit_after_run,
     fp32_without_accelerator,
     has_accelerator,
 )
@@ -106,4 +106,4 @@ def main(argv=None) -> Runner:
 
 if __name__ == '__main__':
     main()
-    close_process_group()  # after the last collective; a live gloo group can abort at exit
+    exit_after_run(0)  # closes the process group (a live gloo group can abort at exit)
