@@ -306,3 +306,59 @@ def test_pack_rejects_views_of_different_sizes():
                cam2img=[np.eye(4)] * 2, cam2world=[np.eye(4)] * 2, scene_id='s0')
     with pytest.raises(ValueError, match='scene s0: views of different sizes'):
         PackODINInputs()(res)
+
+
+def test_sensor_points_view_caches_reuse_only_unchanged_views(monkeypatch):
+    """Fusion with per-view caches: the same output as without; a view changed since (in place,
+    or another voxel size) is recomputed, an unchanged one is reused."""
+    from projects.odin.datasets.transforms import ODINSensorPoints
+    rng = np.random.default_rng(0)
+
+    def views():
+        depth = [rng.uniform(0.5, 3.0, (12, 16)).astype(np.float32) for _ in range(3)]
+        depth[1][:4] = 0
+        pose = [np.eye(4) for _ in range(3)]
+        pose[2][:3, 3] = [0.03, 0.0, 0.01]
+        k = np.array([[10.0, 0, 8, 0], [0, 10.0, 6, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+        return dict(depths=depth, img=[rng.integers(0, 255, (12, 16, 3), np.uint8)
+                                       for _ in range(3)],
+                    cam2img=[k] * 3, cam2world=pose, scene_id='s')
+
+    def run(res, voxel=0.05, caches=None):
+        res = dict(res, depths=list(res['depths']), img=list(res['img']))
+        if caches is not None:
+            res['view_caches'] = caches
+        out = ODINSensorPoints(voxel_size=voxel)(res)
+        return out['points'].tensor.numpy(), out['pixel_to_point']
+
+    res = views()
+    calls = []
+    fuse = ODINSensorPoints.fuse_view
+
+    def counting(self, results, i):
+        calls.append(i)
+        return fuse(self, results, i)
+    caches = [{} for _ in range(3)]
+    monkeypatch.setattr(ODINSensorPoints, 'fuse_view', counting)
+    plain = run(res)
+    assert calls == [0, 1, 2]
+    for expect_calls in ([0, 1, 2], []):  # first fill, then reuse
+        calls.clear()
+        cached = run(res, caches=caches)
+        assert calls == expect_calls
+        for a, b in zip(plain, cached):
+            np.testing.assert_array_equal(a, b)
+    res['depths'][1][6:, :5] = 0  # changed in place after it was cached
+    res['img'][2][0, 0] += 1
+    calls.clear()
+    changed = run(res, caches=caches)
+    assert calls == [1, 2]
+    calls.clear()
+    plain_changed = run(res)
+    for a, b in zip(plain_changed, changed):
+        np.testing.assert_array_equal(a, b)
+    assert len(changed[0]) != len(plain[0]) or not np.array_equal(changed[0], plain[0])
+    calls.clear()
+    coarse = run(res, voxel=0.2, caches=caches)
+    assert calls == [0, 1, 2]
+    np.testing.assert_array_equal(coarse[0], run(res, voxel=0.2)[0])

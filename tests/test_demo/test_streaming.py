@@ -396,3 +396,61 @@ def test_demo_stream_mode_writes_updates_and_map(tmp_path, tiny_checkpoint, caps
               '--window', '2')
     assert rc == 2
     assert 'error: window (2) must be >= update_every (5)' in capsys.readouterr().err
+
+
+def test_frame_cache_gives_the_same_stream_and_goes_with_the_frames(recording, model,
+                                                                      monkeypatch):
+    """cache_frames on and off: every update's window result, its figures and the final map are
+    identical; with the cache each frame's fusion part is computed once, and a frame that left
+    the window and the keyframes is freed with its cache."""
+    import gc
+    import weakref
+
+    from projects.odin.datasets.transforms import ODINSensorPoints
+    calls = []
+    fuse = ODINSensorPoints.fuse_view
+
+    def counting(self, results, i):
+        calls.append(results['frame_ids'][i])
+        return fuse(self, results, i)
+    monkeypatch.setattr(ODINSensorPoints, 'fuse_view', counting)
+
+    def stream_run(cache):
+        calls.clear()
+        stream = StreamingODIN(model, StreamingConfig(
+            update_every=3, window=4, keyframes=2, image_size=HW, score_thr=0.0, min_points=5,
+            cache_frames=cache))
+        windows, frames = [], {}
+        stream.on_update = lambda stats: windows.append(stream.last_window)
+        for frame in _orbit_frames(recording, 2):
+            stream.push(frame)
+            for f in stream.window:
+                frames.setdefault(f.index, weakref.ref(f))
+        stream.flush()
+        return stream, windows, frames, list(calls)
+
+    on, win_on, frames_on, calls_on = stream_run(True)
+    off, win_off, _, calls_off = stream_run(False)
+    assert len(on.updates) == len(off.updates) == 8
+    skip = {'latency_s', 'prepare_s', 'model_s', 'merge_s', 'map_mb', 'peak_rss_gb',
+            'peak_cuda_gb'}
+    for a, b in zip(on.updates, off.updates):
+        assert {k: v for k, v in a.to_dict().items() if k not in skip} == \
+            {k: v for k, v in b.to_dict().items() if k not in skip}
+    assert sum(len(w.labels) for w in win_on) > 0
+    for a, b in zip(win_on, win_off):
+        assert a.frame_ids == b.frame_ids
+        for name in ('points', 'point_instance', 'labels', 'scores', 'global_ids', 'embeddings'):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for name in ('keys', 'instance', 'label', 'score', 'count', 'rgb'):
+        np.testing.assert_array_equal(getattr(on.map, name), getattr(off.map, name))
+    # without the cache every view of every update is fused; with it, each frame once
+    assert len(calls_off) == sum(u.views for u in off.updates) > len(calls_on)
+    assert sorted(calls_on) == sorted(set(calls_on)) and len(calls_on) == 24
+    assert off.cached_frames() == [] and on.cached_frames() == on.held_frames()
+    assert on.nbytes > off.nbytes
+    # the frames that left are gone, their caches with them; the held ones are alive
+    gc.collect()
+    held = set(on.held_frames())
+    assert len(held) == 6
+    assert {i for i, ref in frames_on.items() if ref() is not None} == held

@@ -142,7 +142,12 @@ def check_frame(frame: Frame, name: str) -> Optional[Tuple[np.ndarray, np.ndarra
 
 @dataclass
 class _Stored:
-    """A frame as the stream keeps it: resized to the model input (what the pipeline reads)."""
+    """A frame as the stream keeps it: resized to the model input (what the pipeline reads).
+
+    ``cache`` is the frame's ``view_caches`` dict of the updates' pipeline (with
+    ``StreamingConfig.cache_frames``): the frame's own part of the point fusion, computed by the
+    first update that sees it and reused by the next ones; it goes with the frame.
+    """
 
     index: int
     frame_id: str
@@ -151,11 +156,33 @@ class _Stored:
     intrinsics: np.ndarray
     pose: np.ndarray
     coverage: Optional[np.ndarray] = None  # coarse voxel keys it sees (computed on eviction)
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes of the arrays in :attr:`cache`."""
+        return _arrays_nbytes(self.cache)
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the frame itself (colour, depth, coverage; not :attr:`cache`)."""
         cov = 0 if self.coverage is None else self.coverage.nbytes
         return self.rgb.nbytes + self.depth.nbytes + cov + 256
+
+
+def _arrays_nbytes(obj, seen: Optional[set] = None) -> int:
+    """Bytes of the distinct numpy arrays in nested dicts, lists and tuples."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, np.ndarray):
+        if id(obj) in seen:
+            return 0
+        seen.add(id(obj))
+        return obj.nbytes
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_arrays_nbytes(x, seen) for x in obj)
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,6 +231,10 @@ class StreamingConfig:
             0.2.
         keyframe_min_new: a leaving frame becomes a keyframe only if at least this fraction of
             its coverage voxels is new to the keyframes. Defaults to 0.1.
+        cache_frames: keep each held frame's own part of the updates' point fusion (its
+            unprojected points and their voxels) from the first update that sees it to the next
+            ones, instead of recomputing it in every update; the same results either way, more
+            memory per held frame (docs/streaming.md section 6). Defaults to True.
         name: scene name of the updates' samples. Defaults to ``'stream'``.
     """
 
@@ -229,6 +260,7 @@ class StreamingConfig:
     merge_overlap: float = 0.5
     keyframe_voxel: float = 0.2
     keyframe_min_new: float = 0.1
+    cache_frames: bool = True
     name: str = 'stream'
 
     def __post_init__(self) -> None:
@@ -558,7 +590,8 @@ class UpdateStats:
         merged: map instances merged into others by this update (duplicates).
         instances: map instances after the update.
         map_voxels: voxels of the map.
-        map_mb: megabytes held by the map, the instance table, the frames and keyframes.
+        map_mb: megabytes held by the map, the instance table, the frames and keyframes (with
+            their caches).
         peak_rss_gb: the process's peak resident memory so far (from the OS).
         peak_cuda_gb: peak CUDA memory allocated (0 on CPU).
     """
@@ -852,12 +885,20 @@ class StreamingODIN:
         """The ``test_cfg`` keys an update sets on the model (restored after it)."""
         return {} if self.cfg.view_chunk is None else dict(view_chunk=self.cfg.view_chunk)
 
+    def held_frames(self) -> List[int]:
+        """Indices (push order) of the frames the stream holds: keyframes and window."""
+        return sorted([f.index for f in self.keyframes] + [f.index for f in self.window])
+
+    def cached_frames(self) -> List[int]:
+        """Indices of the held frames whose fusion part is cached (:attr:`_Stored.cache`)."""
+        return sorted(f.index for f in list(self.keyframes) + list(self.window) if f.cache)
+
     @property
     def nbytes(self) -> int:
-        """Bytes held by the stream's own state: map, instances, window frames, keyframes."""
+        """Bytes held by the stream's own state: map, instances, held frames and their caches."""
         inst = sum(200 + (0 if i.embedding is None else i.embedding.nbytes)
                    for i in self.instances.values())
-        frames = sum(f.nbytes for f in self.window) + sum(f.nbytes for f in self.keyframes)
+        frames = sum(f.nbytes + f.cache_nbytes for f in list(self.window) + self.keyframes)
         return self.map.nbytes + inst + frames
 
     def _prepare(self, views: List[_Stored]):
@@ -874,7 +915,8 @@ class StreamingODIN:
             intrinsics=np.stack([f.intrinsics for f in views]).astype(np.float64),
             depth_scale=1.0, depth_units='float depth, metres (stream)', depth_hw=(h, w),
             depth_dtype='float32', frame_loader=lambda f: (f.rgb, f.depth),
-            frame_refs=list(views))
+            frame_refs=list(views),
+            view_caches=[f.cache for f in views] if self.cfg.cache_frames else None)
         return prepare_recording(seq, image_size=self.image_size,
                                  point_voxel_size=self.cfg.point_voxel_size,
                                  cfg=getattr(self.model, 'cfg', None))
@@ -918,8 +960,12 @@ class StreamingODIN:
         keys = voxel_keys(window.points, self.cfg.voxel_size)
         uniq, inv = np.unique(keys, return_inverse=True)
         inst = window.point_instance
-        # count (voxel, instance) pairs; pick the largest count, then the highest score
-        pair, pair_count = np.unique(np.stack([inv, inst]), axis=1, return_counts=True)
+        # count (voxel, instance) pairs; pick the largest count, then the highest score. One
+        # int64 per pair, voxel-major (the order of np.unique over the pair columns, but 1-D)
+        span = len(window.scores) + 1
+        packed, pair_count = np.unique(inv.astype(np.int64) * span + (inst + 1),
+                                       return_counts=True)
+        pair = np.stack([packed // span, packed % span - 1])
         score = np.where(pair[1] >= 0, window.scores[np.maximum(pair[1], 0)] if
                          len(window.scores) else 0, -1.0)
         order = np.lexsort((-score, -pair_count, pair[0]))
@@ -928,8 +974,9 @@ class StreamingODIN:
         best = order[first]
         voxel_inst = np.full(len(uniq), -1, np.int64)
         voxel_inst[pair[0][best]] = pair[1][best]
-        rgb = np.zeros((len(uniq), 3), np.float64)
-        np.add.at(rgb, inv, points[:, 3:6].astype(np.float64))
+        # per-channel sums in point order (as np.add.at adds them)
+        colour = points[:, 3:6].astype(np.float64)
+        rgb = np.stack([np.bincount(inv, colour[:, c], minlength=len(uniq)) for c in range(3)], 1)
         rgb = rgb / np.bincount(inv, minlength=len(uniq))[:, None]
         rgb = np.clip(np.round(rgb * 255), 0, 255)  # the points carry rgb / 255
         return uniq, voxel_inst, rgb.astype(np.uint8)
@@ -952,9 +999,7 @@ class StreamingODIN:
         win_size = np.bincount(win[win >= 0], minlength=num)
         assign = np.full(num, -1, np.int64)
         if num and len(visible):
-            both = (win >= 0) & (cur >= 0)
-            inter = np.zeros((num, len(visible)))
-            np.add.at(inter, (win[both], np.searchsorted(visible, cur[both])), 1)
+            inter = _overlap_counts(win, cur, num, visible).astype(np.float64)
             iou = inter / np.maximum(win_size[:, None] + seen[None, :] - inter, 1)
             same = window.labels[:, None] == np.array(
                 [self.instances[int(v)].label for v in visible])[None, :]
@@ -1056,9 +1101,7 @@ class StreamingODIN:
         out: Dict[int, int] = {}
         if cfg.merge_overlap <= 0 or not len(assign) or not len(visible):
             return out
-        both = (win >= 0) & (cur >= 0)
-        inter = np.zeros((len(assign), len(visible)), np.int64)
-        np.add.at(inter, (win[both], np.searchsorted(visible, cur[both])), 1)
+        inter = _overlap_counts(win, cur, len(assign), visible)
         matched = set(assign.tolist())
         for c, (b, n) in enumerate(zip(visible.tolist(), seen.tolist())):
             if b in matched or b not in self.instances or n < cfg.retire_visible * sizes.get(b, 0):
@@ -1126,6 +1169,21 @@ class StreamingODIN:
                             matches=rec.matches, first_frame=rec.first_frame,
                             last_frame=rec.last_frame))
         return out
+
+
+def _overlap_counts(win: np.ndarray, cur: np.ndarray, num: int, visible: np.ndarray
+                    ) -> np.ndarray:
+    """(J, V) int64 voxels that window instance j and map instance ``visible[v]`` share.
+
+    Args:
+        win: (U,) window instance of each observed voxel (-1 none).
+        cur: (U,) map instance of each observed voxel (-1 none).
+        num: J, the window instances.
+        visible: (V,) sorted map instances among ``cur``.
+    """
+    both = (win >= 0) & (cur >= 0)
+    flat = win[both] * len(visible) + np.searchsorted(visible, cur[both])
+    return np.bincount(flat, minlength=num * len(visible)).reshape(num, len(visible))
 
 
 def _np(x) -> np.ndarray:

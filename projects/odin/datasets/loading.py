@@ -249,7 +249,8 @@ class LoadRecordingFrames(BaseTransform):
     Added keys: as :class:`LoadODINFrames` (``img``, ``depths``, ``cam2img``, ``cam2world``,
     ``img_path``, ``depth_path``, ``frame_ids``, ``num_views``, ``img_shape``, ``ori_shape``),
     plus ``scene_id`` and ``sample_idx`` (0); with ``resize`` also ``scale_factor`` and
-    ``pad_shape`` (as ``ODINResize``).
+    ``pad_shape`` (as ``ODINResize``); ``view_caches`` when the recording has them (see
+    ``RGBDSequence.view_caches``).
 
     Args:
         max_depth (float, optional): Depth beyond this (metres) is set to 0 (invalid).
@@ -298,6 +299,8 @@ class LoadRecordingFrames(BaseTransform):
             img_shape=imgs[0].shape[:2], ori_shape=ori_shape)
         if resize is not None:
             results.update(scale_factor=scales, pad_shape=imgs[0].shape[:2])
+        if getattr(seq, 'view_caches', None) is not None:
+            results['view_caches'] = list(seq.view_caches)
         return results
 
     def __repr__(self) -> str:

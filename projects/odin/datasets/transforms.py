@@ -600,25 +600,33 @@ class ODINSensorPoints(BaseTransform):
         """Keep the first point of every voxel; set ``results['pixel_to_point']``.
 
         View by view, so that only one view's pixels are held as points at a time: each view's
-        voxels and their first pixel (row-major) are kept, then the views' voxels are merged
-        keeping the first view's point. The same points, in the same (voxel key) order, as
-        fusing all pixels at once.
+        voxels and their first pixel (row-major) are kept (:meth:`fuse_view`), then the views'
+        voxels are merged keeping the first view's point. The same points, in the same (voxel
+        key) order, as fusing all pixels at once.
+
+        With ``results['view_caches']`` (one dict per view, e.g. from
+        :attr:`projects.odin.datasets.recordings.RGBDSequence.view_caches`) a view's part is
+        reused from its dict when the view's depth, colour, intrinsics and pose equal those it
+        was computed from (and the stride and voxel size are the same), else computed and kept
+        there: a stream that fuses the same frames in several windows computes each frame's part
+        once. Reused or not, the output is the same (views with label maps are never cached).
         """
         v = len(results['depths'])
         h, w = results['depths'][0].shape[:2]
+        caches = results.get('view_caches')
+        if caches is not None and (len(caches) != v or 'inst_maps' in results):
+            caches = None
         pixel_to_point = np.full((v, h, w), -1, np.int32)
-        keys, xyz, rgb, inst, sem = [], [], [], [], []
-        for i, (d, k, p) in enumerate(zip(results['depths'], results['cam2img'],
-                                          results['cam2world'])):
-            mask = self._mask(d)
-            pts = unproject(d, k, p, mask)
-            voxel, first, local = np.unique(_voxel_keys(pts, self.voxel_size), axis=0,
-                                            return_index=True, return_inverse=True)
-            pixel_to_point[i][mask] = local.ravel()
-            keys.append(voxel)
-            xyz.append(pts[first])
-            rgb.append(results['img'][i][mask][first])
+        keys, local, xyz, rgb, inst, sem = [], [], [], [], [], []
+        for i in range(v):
+            view = self.fuse_view(results, i) if caches is None else \
+                self._cached_view(results, i, caches[i])
+            keys.append(view[0])
+            local.append(view[1])
+            xyz.append(view[2])
+            rgb.append(view[3])
             if 'inst_maps' in results:
+                mask, first = self._mask(results['depths'][i]), view[4]
                 inst.append(results['inst_maps'][i][mask][first])
                 sem.append(results['sem_maps'][i][mask][first])
         if not sum(len(x) for x in keys):
@@ -631,8 +639,8 @@ class ODINSensorPoints(BaseTransform):
         merged = merged.ravel().astype(np.int32)
         offset = 0
         for i, voxel in enumerate(keys):
-            valid = pixel_to_point[i] >= 0
-            pixel_to_point[i][valid] = merged[offset + pixel_to_point[i][valid]]
+            valid = local[i] >= 0
+            pixel_to_point[i][valid] = merged[offset + local[i][valid]]
             offset += len(voxel)
         results['pixel_to_point'] = pixel_to_point
         xyz = [np.concatenate(xyz)[first]]
@@ -640,6 +648,55 @@ class ODINSensorPoints(BaseTransform):
         if inst:
             inst, sem = [np.concatenate(inst)[first]], [np.concatenate(sem)[first]]
         return self._output(results, xyz, rgb, inst, sem)
+
+    def fuse_view(self, results: dict, i: int) -> tuple:
+        """The part of the fusion that depends on view ``i`` alone.
+
+        Args:
+            results: the pipeline's dict (``depths``, ``img``, ``cam2img``, ``cam2world``).
+            i: the view.
+
+        Returns:
+            tuple: the view's voxels, sorted unique keys (U,) int64 (or (U, 3) voxel indices
+            beyond the packed range, :func:`_voxel_keys`); ``local`` (H, W) int32 index into
+            them of every pixel (-1: no valid depth or not sampled); ``xyz`` (U, 3) float32 and
+            ``rgb`` (U, 3) of each voxel's first pixel (row-major); ``first`` (U,) index of that
+            pixel among the view's sampled valid pixels.
+        """
+        d = results['depths'][i]
+        mask = self._mask(d)
+        pts = unproject(d, results['cam2img'][i], results['cam2world'][i], mask)
+        voxel, first, inverse = np.unique(_voxel_keys(pts, self.voxel_size), axis=0,
+                                          return_index=True, return_inverse=True)
+        local = np.full(d.shape[:2], -1, np.int32)
+        local[mask] = inverse.ravel()
+        # float32 per view: the fused points are cast to float32 anyway (same values)
+        return voxel, local, pts[first].astype(np.float32), results['img'][i][mask][first], first
+
+    def _cached_view(self, results: dict, i: int, cache: dict) -> tuple:
+        """:meth:`fuse_view` through the view's cache dict (see :meth:`_fused`)."""
+        inputs = (results['depths'][i], results['img'][i], np.asarray(results['cam2img'][i]),
+                  np.asarray(results['cam2world'][i]))
+        params = (self.stride, self.voxel_size)
+        kept = cache.get(_VIEW_CACHE_KEY)
+        if kept is not None and kept['params'] == params and \
+                all(_same_array(a, b) for a, b in zip(kept['inputs'], inputs)):
+            return kept['view']
+        view = self.fuse_view(results, i)
+        # copies of the inputs: an array changed in place later is not taken for the same;
+        # ``first`` is only read with label maps, which are never cached
+        cache[_VIEW_CACHE_KEY] = dict(params=params, view=view[:4] + (None,),
+                                      inputs=tuple(np.array(a, copy=True) for a in inputs))
+        return view
+
+
+#: the entry :class:`ODINSensorPoints` keeps in a view's cache dict
+_VIEW_CACHE_KEY = 'ODINSensorPoints'
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same shape, dtype and values (NaN never equals: a NaN input is recomputed)."""
+    return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b))
 
 
 def odin_collate(data_batch: Sequence[dict], camera_drop_prob: float = 0.0) -> dict:

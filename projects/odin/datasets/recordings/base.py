@@ -55,6 +55,9 @@ class RGBDSequence:
         frame_loader: for frames stored inside a file: ``frame_loader(ref)`` returns RGB (H, W, 3)
             uint8 and the raw depth (H, W); None reads ``color_paths`` / ``depth_paths``.
         frame_refs: (V,) the ``ref`` of each frame for ``frame_loader``.
+        view_caches: (V,) one dict per frame in which pipeline steps may keep work that depends
+            on that frame alone, checked against the frame's content before it is reused
+            (``ODINSensorPoints``; a stream keeps one per held frame); None: nothing is kept.
     """
 
     folder: str
@@ -73,6 +76,7 @@ class RGBDSequence:
     invalid_depth: Tuple[float, ...] = ()
     frame_loader: Optional[Callable[[object], Tuple[np.ndarray, np.ndarray]]] = None
     frame_refs: Optional[List[object]] = None
+    view_caches: Optional[List[dict]] = None
     _color_checked: bool = field(default=False, repr=False)
 
     def __len__(self) -> int:
@@ -98,6 +102,8 @@ class RGBDSequence:
             color_intrinsics=None if self.color_intrinsics is None else
             self.color_intrinsics[keep],
             frame_refs=None if self.frame_refs is None else [self.frame_refs[i] for i in keep],
+            view_caches=None if self.view_caches is None else
+            [self.view_caches[i] for i in keep],
             skipped=list(self.skipped))
 
     def read_raw(self, i: int) -> Tuple[Optional[np.ndarray], np.ndarray]:
