@@ -34,6 +34,34 @@ def reference_dir() -> str:
                           osp.normpath(osp.join(REPO_ROOT, '..', 'shared', 'reference')))
 
 
+def build_tiny_model(view_chunk: Optional[int] = None, train: bool = False,
+                     seed: int = 0) -> torch.nn.Module:
+    """The tiny ODIN of ``configs/odin/odin_tiny_test.py`` with seeded initial weights.
+
+    Args:
+        view_chunk: ``test_cfg.view_chunk`` to set (None: the config's).
+        train: return the model in train mode (default: eval mode).
+        seed: torch seed of the weight initialisation.
+
+    Returns:
+        The built, initialised model on the CPU.
+    """
+    from mmdet3d.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import projects.odin  # noqa: F401
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'odin', 'odin_tiny_test.py'))
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train(train)
+    if view_chunk is not None:
+        model.test_cfg['view_chunk'] = view_chunk
+    return model
+
+
 def make_tiny_coco(dirpath: str,
                    num_images: int = 4,
                    img_hw: Sequence[int] = (64, 80),

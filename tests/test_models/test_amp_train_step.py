@@ -6,22 +6,12 @@ attention op. On a CPU, autocast runs in bfloat16 and exercises the same mixed-p
 every ODIN layer.
 """
 import torch
-from mmengine.config import Config
 
-from odin_testing import REPO_ROOT, create_odin_inputs
+from odin_testing import build_tiny_model, create_odin_inputs
 
 
 def test_train_step_under_cpu_autocast():
-    from mmdet3d.registry import MODELS
-    from mmengine.registry import init_default_scope
-
-    import projects.odin  # noqa: F401
-    init_default_scope('mmdet3d')
-    cfg = Config.fromfile(f'{REPO_ROOT}/configs/odin/odin_tiny_test.py')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.train()
+    model = build_tiny_model(train=True)
     data = model.data_preprocessor(
         create_odin_inputs(num_views=3, img_hw=(40, 48), num_points=120), True)
     with torch.autocast('cpu', dtype=torch.bfloat16):

@@ -10,11 +10,10 @@ from typing import List
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from odin_testing import REPO_ROOT, create_odin_inputs
+from odin_testing import build_tiny_model, create_odin_inputs
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -168,25 +167,10 @@ class _FloatDepthWatch(TorchDispatchMode):
         return out
 
 
-def _tiny_model(view_chunk: int):
-    from mmdet3d.registry import MODELS
-    from mmengine.registry import init_default_scope
-
-    import projects.odin  # noqa: F401
-    init_default_scope('mmdet3d')
-    cfg = Config.fromfile(f'{REPO_ROOT}/configs/odin/odin_tiny_test.py')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.eval()
-    model.test_cfg['view_chunk'] = view_chunk
-    return model
-
-
 def test_bounded_test_step_builds_no_float_depth_of_all_views():
     """Preprocessor and bounded forward: no float depth-sized maps for all views at once."""
     num_views, view_chunk = 20, 4
-    model = _tiny_model(view_chunk)
+    model = build_tiny_model(view_chunk=view_chunk)
     data = create_odin_inputs(num_views=num_views, img_hw=(40, 48), num_points=120)
     watch = _FloatDepthWatch([(40, 48), (64, 64)])  # the images are padded to 64 x 64
     with torch.no_grad(), watch:
@@ -199,7 +183,7 @@ def test_bounded_test_step_builds_no_float_depth_of_all_views():
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 def test_bounded_outputs_bit_equal_whole_padded_depths(dtype):
     """The bounded forward on per-chunk depths equals it on the padded float32 depth tensor."""
-    model = _tiny_model(view_chunk=2)
+    model = build_tiny_model(view_chunk=2)
     data = create_odin_inputs(num_views=5, img_hw=(40, 48), num_points=120, batch_size=2)
     data['inputs']['depths'] = [d.to(dtype) for d in data['inputs']['depths']]
     d = model.data_preprocessor(copy.deepcopy(data), False)

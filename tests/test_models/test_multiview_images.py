@@ -4,9 +4,8 @@ import copy
 import pytest
 import torch
 from mmdet3d.models.data_preprocessors import Det3DDataPreprocessor
-from mmengine.config import Config
 
-from odin_testing import REPO_ROOT, create_odin_inputs
+from odin_testing import build_tiny_model, create_odin_inputs
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -84,17 +83,7 @@ def test_frame_selection_and_bad_input():
 
 def test_model_logits_equal_prenormalised_images():
     """The tiny model on per-chunk normalised images equals it on whole-batch ones."""
-    from mmdet3d.registry import MODELS
-    from mmengine.registry import init_default_scope
-
-    import projects.odin  # noqa: F401
-    init_default_scope('mmdet3d')
-    cfg = Config.fromfile(f'{REPO_ROOT}/configs/odin/odin_tiny_test.py')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.eval()
-    model.test_cfg['view_chunk'] = 2
+    model = build_tiny_model(view_chunk=2)
     data = create_odin_inputs(num_views=3, img_hw=(40, 48), num_points=120)
     d = model.data_preprocessor(copy.deepcopy(data), False)
     ref_imgs = _whole_batch(copy.deepcopy(data))
