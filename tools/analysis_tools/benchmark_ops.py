@@ -306,7 +306,14 @@ def fp64_summary(ours: Dict[str, float], official: Dict[str, float],
                 fp64_bound=bound, fp64_bound_holds=bool(ratio[worst] <= bound))
 
 
-def bench_block(args, device: torch.device) -> Dict[str, Dict[str, float]]:
+def block_problem(args, device: torch.device) -> Tuple[nn.Module, nn.Module, Tensor, Tensor,
+                                                       Tensor, Tensor]:
+    """The seeded block benchmark problem: both blocks with the same weights and their inputs.
+
+    Returns:
+        tuple: ``ours``, ``official`` (on ``device``), voxel features ``(N, C)``, voxel xyz
+        ``(N, 3)``, neighbour indices ``(N, k)`` and an output gradient ``(N, C)``.
+    """
     torch.manual_seed(0)
     c = args.channels
     xyz = voxel_scene(args.voxels, device)
@@ -318,6 +325,11 @@ def bench_block(args, device: torch.device) -> Dict[str, Dict[str, float]]:
     ours.load_state_dict(convert_official_cross_view_state_dict(official.state_dict()))
     ours.to(device)
     grad_out = torch.randn(args.voxels, c, device=device)
+    return ours, official, feats, xyz, idx, grad_out
+
+
+def bench_block(args, device: torch.device) -> Dict[str, Dict[str, float]]:
+    ours, official, feats, xyz, idx, grad_out = block_problem(args, device)
     # the float64 reference: the same block, weights, inputs and output gradient in float64
     ref64 = copy.deepcopy(official).double()
     inputs = {torch.float32: (feats, xyz, grad_out),
@@ -548,17 +560,8 @@ def print_msda_table(args, msda: Dict[str, dict]) -> None:
 def profile_block(args, device: torch.device, path: str) -> None:
     """Operator tables of one block fwd+bwd, ours and the official formulation (after warm-up)."""
     from torch.profiler import ProfilerActivity, profile
-    torch.manual_seed(0)
+    ours, official, feats, xyz, idx, grad_out = block_problem(args, device)
     c = args.channels
-    xyz = voxel_scene(args.voxels, device)
-    feats = torch.randn(args.voxels, c, device=device)
-    offsets = torch.tensor([args.voxels], device=device)
-    idx, _ = knn(xyz, xyz, args.k, offsets, offsets)
-    official = NaiveCrossViewAttention(c, args.layers, args.heads, args.ffn).to(device)
-    ours = CrossViewAttention(c, args.layers, args.heads, args.ffn, num_neighbors=args.k)
-    ours.load_state_dict(convert_official_cross_view_state_dict(official.state_dict()))
-    ours.to(device)
-    grad_out = torch.randn(args.voxels, c, device=device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
                                            else [])
     sort = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
