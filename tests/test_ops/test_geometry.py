@@ -6,8 +6,10 @@ import torch
 
 from odin_testing import reference_dir
 from projects.odin.ops import knn, use_backend
+from projects.odin.ops.backend import get_ext
 from projects.odin.parity import knn_differences
 from projects.odin.structures import idw_interpolate, multiscale_xyz, unproject_depth, voxelize
+from projects.odin.structures.geometry import idw_from_neighbors
 
 # ../shared/reference beside the checkout (or $ODIN_REFERENCE_DIR), as every golden test
 REF = Path(reference_dir())
@@ -130,6 +132,37 @@ def test_idw_interpolate_matches_float64_reference(backend):
     with use_backend(backend):
         on_src = idw_interpolate(feats, src_xyz, src_off, src_xyz[:3], torch.tensor([3, 3]))
     torch.testing.assert_close(on_src, feats[:3], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(get_ext(torch.zeros(1), op='knn_gather_wsum') is None,
+                    reason='the compiled CPU kernel is not in use (not built, or the twins forced)')
+def test_idw_compiled_sum_is_the_sequential_neighbour_sum():
+    """The kernel sums w_j * f[idx_j] neighbour by neighbour, each product and sum rounded
+    (built with -ffp-contract=off): bit-equal to the official accumulation order on any CPU, as
+    IEEE multiplication and addition are exact-rounded."""
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(500, 37, generator=g)
+    idx = torch.randint(0, 500, (2000, 8), generator=g)
+    dist = torch.rand(2000, 8, generator=g)
+    recip = 1.0 / (dist + 1e-8)
+    weight = recip / recip.sum(dim=1, keepdim=True)
+    expected = torch.zeros(2000, 37)
+    for j in range(8):
+        expected = expected + feats[idx[:, j]] * weight[:, j:j + 1]
+    with use_backend('auto'):
+        out = idw_from_neighbors(feats, idx, dist)
+    assert torch.equal(out, expected)
+    with use_backend('pytorch'):  # the twin sums by a matmul: equal within rounding
+        torch.testing.assert_close(idw_from_neighbors(feats, idx, dist), expected)
+    with pytest.raises(ValueError, match='idx and dist'):
+        idw_from_neighbors(feats, idx, dist[:, :4])
+
+
+def test_idw_keeps_the_dtype_of_low_precision_features():
+    feats = torch.randn(20, 4).bfloat16()
+    idx = torch.randint(0, 20, (6, 3))
+    out = idw_from_neighbors(feats, idx, torch.rand(6, 3))
+    assert out.dtype == torch.bfloat16 and out.shape == (6, 4)
 
 
 def test_idw_interpolate_gradcheck():

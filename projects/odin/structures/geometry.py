@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from projects.odin.ops import knn, scatter_mean
+from projects.odin.ops import knn, knn_gather_wsum, scatter_mean
 from projects.odin.ops.utils import check_offsets, check_points, scene_ranges
 
 __all__ = ['unproject_depth', 'multiscale_xyz', 'voxelize', 'idw_interpolate', 'idw_from_neighbors']
@@ -162,8 +162,12 @@ def idw_interpolate(src_feats: Tensor,
 def idw_from_neighbors(src_feats: Tensor, idx: Tensor, dist: Tensor) -> Tensor:
     """Inverse-distance-weighted sum over given neighbours (the second half of IDW).
 
-    ``w_j = 1 / (d_j + 1e-8)`` normalised over the row, ``out = sum_j w_j * src_feats[idx_j]``
-    accumulated neighbour by neighbour like the official ``pointops.interpolation``.
+    ``w_j = 1 / (d_j + 1e-8)`` normalised over the row, ``out = sum_j w_j * src_feats[idx_j]``.
+    The sum is the one-head case of :func:`projects.odin.ops.knn_gather_wsum`: the compiled
+    kernels accumulate neighbour by neighbour, product then sum (no fused multiply-add), like the
+    official ``pointops.interpolation``, without materialising a gathered ``(Nt, C)`` tensor per
+    neighbour; the PyTorch twin sums each row by a small matmul (equal within rounding).
+    Differentiable w.r.t. ``src_feats``.
 
     Args:
         src_feats: ``(Ns, C)`` source features (differentiable).
@@ -173,9 +177,12 @@ def idw_from_neighbors(src_feats: Tensor, idx: Tensor, dist: Tensor) -> Tensor:
     Returns:
         ``(Nt, C)`` interpolated features, dtype of ``src_feats``.
     """
+    if idx.shape != dist.shape or idx.dim() != 2:
+        raise ValueError(f'idx and dist must both be (Nt, k), got {tuple(idx.shape)} and '
+                         f'{tuple(dist.shape)}')
     recip = 1.0 / (dist + 1e-8)
     weight = (recip / recip.sum(dim=1, keepdim=True)).to(src_feats.dtype)
-    out = src_feats.new_zeros((idx.shape[0], src_feats.shape[1]))
-    for j in range(idx.shape[1]):
-        out = out + src_feats[idx[:, j]] * weight[:, j:j + 1]
-    return out
+    if idx.shape[1] == 0:
+        return src_feats.new_zeros((idx.shape[0], src_feats.shape[1]))
+    out = knn_gather_wsum(weight.unsqueeze(1), src_feats, idx.long())
+    return out.to(src_feats.dtype)
