@@ -408,7 +408,8 @@ def run_speed(args) -> dict:
     stream = StreamingODIN(model, StreamingConfig(
         update_every=args.update_every, window=args.window, keyframes=args.keyframes,
         voxel_size=args.voxel_size, image_size=image_size, score_thr=args.score_thr,
-        min_points=args.min_points, point_voxel_size=args.point_voxel_size))
+        min_points=args.min_points, point_voxel_size=args.point_voxel_size,
+        view_chunk=args.view_chunk))
     stamps: List[float] = []
     cpu_stamps: List[float] = []
 
@@ -470,7 +471,7 @@ def run_speed(args) -> dict:
                     image_size=list(stream.image_size), update_every=args.update_every,
                     window=args.window, keyframes=args.keyframes, voxel_size=args.voxel_size,
                     point_voxel_size=args.point_voxel_size, score_thr=args.score_thr,
-                    min_points=args.min_points))
+                    min_points=args.min_points, view_chunk=args.view_chunk))
     if profiler is not None:
         summary['profile'] = profile_table(profiler, args.profile)
         for row in summary['profile']:
@@ -515,6 +516,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--point-voxel-size', type=float, default=0.02,
                         help='quality / speed: voxel of the fused sensor points ODIN labels '
                         '(StreamingConfig.point_voxel_size)')
+    parser.add_argument('--view-chunk', type=int, default=8,
+                        help='speed: views per chunk of an update (StreamingConfig.view_chunk; '
+                        '0 = the whole window at once)')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--min-points', type=int, default=20)
     parser.add_argument('--min-iou', type=float, default=0.1)
