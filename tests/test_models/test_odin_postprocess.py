@@ -28,3 +28,20 @@ def test_semantic_inference():
     cls = torch.log(torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05]]))
     masks = torch.tensor([[5.0, -5.0], [-5.0, 5.0]])
     assert semantic_inference(cls, masks).tolist() == [0, 1]
+
+
+def test_instance_inference_leaves_its_inputs_and_matches_the_out_of_place_rule():
+    """The in-place sigmoid and masking act on the function's own copy of the kept rows: the
+    caller's logits are unchanged and the scores are bit-equal to the out-of-place formula."""
+    g = torch.Generator().manual_seed(0)
+    cls = torch.randn(12, 6, generator=g)
+    logits = torch.randn(12, 500, generator=g)
+    before = logits.clone()
+    binary, labels, scores = instance_inference(cls, logits, topk=30)
+    assert torch.equal(logits, before)
+    probs = cls.softmax(-1)[:, :-1]
+    top_scores, top_idx = probs.flatten().topk(30, sorted=True)
+    masks = logits[torch.div(top_idx, 5, rounding_mode='floor')]
+    ref = (masks.sigmoid() * (masks > 0)).sum(1) / ((masks > 0).sum(1) + 1e-6)
+    assert torch.equal(binary, masks > 0)
+    assert torch.equal(scores, top_scores * ref)

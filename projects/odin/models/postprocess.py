@@ -30,9 +30,12 @@ def instance_inference(cls_logits: Tensor,
     top_scores, top_idx = probs.flatten().topk(k, sorted=True)
     labels = keep[top_idx % keep.numel()]
     query = torch.div(top_idx, keep.numel(), rounding_mode='floor')
+    # (topk, N) logits of the kept instances: a copy this function owns, so the sigmoid and the
+    # masking are done in place (the same operations, no further (topk, N) float buffers: a
+    # scene's points can be hundreds of thousands)
     masks = mask_logits[query]
     binary = masks > 0
-    mask_scores = (masks.sigmoid() * binary).sum(1) / (binary.sum(1) + 1e-6)
+    mask_scores = masks.sigmoid_().mul_(binary).sum(1) / (binary.sum(1) + 1e-6)
     return binary, labels, top_scores * mask_scores
 
 
