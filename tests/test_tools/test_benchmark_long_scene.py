@@ -46,3 +46,20 @@ def test_benchmark_skips_sizes_over_the_budget(tmp_path, capsys):
     assert len(need) == 2 and need[1] > need[0] > 0.5
     assert 'fewer than two sizes measured' in out
     assert bench.fit_line([1, 2, 3], [2.0, 4.0, 6.0]) == pytest.approx((0.0, 2.0))
+
+
+def test_long_recording_of_a_larger_room_sees_more_surface(tmp_path):
+    """``room`` (``--room``) sets the floor extent: the camera orbits a larger room, so its
+    depths reach further than in the default room, and the folder records the room."""
+    import json
+
+    import cv2
+    bench = load_script('tools/analysis_tools/benchmark_long_scene.py')
+    far = {}
+    for name, room in (('default', None), ('large', (9.0, 8.0))):
+        rec = bench.make_long_recording(str(tmp_path / name), 3, (48, 64), room=room)
+        depths = [cv2.imread(f'{rec}/depth/{i}.png', -1) for i in range(3)]
+        far[name] = max(float(d.max()) for d in depths)
+        spec = json.loads((tmp_path / name / 'recording.json').read_text())
+        assert spec.get('room') == (None if room is None else list(room))
+    assert far['large'] > 1.2 * far['default']

@@ -77,6 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='where the generated recording is kept (reused when it fits)')
     parser.add_argument('--recording-hw', type=int, nargs=2, default=(480, 640),
                         metavar=('H', 'W'), help='frame size of the recording (default 480 640)')
+    parser.add_argument('--room', type=float, nargs=2, default=None, metavar=('X', 'Y'),
+                        help='floor extent of the generated room in metres (default: the '
+                        'synthetic world\'s 4-6 x 3.5-5 m); e.g. 8 7.5 for the surface of a '
+                        'large real scan')
     parser.add_argument('--recording-frames', type=int, default=None,
                         help='frames of the generated recording (default: the largest of '
                         '--frames); each size takes frames spread over it')
@@ -104,7 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def make_long_recording(out_dir: str, num_frames: int, hw: Tuple[int, int] = (480, 640),
-                        render_scale: float = 0.5, seed: int = 0) -> str:
+                        render_scale: float = 0.5, seed: int = 0,
+                        room: Optional[Tuple[float, float]] = None) -> str:
     """Write (or reuse) a ScanNet-export recording of ``num_frames`` frames orbiting one room.
 
     Args:
@@ -115,6 +120,10 @@ def make_long_recording(out_dir: str, num_frames: int, hw: Tuple[int, int] = (48
         render_scale: the frames are ray-cast at this fraction of ``hw`` and upsampled (colour
             bilinear, depth nearest); 1 renders at full size (slower).
         seed: scene seed.
+        room: (x, y) floor extent of the room in metres, or None for the world's default
+            preset (4-6 m x 3.5-5 m). A larger room gives the model more surface (more 2 cm
+            voxels and points), as a real scan of a large room does; its furniture count is
+            scaled with the floor area.
 
     Returns:
         The recording folder.
@@ -125,6 +134,14 @@ def make_long_recording(out_dir: str, num_frames: int, hw: Tuple[int, int] = (48
     from projects.odin.datasets.synthetic_world import WorldConfig, build_scene, render
     spec = dict(num_frames=int(num_frames), hw=list(hw), render_scale=render_scale, seed=seed,
                 version=1)
+    overrides = {}
+    if room is not None:
+        spec['room'] = [float(room[0]), float(room[1])]
+        base = WorldConfig.from_preset('default')
+        scale = room[0] * room[1] / (base.room_size[0][1] * base.room_size[1][1])
+        overrides = dict(room_size=((room[0], room[0]), (room[1], room[1])),
+                         num_objects=tuple(max(1, int(round(n * scale)))
+                                           for n in base.num_objects))
     marker = osp.join(out_dir, 'recording.json')
     if osp.isfile(marker):
         with open(marker) as f:
@@ -132,7 +149,7 @@ def make_long_recording(out_dir: str, num_frames: int, hw: Tuple[int, int] = (48
                 return out_dir
     rh, rw = max(8, int(round(hw[0] * render_scale))), max(8, int(round(hw[1] * render_scale)))
     cfg = WorldConfig.from_preset('default', depth_hw=(rh, rw), color_hw=(rh, rw),
-                                  num_frames=int(num_frames), hole_fraction=0.0)
+                                  num_frames=int(num_frames), hole_fraction=0.0, **overrides)
     scene = build_scene(seed, 0, cfg)
     for d in ('color', 'depth', 'pose', 'intrinsic'):
         os.makedirs(osp.join(out_dir, d), exist_ok=True)
@@ -290,9 +307,11 @@ def main(argv=None) -> int:
         estimate_peak_memory_gb = None
     frames = sorted(set(args.frames))
     length = max(frames + [args.recording_frames or 0])
+    room_tag = '' if args.room is None else f'_room{args.room[0]:g}x{args.room[1]:g}'
     recording = make_long_recording(
         osp.join(args.work_dir, f'recording_{length}_{args.recording_hw[0]}x'
-                 f'{args.recording_hw[1]}'), length, tuple(args.recording_hw))
+                 f'{args.recording_hw[1]}{room_tag}'), length, tuple(args.recording_hw),
+        room=args.room)
     print(f'recording: {recording} ({length} frames of {args.recording_hw[1]}x'
           f'{args.recording_hw[0]}, synthetic room); models with random weights; device '
           f'{args.device}; bounded path view_chunk={args.view_chunk}', flush=True)
