@@ -163,6 +163,9 @@ def test_idw_keeps_the_dtype_of_low_precision_features():
     idx = torch.randint(0, 20, (6, 3))
     out = idw_from_neighbors(feats, idx, torch.rand(6, 3))
     assert out.dtype == torch.bfloat16 and out.shape == (6, 4)
+    # no neighbours: zeros (the gather op's k = 0 case)
+    none = idw_from_neighbors(feats, idx[:, :0], torch.rand(6, 0))
+    assert none.shape == (6, 4) and not none.float().abs().any()
 
 
 def test_idw_interpolate_gradcheck():

@@ -63,3 +63,5 @@ def test_long_recording_of_a_larger_room_sees_more_surface(tmp_path):
         spec = json.loads((tmp_path / name / 'recording.json').read_text())
         assert spec.get('room') == (None if room is None else list(room))
     assert far['large'] > 1.2 * far['default']
+    with pytest.raises(ValueError, match='room must be two positive'):
+        bench.make_long_recording(str(tmp_path / 'bad'), 3, (48, 64), room=(-1.0, 5.0))

@@ -136,6 +136,8 @@ def make_long_recording(out_dir: str, num_frames: int, hw: Tuple[int, int] = (48
                 version=1)
     overrides = {}
     if room is not None:
+        if len(room) != 2 or min(room) <= 0:
+            raise ValueError(f'room must be two positive floor extents in metres, got {room}')
         spec['room'] = [float(room[0]), float(room[1])]
         base = WorldConfig.from_preset('default')
         scale = room[0] * room[1] / (base.room_size[0][1] * base.room_size[1][1])

@@ -182,7 +182,5 @@ def idw_from_neighbors(src_feats: Tensor, idx: Tensor, dist: Tensor) -> Tensor:
                          f'{tuple(dist.shape)}')
     recip = 1.0 / (dist + 1e-8)
     weight = (recip / recip.sum(dim=1, keepdim=True)).to(src_feats.dtype)
-    if idx.shape[1] == 0:
-        return src_feats.new_zeros((idx.shape[0], src_feats.shape[1]))
     out = knn_gather_wsum(weight.unsqueeze(1), src_feats, idx.long())
     return out.to(src_feats.dtype)
