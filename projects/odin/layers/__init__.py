@@ -1,4 +1,4 @@
-"""ODIN layers: the kNN cross-view attention block and the deformable attention (torch + ops).
+"""ODIN layers: the kNN cross-view attention block, the deformable and the masked attention.
 
 The geometry functions moved to :mod:`projects.odin.structures`; they stay importable here. The
 official-formulation reference block ``NaiveCrossViewAttention`` moved to
@@ -36,6 +36,11 @@ if _MMCV_OPS:  # mmcv's deformable attention, our CPU kernel
         use_mmcv_ms_deform_attn,
         use_odin_ms_deform_attn,
     )
+    from .masked_attention import (
+        ODINMaskedAttention,
+        use_mmcv_masked_attn,
+        use_odin_masked_attn,
+    )
 
 __all__ = [
     'CrossViewAttention', 'KNNCrossAttentionLayer', 'RelativePositionMLP',
@@ -44,7 +49,8 @@ __all__ = [
 ]
 if _MMCV_OPS:
     __all__ += ['ODINMultiScaleDeformableAttention', 'use_odin_ms_deform_attn',
-                'use_mmcv_ms_deform_attn']
+                'use_mmcv_ms_deform_attn', 'ODINMaskedAttention', 'use_odin_masked_attn',
+                'use_mmcv_masked_attn']
 
 
 def __getattr__(name: str) -> object:

@@ -110,22 +110,30 @@ class ODINMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                          f'{tuple(reference_points.shape)}')
 
 
+def swap_module_class(child: nn.Module, target: Type[nn.Module]) -> nn.Module:
+    """A ``target`` instance that takes over ``child``'s state.
+
+    The new module gets the old one's attributes, submodules, parameter objects, devices, dtypes
+    and hooks (containers copied shallowly), so state dicts and outputs are unchanged; it is
+    meant for a subclass (or the base class) of ``type(child)`` with the same constructor.
+    """
+    new = target.__new__(target)
+    new.__dict__.update({k: copy.copy(v) if isinstance(v, (dict, set)) else v
+                         for k, v in vars(child).items()})
+    return new
+
+
 def _swap(root: nn.Module, source: Type[nn.Module], target: Type[nn.Module]) -> int:
     """Replace every module of exactly class ``source`` under ``root`` by a ``target``.
 
-    The new module takes over the old one's submodules (the same parameter objects, devices,
-    dtypes and hooks) and attributes, so state dicts and outputs are unchanged.
+    See :func:`swap_module_class`.
     """
     swapped = 0
     for parent in list(root.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is not source:
                 continue
-            new = target.__new__(target)
-            # same attributes; containers (parameters, submodules, hooks) copied shallowly
-            new.__dict__.update({k: copy.copy(v) if isinstance(v, (dict, set)) else v
-                                 for k, v in vars(child).items()})
-            setattr(parent, name, new)
+            setattr(parent, name, swap_module_class(child, target))
             swapped += 1
     return swapped
 

@@ -20,6 +20,10 @@ Class logits come from the configured ``classifier`` (models/classifiers.py): th
 ``LinearClassifier`` or the ``OpenVocabClassifier`` (docs/specification.md §2.9), whose K is the
 size of the batch's vocabulary and whose text cross-attention conditions the queries before every
 decoder layer. The head calls both through one interface, without asking which it has.
+
+The decoder's cross-attention is :class:`~projects.odin.layers.ODINMaskedAttention` (mmcv's
+layer, same parameters, run through ``scaled_dot_product_attention`` with one boolean mask for
+all heads): the attention weights over every key are never held.
 """
 import warnings
 from dataclasses import dataclass
@@ -38,6 +42,7 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from ..layers.masked_attention import use_odin_masked_attn
 from ..structures import neighbors
 from ..structures.multiview_geometry import LevelGeometry, MultiViewGeometry
 from .classifiers import BaseClassifier
@@ -147,6 +152,9 @@ class ODINHead(Mask2FormerHead):
         self._fusion_heads_2d: Dict[int, nn.Module] = {
             self.num_classes: self._build_fusion_head_2d(self.num_classes)}
         self.attn_mask_3d = AttentionMask3D()
+        # mmdet builds mmcv's MultiheadAttention; ours has the same parameters and never holds
+        # the (B*heads, Q, keys) attention weights
+        use_odin_masked_attn(self.transformer_decoder)
         self._loss_cls_cfg = dict(kwargs['loss_cls'])
         self._vocab_losses: Dict[int, nn.Module] = {}
         # learned absolute-xyz positional encoding of the 3D memory keys
@@ -264,7 +272,7 @@ class ODINHead(Mask2FormerHead):
             level = levels[i % num_levels]
             # fully masked rows attend to every (non-padded) key
             attn = torch.where(attn.all(-1, keepdim=True), level.pad.unsqueeze(1), attn)
-            attn = attn.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
+            attn = attn.unsqueeze(1)  # (B, 1, Q, keys): one mask for all heads
             query = self.classifier.condition(i, query, query_embed, text)
             query = self.transformer_decoder.layers[i](
                 query=query,
@@ -429,7 +437,9 @@ class ODINHead(Mask2FormerHead):
         """Decoder levels (voxel memory) and mask space (prediction points) of a 3D batch."""
         pred_counts = x.pred_counts
         n_max = max(pred_counts)
-        mask_feats = torch.stack([_pad_last(f, n_max) for f in x.mask_feats])
+        # one scene: a view of its mask features (no padded copy of (C, N_pred))
+        mask_feats = (x.mask_feats[0].unsqueeze(0) if len(x.mask_feats) == 1 else
+                      torch.stack([_pad_last(f, n_max) for f in x.mask_feats]))
         levels = self._memory_3d(x.voxel_feats, x.geometry, x.plan)
         return levels, _PointMasks(mask_feats, pred_counts, x.points, levels, self.attn_mask_3d)
 
