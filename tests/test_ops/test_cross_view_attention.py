@@ -183,3 +183,32 @@ def test_block_under_amp(device, dtype):
     out.float().square().sum().backward()
     assert ((out.float() - ref).norm() / ref.norm()).item() < 2e-2  # half-precision projections
     assert f.grad.isfinite().all() and block.layers[0].in_proj_weight.grad.isfinite().all()
+
+
+@pytest.mark.parametrize('row_chunk', [7, 16, 64])
+def test_row_chunks_equal_the_whole_layer(row_chunk):
+    # the row-wise part (query, scores, output, FFN) runs per chunk of query voxels against
+    # the keys and values of all voxels: the same numbers as all rows at once (float64)
+    naive, whole = random_pair(c=16, layers=2, heads=2, ffn=24, k=5, seed=6)
+    chunked = CrossViewAttention(16, 2, 2, 24, num_neighbors=5, row_chunk=row_chunk).double()
+    chunked.load_state_dict(whole.state_dict())
+    for layer in whole.layers:
+        layer.row_chunk = 0
+    feats, xyz, idx = random_voxels([30, 20], 16, 5, seed=7)
+    outs, grads = [], []
+    for block in (whole, chunked):
+        f = feats.clone().requires_grad_(True)
+        out = block(f, xyz, idx)
+        outs.append(out.detach())
+        grads.append(torch.autograd.grad(out.square().sum(), [f] + list(block.parameters())))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    # and the official formulation agrees with the chunked block
+    with torch.no_grad():
+        torch.testing.assert_close(outs[1], naive(feats, xyz, idx), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match='row_chunk must be >= 0'):
+        CrossViewAttention(16, 1, 2, 24, row_chunk=-1)
+    # no voxels: an empty result, not an error
+    with torch.no_grad():
+        assert chunked(feats[:0], xyz[:0], idx[:0]).shape == (0, 16)

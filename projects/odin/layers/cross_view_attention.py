@@ -24,7 +24,9 @@ The three neighbourhood terms run in :mod:`projects.odin.ops` primitives
 (:func:`~projects.odin.ops.knn_gather_dot`, :func:`~projects.odin.ops.knn_pe_score`,
 :func:`~projects.odin.ops.knn_gather_wsum`) that never materialise ``(N, k, C)`` tensors and save
 only their inputs for backward (``P_ij`` and ``r`` are recomputed), which keeps both time and
-memory low. Forward and backward go through autograd.
+memory low. Everything after the key and value projections is row-wise in the query voxel, so it
+runs on chunks of ``row_chunk`` voxels (the FFN hidden of all voxels, ``ffn_dims`` floats each,
+is never held). Forward and backward go through autograd.
 """
 import math
 from typing import Dict, Optional
@@ -71,16 +73,26 @@ class KNNCrossAttentionLayer(nn.Module):
         num_heads: attention heads.
         ffn_dims: FFN hidden channels.
         dropout: dropout of the attention weights, the attention output and the FFN.
+        row_chunk: voxels per chunk of the row-wise part of the layer (everything after the
+            key and value projections: query, scores, output, FFN), so that its temporaries
+            (e.g. the FFN hidden, ``ffn_dims`` floats per voxel) exist for one chunk at a time;
+            0 = all voxels at once. Results equal the unchunked layer's up to float rounding.
+
+    Raises:
+        ValueError: ``embed_dims`` not divisible by ``num_heads``, or a negative ``row_chunk``.
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, ffn_dims: int = 1024,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, row_chunk: int = 16384) -> None:
         super().__init__()
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims={embed_dims} not divisible by num_heads={num_heads}')
+        if row_chunk < 0:
+            raise ValueError(f'row_chunk must be >= 0 (0 = all voxels), got {row_chunk}')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.dropout = dropout
+        self.row_chunk = row_chunk
         self.attn_norm = nn.LayerNorm(embed_dims)
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dims, embed_dims))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dims))
@@ -115,23 +127,49 @@ class KNNCrossAttentionLayer(nn.Module):
         """
         n, c = feats.shape
         h = self.num_heads
-        d = c // h
-        drop = self.dropout if self.training else 0.0
-        scale = 1.0 / math.sqrt(d)
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-
-        q = F.linear(self.attn_norm(feats) + query_pe, w_q * scale, b_q * scale)
+        w_k, w_v = self.in_proj_weight.chunk(3)[1:]
+        b_k, b_v = self.in_proj_bias.chunk(3)[1:]
         key = F.linear(feats, w_k, b_k)           # projected once per voxel
         value = F.linear(feats, w_v, b_v)
         fc2 = pos_enc.fc2
         # q_h . W_k,h (W_2 P_ij + b_2) = (W_k,h W_2)^T q_h . P_ij + q_h . (W_k,h b_2)
-        m = (w_k @ fc2.weight).view(h, d, c)
-        u = (w_k @ fc2.bias).view(1, h, d)
+        m = (w_k @ fc2.weight).view(h, c // h, c)
+        u = (w_k @ fc2.bias).view(1, h, c // h)
+        step = self.row_chunk if 0 < self.row_chunk < n else max(n, 1)
+        outs = [self._rows(feats[s:s + step], neighbor_idx[s:s + step], rel[s:s + step], key,
+                           value, m, u, pos_enc, query_pe) for s in range(0, max(n, 1), step)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _rows(self, feats: Tensor, neighbor_idx: Tensor, rel: Tensor, key: Tensor,
+              value: Tensor, m: Tensor, u: Tensor, pos_enc: 'RelativePositionMLP',
+              query_pe: Tensor) -> Tensor:
+        """The layer for some query voxels (rows), reading the keys and values of all voxels.
+
+        Args:
+            feats: ``(n, C)`` features of the query voxels.
+            neighbor_idx: ``(n, k)`` their neighbour rows of ``key``/``value``.
+            rel: ``(n, k, 3)`` their neighbour offsets.
+            key: ``(N, C)`` projected keys of all voxels.
+            value: ``(N, C)`` projected values of all voxels.
+            m: ``(H, d, C)`` the folded ``W_k,h W_2``.
+            u: ``(1, H, d)`` the folded ``W_k b_2``.
+            pos_enc: the block's relative-position MLP.
+            query_pe: ``(C,)`` ``PE(0)``.
+
+        Returns:
+            ``(n, C)`` updated features of the query voxels.
+        """
+        n, c = feats.shape
+        h = self.num_heads
+        drop = self.dropout if self.training else 0.0
+        scale = 1.0 / math.sqrt(c // h)
+        w_q = self.in_proj_weight[:c]
+        b_q = self.in_proj_bias[:c]
+        q = F.linear(self.attn_norm(feats) + query_pe, w_q * scale, b_q * scale)
         scores = knn_gather_dot(q, key, neighbor_idx, h)
         scores = scores + knn_pe_score(q, m, rel, pos_enc.fc1.weight, pos_enc.fc1.bias,
                                        pos_enc.norm.weight, pos_enc.norm.bias, pos_enc.norm.eps)
-        scores = scores + (q.view(n, h, d) * u).sum(-1, keepdim=True)  # constant in j
+        scores = scores + (q.view(n, h, c // h) * u).sum(-1, keepdim=True)  # constant in j
         attn = torch.softmax(scores, dim=-1)
         if drop > 0:
             attn = F.dropout(attn, drop, True)
@@ -158,17 +196,19 @@ class CrossViewAttention(nn.Module):
         num_neighbors: ``k`` the caller's kNN uses, checked against ``neighbor_idx``; None
             accepts the caller's k (the model configures k once, on the detector).
         dropout: dropout probability (official 0.0).
+        row_chunk: voxels per chunk of each layer's row-wise part (see
+            :class:`KNNCrossAttentionLayer`; 0 = all voxels at once).
     """
 
     def __init__(self, embed_dims: int = 256, num_layers: int = 1, num_heads: int = 8,
                  ffn_dims: int = 1024, num_neighbors: Optional[int] = None,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, row_chunk: int = 16384) -> None:
         super().__init__()
         self.embed_dims = embed_dims
         self.num_neighbors = num_neighbors
         self.pos_enc = RelativePositionMLP(embed_dims)
         self.layers = nn.ModuleList(
-            KNNCrossAttentionLayer(embed_dims, num_heads, ffn_dims, dropout)
+            KNNCrossAttentionLayer(embed_dims, num_heads, ffn_dims, dropout, row_chunk)
             for _ in range(num_layers))
 
     def forward(self, voxel_feats: Tensor, voxel_xyz: Tensor, neighbor_idx: Tensor) -> Tensor:
