@@ -45,3 +45,13 @@ def test_instance_inference_leaves_its_inputs_and_matches_the_out_of_place_rule(
     ref = (masks.sigmoid() * (masks > 0)).sum(1) / ((masks > 0).sum(1) + 1e-6)
     assert torch.equal(binary, masks > 0)
     assert torch.equal(scores, top_scores * ref)
+
+
+def test_row_counts_equal_the_bool_sum():
+    # counted a few rows at a time (sum of a bool tensor converts all of it to int64 first)
+    from projects.odin.models.postprocess import _row_counts
+    g = torch.Generator().manual_seed(1)
+    for rows in (0, 1, 8, 9, 17, 100):
+        binary = torch.rand(rows, 37, generator=g) > 0.4
+        counts = _row_counts(binary)
+        assert counts.dtype == torch.int64 and torch.equal(counts, binary.sum(1))
