@@ -129,7 +129,7 @@ def test_streaming_leaves_the_models_test_cfg_unchanged(recording, model):
         stream.run(recording_frames(recording, max_frames=6))
         assert len(stream.updates) == 2 and len(seen) == 2
         # during the updates the model saw the override on top of its own keys
-        assert all(cfg == dict(snapshot, view_chunk=3) for cfg in seen)
+        assert all(cfg == dict(snapshot, view_chunk=3, hold_res2_views=4) for cfg in seen)
         assert model.test_cfg is before and model.test_cfg == snapshot
         # also when an update fails
         def boom(mod, args):

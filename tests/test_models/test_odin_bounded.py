@@ -126,6 +126,31 @@ def test_predict_uses_view_chunk_and_gives_the_same_instances():
     replay.check()
 
 
+
+def test_hold_res2_views_holds_instead_of_recomputing_with_the_same_logits():
+    """``hold_res2_views``: res2 of every chunk kept from the backbone pass (no second stem /
+    res2 pass) for batches of at most that many views; the same chunks run the same
+    operations, so every logit is bit-equal to recomputing it."""
+    model = _build(prediction_points=dict(type='SensorPointsBuilder'))
+    data = create_odin_inputs(num_views=6, img_hw=(32, 32), num_points=150,
+                              num_superpoints=None)
+    d = model.data_preprocessor(copy.deepcopy(data), False)
+    calls = []
+    model.backbone.layer1.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    outs = {}
+    with torch.no_grad():
+        for hold in (0, 5, 6):
+            calls.clear()
+            model.test_cfg.update(view_chunk=4, hold_res2_views=hold)
+            outs[hold] = _forward(model, d, 4)[1:]
+            # held only when the batch has at most `hold` views
+            assert calls == ([4, 2] if hold >= 6 else [4, 2, 4, 2]), (hold, calls)
+    for a, b in zip(outs[6][0] + outs[6][1], outs[0][0] + outs[0][1]):
+        assert torch.equal(a, b)
+    model.test_cfg['hold_res2_views'] = -1
+    with pytest.raises(ValueError, match='hold_res2_views must be >= 0'):
+        model.extract_feat(d['inputs'], d['data_samples'])
+
 def test_swin_chunked_equals_whole_batch():
     backbone = dict(
         _delete_=True, type='ODINSwinTransformer', embed_dims=32, depths=[1, 1, 1, 1],

@@ -95,6 +95,7 @@ def _check_speed(doc, device):
     # updates after frames 3 and 6, then the flush of frame 7
     assert doc['updates'] == 3 and len(doc['latency_s']) == 3
     assert doc['params']['image_size'] == [24, 32] and doc['views_max'] == 5
+    assert doc['params']['hold_res2'] is True  # the StreamingConfig default
     assert doc['fps'] > 0 and doc['fps_sustained'] > 0 and doc['wall_s'] > 0
     # the sustained rate counts the 4 frames after the first update over the time after it
     assert doc['wall_s'] > sum(doc['latency_s'][1:])

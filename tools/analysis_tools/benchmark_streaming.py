@@ -409,7 +409,7 @@ def run_speed(args) -> dict:
         update_every=args.update_every, window=args.window, keyframes=args.keyframes,
         voxel_size=args.voxel_size, image_size=image_size, score_thr=args.score_thr,
         min_points=args.min_points, point_voxel_size=args.point_voxel_size,
-        view_chunk=args.view_chunk))
+        view_chunk=args.view_chunk, hold_res2=not args.recompute_res2))
     stamps: List[float] = []
     cpu_stamps: List[float] = []
 
@@ -471,7 +471,8 @@ def run_speed(args) -> dict:
                     image_size=list(stream.image_size), update_every=args.update_every,
                     window=args.window, keyframes=args.keyframes, voxel_size=args.voxel_size,
                     point_voxel_size=args.point_voxel_size, score_thr=args.score_thr,
-                    min_points=args.min_points, view_chunk=args.view_chunk))
+                    min_points=args.min_points, view_chunk=args.view_chunk,
+                    hold_res2=not args.recompute_res2))
     if profiler is not None:
         summary['profile'] = profile_table(profiler, args.profile)
         for row in summary['profile']:
@@ -519,6 +520,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--view-chunk', type=int, default=8,
                         help='speed: views per chunk of an update (StreamingConfig.view_chunk; '
                         '0 = the whole window at once)')
+    parser.add_argument('--recompute-res2', action='store_true',
+                        help='speed: recompute res2 per view chunk for the mask features instead '
+                        'of holding it (StreamingConfig.hold_res2=False)')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--min-points', type=int, default=20)
     parser.add_argument('--min-iou', type=float, default=0.1)

@@ -207,6 +207,10 @@ class StreamingConfig:
         view_chunk: ``model.test_cfg.view_chunk`` during the updates (the bounded path; the
             model's ``test_cfg`` is replaced by a copy for each update and put back after it,
             never modified); None keeps the model's. Defaults to 8.
+        hold_res2: during the updates, keep every view chunk's res2 from the backbone pass for
+            the mask features instead of recomputing it (``model.test_cfg.hold_res2_views`` =
+            ``window + keyframes``): the same results, about 10 % faster updates on a CPU, and
+            4.9 MB more per 240x320 view of an update. Defaults to True.
         score_thr: window instances below this score are not merged. Defaults to 0.3.
         min_points: window instances with fewer points (after overlaps are resolved, highest
             score wins) are not merged. Defaults to 50.
@@ -246,6 +250,7 @@ class StreamingConfig:
     point_voxel_size: float = 0.02
     max_depth: Optional[float] = None
     view_chunk: Optional[int] = 8
+    hold_res2: bool = True
     score_thr: float = 0.3
     min_points: int = 50
     min_iou: float = 0.1
@@ -883,7 +888,10 @@ class StreamingODIN:
 
     def _test_overrides(self) -> dict:
         """The ``test_cfg`` keys an update sets on the model (restored after it)."""
-        return {} if self.cfg.view_chunk is None else dict(view_chunk=self.cfg.view_chunk)
+        overrides = {} if self.cfg.view_chunk is None else dict(view_chunk=self.cfg.view_chunk)
+        if self.cfg.hold_res2:
+            overrides['hold_res2_views'] = self.cfg.window + self.cfg.keyframes
+        return overrides
 
     def held_frames(self) -> List[int]:
         """Indices (push order) of the frames the stream holds: keyframes and window."""

@@ -54,22 +54,41 @@ class ChunkPlan:
             0 = all pixels of a scene at once).
         recompute: run every chunk's work under ``torch.utils.checkpoint`` (training in bounded
             memory: activations recomputed in the backward pass).
+        hold_res2_views: batches of at most this many views hold every chunk's res2 from the
+            backbone pass for the stride-4 mask features instead of recomputing it (stem and
+            first stage) per chunk; more memory (256 floats per stride-4 pixel: 4.9 MB per
+            240x320 view), less time. 0 = only a batch of one chunk holds it. The results are
+            the same either way (the same chunks run the same operations).
 
     Raises:
-        ValueError: a negative ``view_chunk`` or ``point_chunk``.
+        ValueError: a negative ``view_chunk``, ``point_chunk`` or ``hold_res2_views``.
     """
 
     def __init__(self, num_views: int, view_chunk: int = 0, point_chunk: int = 0,
-                 recompute: bool = False) -> None:
+                 recompute: bool = False, hold_res2_views: int = 0) -> None:
         if view_chunk < 0:
             raise ValueError(f'view_chunk must be >= 0 (0 = all views), got {view_chunk}')
         if point_chunk < 0:
             raise ValueError(f'point_chunk must be >= 0 (0 = all pixels), got {point_chunk}')
+        if hold_res2_views < 0:
+            raise ValueError(f'hold_res2_views must be >= 0, got {hold_res2_views}')
         step = view_chunk or num_views
         self.ranges: List[Tuple[int, int]] = [(s, min(s + step, num_views))
                                               for s in range(0, num_views, step)]
         self.point_chunk = point_chunk
         self.recompute = recompute
+        self.num_views = num_views
+        self.hold_res2_views = hold_res2_views
+
+    @property
+    def holds_res2(self) -> bool:
+        """Whether res2 is held from the backbone pass (else recomputed per chunk when needed).
+
+        Held for one chunk, or for at most ``hold_res2_views`` views; never under
+        recomputation (the backward pass rebuilds the activations anyway).
+        """
+        return not self.recompute and (len(self.ranges) <= 1
+                                       or self.num_views <= self.hold_res2_views)
 
     def __len__(self) -> int:
         return len(self.ranges)
@@ -119,8 +138,9 @@ class Res2Features:
 
     Either averaged per res2 voxel (pooled while the backbone ran,
     ``PredictionPointSet.res2_on_voxels``) or per pixel, chunk by chunk: held from the backbone
-    pass when the batch is one chunk without recomputation, else recomputed per chunk (stem and
-    the first stage, about a fifth of a ResNet's work) so that it is never held for all views.
+    pass when the plan holds it (:attr:`ChunkPlan.holds_res2`: one chunk, or few enough views),
+    else recomputed per chunk (stem and the first stage, about a fifth of a ResNet's work) so
+    that it is never held for all views.
     """
 
     def __init__(self, encoder: 'MultiViewEncoder', imgs: Images, plan: ChunkPlan,
@@ -203,7 +223,7 @@ class MultiViewEncoder:
         pd = self.pixel_decoder
         mask_geo = geometry[pd.mask_level]
         res2_sum = mask_geo.voxel_sum() if points.res2_on_voxels else None
-        hold_res2 = not points.res2_on_voxels and len(plan) == 1 and not plan.recompute
+        hold_res2 = not points.res2_on_voxels and plan.holds_res2
         projs, res2_held = self._backbone(imgs, geometry, plan, res2_sum, hold_res2)
         levels = pd.num_encoder_levels
         accs = [geometry[pd.backbone_level(i)].voxel_sum() for i in range(levels)]

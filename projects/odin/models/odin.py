@@ -63,9 +63,10 @@ class ODIN(Base3DDetector):
             backward pass; 0 = whole batch) and ``point_chunk`` here (:meth:`chunk_plan`);
             the head's training config (assigner, sampler, 2D point sampling).
         test_cfg: ``max_frames`` (frame cap, <= 0 = all), ``view_chunk`` (views per chunk of
-            the 3D forward, bounded memory; 0 = whole batch) and ``point_chunk`` (pixels per
-            chunk of point-wise steps) here (:meth:`chunk_plan`); ``topk``, ``skip_classes`` in
-            the head.
+            the 3D forward, bounded memory; 0 = whole batch), ``point_chunk`` (pixels per
+            chunk of point-wise steps) and ``hold_res2_views`` (batches of at most this many
+            views keep res2 for the mask features instead of recomputing it; 0 = never when
+            chunked) here (:meth:`chunk_plan`); ``topk``, ``skip_classes`` in the head.
         init_cfg: initialisation config.
         **legacy: keys of older configs (``use_ghost_points``, ...): rejected with a message
             naming what replaces them.
@@ -141,13 +142,15 @@ class ODIN(Base3DDetector):
         """View chunks of a 3D batch: ``train_cfg`` in training, ``test_cfg`` otherwise.
 
         ``view_chunk`` views per chunk (0 = all), ``point_chunk`` pixels per chunk of the keys'
-        positional encoding (0 = all); in training with ``view_chunk > 0`` every chunk's
-        activations are recomputed in the backward pass (bounded memory, docs/training.md).
+        positional encoding (0 = all), ``hold_res2_views`` (:class:`ChunkPlan`); in training
+        with ``view_chunk > 0`` every chunk's activations are recomputed in the backward pass
+        (bounded memory, docs/training.md).
         """
         cfg = (self.train_cfg if self.training else self.test_cfg) or {}
         view_chunk = int(cfg.get('view_chunk') or 0)
         recompute = self.training and view_chunk > 0 and torch.is_grad_enabled()
-        return ChunkPlan(num_views, view_chunk, int(cfg.get('point_chunk') or 0), recompute)
+        return ChunkPlan(num_views, view_chunk, int(cfg.get('point_chunk') or 0), recompute,
+                         int(cfg.get('hold_res2_views') or 0))
 
     def extract_feat(self, batch_inputs: dict, batch_data_samples: Sequence = ()):
         """Features of a batch: backbone levels (2D) or the multi-view encoder's (3D).
