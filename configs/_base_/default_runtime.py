@@ -5,7 +5,8 @@ custom_imports = dict(imports=['projects.odin'], allow_failed_imports=False)
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50),
+    # mmengine's LoggerHook; the test metrics JSON written by one process (dist_test.sh)
+    logger=dict(type='ODINLoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4000, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),

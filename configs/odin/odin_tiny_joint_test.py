@@ -129,7 +129,7 @@ optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, 
                      clip_grad=dict(max_norm=1.0))
 param_scheduler = []
 custom_hooks = [dict(type='RNGStateHook'), dict(type='ODINTaskLossHook')]
-default_hooks = dict(logger=dict(type='LoggerHook', interval=5),
+default_hooks = dict(logger=dict(type='ODINLoggerHook', interval=5),
                      checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000),
                      visualization=dict(type='ODINVisualizationHook', draw=False))
 randomness = dict(seed=0)

@@ -1,11 +1,15 @@
-"""Training hooks added by ODIN."""
+"""Training and testing hooks added by ODIN."""
+import os
+import os.path as osp
 import random
 from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 from mmdet3d.registry import HOOKS
-from mmengine.hooks import Hook
+from mmengine.dist import is_main_process
+from mmengine.fileio import dump
+from mmengine.hooks import Hook, LoggerHook
 
 DATA_BATCH = Optional[Any]
 
@@ -125,3 +129,27 @@ class TrustedCheckpointHook(Hook):
     def after_run(self, runner) -> None:
         """Close the window (safety net)."""
         self._close()
+
+
+@HOOKS.register_module()
+class ODINLoggerHook(LoggerHook):
+    """mmengine's ``LoggerHook`` whose test metrics file is written by one process, atomically.
+
+    mmengine's hook dumps the test metrics to ``<log_dir>/<timestamp>.json`` from every rank.
+    All ranks share the timestamp, so in a multi-process test (``tools/dist_test.sh``) they
+    write the same file at the same moment and it can end up corrupt (one rank's JSON over
+    another's longer one leaves trailing bytes). Here only the main process writes it, through a
+    temporary file renamed into place; everything else is mmengine's hook.
+    """
+
+    def after_test_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        """Log the test metrics and (main process only) write them to the JSON file."""
+        tag, log_str = runner.log_processor.get_log_after_epoch(
+            runner, len(runner.test_dataloader), 'test', with_non_scalar=True)
+        runner.logger.info(log_str)
+        if not is_main_process():
+            return
+        path = osp.join(runner.log_dir, self.json_log_path)
+        tmp = f'{path}.tmp{os.getpid()}'
+        dump(self._process_tags(tag), tmp, file_format='json')
+        os.replace(tmp, path)
