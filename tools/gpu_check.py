@@ -13,7 +13,8 @@ On a GPU machine without network (``make gpu-check WHEELHOUSE=DIR``)::
 4. ``throw_probe``: a compiled op given a bad argument must raise, in a subprocess (a CUDA build
    once died with SIGSEGV there); with mmcv also mmcv's deformable attention op;
 5. ``cuda_tests``: the CUDA tests and the argument/size checks of ``tests/test_ops`` (again
-   with mmcv, for the test that dispatches to mmcv's op);
+   with mmcv, for the test that dispatches to mmcv's op, with the decoder attention's tests
+   against mmcv's layer);
 6. ``bench_ops``: ``benchmark_ops.py --device cuda`` at 20k and 200k voxels (block) and kNN
    100k/400k points; (with mmcv:) ``bench_model`` (``benchmark_model.py --device cuda``),
    ``bench_long`` (``benchmark_long_scene.py --device cuda``: R50 1000 frames and Swin-B 250
@@ -604,8 +605,10 @@ def main(argv=None) -> int:
         if cuda:
             names = ' or '.join(osp.splitext(osp.basename(f))[0] for f in uncollected)
             keys = 'mmcv or golden' + (f' or (({select}) and ({names}))' if names else '')
-            r = run_step(report, 'mmcv_tests', pytest + ['tests/test_ops', '-k', keys], 180,
-                         env)
+            # the decoder's attention against mmcv's layer on CUDA too
+            r = run_step(report, 'mmcv_tests', pytest + [
+                'tests/test_ops', 'tests/test_models/test_odin_masked_attention.py', '-k', keys],
+                180, env)
             report.data['tests_failed'].extend(failed_tests(r['log']))
     if data_thread is not None:
         data_thread.join(max(0.0, deadline - time.time()))

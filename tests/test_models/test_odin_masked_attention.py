@@ -144,3 +144,23 @@ def test_registered_and_used_by_the_head():
     head = MODELS.build(cfg.model.decode_head)
     assert all(type(layer.cross_attn) is ODINMaskedAttention
                for layer in head.transformer_decoder.layers)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_layer_equals_mmcv_layer():
+    # on CUDA the fused kernel (memory-efficient attention) takes the bool mask; an odd key
+    # count exercises its mask alignment
+    ref, ours = _pair(dtype=torch.float32)
+    ref, ours = ref.cuda().train(), ours.cuda().train()
+    q, qp, k, kp, mask = (t.cuda() for t in _inputs(nk=3001, dtype=torch.float32))
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+    results = []
+    for layer, attn_mask in ((ref, mask.unsqueeze(1).repeat(1, 4, 1, 1).flatten(0, 1)),
+                             (ours, mask.unsqueeze(1))):
+        out = layer(q, k, k, query_pos=qp, key_pos=kp, attn_mask=attn_mask)
+        results.append((out,) + torch.autograd.grad(out.square().sum(),
+                                                    [q, k] + list(layer.parameters())))
+    for a, b in zip(*results):
+        a, b = a.detach(), b.detach()
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-4
