@@ -77,8 +77,12 @@ class ChunkPlan:
                                               for s in range(0, num_views, step)]
         self.point_chunk = point_chunk
         self.recompute = recompute
-        self.num_views = num_views
         self.hold_res2_views = hold_res2_views
+
+    @property
+    def num_views(self) -> int:
+        """Views of the batch (the end of the last chunk)."""
+        return self.ranges[-1][1] if self.ranges else 0
 
     @property
     def holds_res2(self) -> bool:
